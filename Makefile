@@ -1,0 +1,36 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both do all set-up first (as root on
+# Debian/Ubuntu: system packages, a venv, an editable install); set-up is skipped when already done.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SYSTEM_PACKAGES := iperf3 python3-venv python3-pip
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint setup system-packages clean
+
+demo: setup
+	$(VENV)/bin/vtax demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache vtax.db

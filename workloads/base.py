@@ -1,0 +1,92 @@
+"""The contract every workload kind fulfils, and the shapes of what it produces.
+
+Samples and summaries are plain JSON-able dicts because they cross process and network boundaries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypedDict
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Sample(TypedDict):
+    """One measurement interval of one workload on one agent."""
+
+    t: float  # wall-clock start of the interval, unix seconds
+    dt: float  # interval length, seconds
+    values: dict[str, float]
+
+
+class Target(TypedDict):
+    """Where a client role sends its load."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricInfo:
+    """How one per-sample value is reported and combined."""
+
+    unit: str
+    across_agents: Literal["sum", "mean"]  # how one second of several agents combines
+    better: Literal["higher", "lower"]
+    description: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunContext:
+    """What a runner needs to know about the trial it runs in."""
+
+    start_at: float  # unix time the load starts
+    duration: float  # seconds: warm-up + steady + cool-down
+    deadline: float  # unix time by which all load must have stopped
+    target: Target | None = None
+
+    def seconds_left(self) -> float:
+        return self.deadline - time.time()
+
+
+class DeadlineExceeded(Exception):
+    """The workload did not end by the trial's hard deadline and was killed."""
+
+
+class WorkloadError(Exception):
+    """The workload could not run (tool missing, refused connection, bad output)."""
+
+
+class WorkloadParams(BaseModel):
+    """Base of every workload's parameter model: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkloadKind(Protocol):
+    """A workload module: `workloads/<kind>.py`."""
+
+    KIND: str
+    Params: type[WorkloadParams]
+    METRICS: dict[str, MetricInfo]
+    HAS_SERVER: bool
+
+    def serve(self, params: WorkloadParams, *, bind: str, deadline: float) -> Target:
+        """Start the server side detached; it must stop by itself at `deadline`."""
+        ...
+
+    def run(self, params: WorkloadParams, ctx: RunContext) -> Iterator[Sample]:
+        """Generate the load and yield its samples; raise DeadlineExceeded past `ctx.deadline`."""
+        ...
+
+    def summarize(self, params: WorkloadParams, samples: list[Sample]) -> dict[str, float]:
+        """Whole-run figures of one agent's samples."""
+        ...
+
+
+def mean_of(samples: list[Sample], key: str) -> float | None:
+    """Mean of one value over the samples that carry it."""
+    values = [s["values"][key] for s in samples if key in s["values"]]
+    return sum(values) / len(values) if values else None

@@ -1,0 +1,234 @@
+"""iperf3 network load, run through the iperf3 program with JSON output.
+
+The program, not an in-process binding: a crash or exit() inside libiperf must never take an agent down.
+The server side is started by vtax on a free port as a one-off (`-1`) server under coreutils `timeout`,
+so it ends by itself at the trial deadline even if the agent that started it is gone.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Literal
+
+import psutil
+from pydantic import Field, model_validator
+
+from workloads.base import (
+    DeadlineExceeded,
+    MetricInfo,
+    WorkloadParams,
+    RunContext,
+    Sample,
+    Target,
+    WorkloadError,
+    mean_of,
+)
+
+KIND = "iperf3"
+HAS_SERVER = True
+
+METRICS: dict[str, MetricInfo] = {
+    "throughput_gbps": MetricInfo(
+        unit="Gbit/s", across_agents="sum", better="higher", description="goodput, all streams"
+    ),
+    "retransmits": MetricInfo(
+        unit="1/s", across_agents="sum", better="lower", description="TCP retransmits (sender side)"
+    ),
+    "rtt_ms": MetricInfo(unit="ms", across_agents="mean", better="lower", description="TCP smoothed RTT"),
+    "cwnd_kb": MetricInfo(unit="KiB", across_agents="mean", better="higher", description="TCP send window"),
+    "jitter_ms": MetricInfo(unit="ms", across_agents="mean", better="lower", description="UDP jitter"),
+    "loss_pct": MetricInfo(unit="%", across_agents="mean", better="lower", description="UDP datagram loss"),
+}
+
+_RATE = re.compile(r"^\d+(\.\d+)?[KMGkmg]?$")
+_SERVER_START_TIMEOUT = 5.0
+
+
+class Iperf3Params(WorkloadParams):
+    """Parameters of one iperf3 client; the server side needs none of its own."""
+
+    protocol: Literal["tcp", "udp"] = "tcp"
+    streams: int = Field(1, ge=1, le=128, description="parallel streams (-P)")
+    reverse: bool = Field(False, description="server sends, client receives (-R)")
+    bidir: bool = Field(False, description="both directions at once (--bidir, iperf3 >= 3.7)")
+    bitrate: str | None = Field(None, description="target bitrate per stream, e.g. 500M (-b)")
+    window: str | None = Field(None, description="socket buffer size, e.g. 4M (-w); UDP needs it")
+    length: str | None = Field(None, description="read/write buffer or datagram size, e.g. 128K (-l)")
+    omit: int = Field(0, ge=0, le=60, description="seconds iperf3 itself omits at its start (-O)")
+    target: str | None = Field(
+        None, description="an existing iperf3 server host:port; then no server agent is used"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Iperf3Params:
+        if self.reverse and self.bidir:
+            raise ValueError("reverse and bidir exclude each other")
+        for name in ("bitrate", "window", "length"):
+            value = getattr(self, name)
+            if value is not None and not _RATE.match(value):
+                raise ValueError(f"{name} must be a number with an optional K/M/G suffix, got {value!r}")
+        if self.target is not None:
+            _parse_target(self.target)
+        return self
+
+
+Params = Iperf3Params  # the name the WorkloadKind protocol looks up
+
+
+def _parse_target(text: str) -> Target:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"target must be host:port, got {text!r}")
+    return Target(host=host.strip("[]"), port=int(port))
+
+
+def external_target(params: Iperf3Params) -> Target | None:
+    """The server the user named, if any."""
+    return _parse_target(params.target) if params.target else None
+
+
+@functools.cache
+def _program() -> str:
+    path = shutil.which("iperf3")
+    if path is None:
+        raise WorkloadError("iperf3 is not installed on this agent (Debian/Ubuntu: apt-get install iperf3)")
+    return path
+
+
+@functools.cache
+def _supports_bidir() -> bool:
+    out = subprocess.run([_program(), "--help"], capture_output=True, text=True, check=False)
+    return "--bidir" in out.stdout + out.stderr
+
+
+def version() -> str | None:
+    """The installed iperf3's version, or None when it is absent."""
+    try:
+        out = subprocess.run([_program(), "--version"], capture_output=True, text=True, check=False)
+    except WorkloadError:
+        return None
+    match = re.search(r"iperf (\S+)", out.stdout)
+    return match.group(1) if match else None
+
+
+def _free_port(bind: str) -> int:
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((bind, 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        for c in psutil.net_connections("tcp")
+    )
+
+
+def serve(params: Iperf3Params, *, bind: str, deadline: float) -> Target:
+    """Start a one-off iperf3 server on a free port; it is killed by `timeout` at the deadline."""
+    lifetime = max(1, int(deadline - time.time()) + 1)
+    last_error = ""
+    for _attempt in range(3):
+        port = _free_port(bind)
+        cmd = ["timeout", "-s", "KILL", str(lifetime), _program(), "-s", "-1", "-J", "-B", bind, "-p", str(port)]
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # outlives the agent; `timeout` is its dead-man switch
+        )
+        give_up = time.monotonic() + _SERVER_START_TIMEOUT
+        while time.monotonic() < give_up and proc.poll() is None:
+            if _listening(port):
+                return Target(host=bind, port=port)
+            time.sleep(0.02)
+        proc.kill()
+        last_error = (proc.communicate()[1] or b"").decode(errors="replace").strip()
+    raise WorkloadError(f"iperf3 server did not start on {bind}: {last_error or 'no listener appeared'}")
+
+
+def _command(params: Iperf3Params, target: Target, duration: float) -> list[str]:
+    cmd = [_program(), "-c", target["host"], "-p", str(target["port"]), "-J", "--get-server-output"]
+    cmd += ["-t", str(max(1, round(duration))), "-i", "1", "-P", str(params.streams), "--connect-timeout", "5000"]
+    if params.protocol == "udp":
+        cmd.append("-u")
+    if params.reverse:
+        cmd.append("-R")
+    if params.bidir:
+        if not _supports_bidir():
+            raise WorkloadError("this agent's iperf3 has no --bidir (needs iperf3 >= 3.7)")
+        cmd.append("--bidir")
+    for flag, value in (("-b", params.bitrate), ("-w", params.window), ("-l", params.length)):
+        if value is not None:
+            cmd += [flag, value]
+    if params.omit:
+        cmd += ["-O", str(params.omit)]
+    return cmd
+
+
+def run(params: Iperf3Params, ctx: RunContext) -> Iterator[Sample]:
+    """Run the client for the trial's duration and yield one sample per second."""
+    if ctx.target is None:
+        raise WorkloadError("iperf3 client has no target server")
+    cmd = _command(params, ctx.target, ctx.duration)
+    launched = time.time()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=max(0.0, ctx.seconds_left()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise DeadlineExceeded(
+            f"iperf3 client to {ctx.target['host']}:{ctx.target['port']} still running at the deadline"
+        ) from None
+    try:
+        report = json.loads(out)
+    except json.JSONDecodeError:
+        detail = (err or out).decode(errors="replace").strip()[-300:]
+        raise WorkloadError(f"iperf3 exited {proc.returncode} without a JSON report: {detail}") from None
+    if "error" in report:
+        raise WorkloadError(f"iperf3: {report['error']}")
+    yield from parse_report(report, launched)
+
+
+def parse_report(report: dict, launched: float) -> Iterator[Sample]:
+    """Samples from an iperf3 client JSON report; UDP loss/jitter come from the receiving side."""
+    server = report.get("server_output_json") or {}
+    received_by_server = server.get("intervals", [])
+    for i, interval in enumerate(report.get("intervals", [])):
+        total = interval["sum"]
+        if total.get("omitted"):
+            continue
+        sums = [total] + ([interval["sum_bidir_reverse"]] if "sum_bidir_reverse" in interval else [])
+        values: dict[str, float] = {"throughput_gbps": sum(s["bits_per_second"] for s in sums) / 1e9}
+        senders = [s for s in interval["streams"] if s.get("sender") and "rtt" in s]
+        if senders:
+            values["retransmits"] = float(sum(s.get("retransmits", 0) for s in senders))
+            values["rtt_ms"] = sum(s["rtt"] for s in senders) / len(senders) / 1000
+            values["cwnd_kb"] = sum(s["snd_cwnd"] for s in senders) / len(senders) / 1024
+        receiver = total if "jitter_ms" in total else None
+        if receiver is None and i < len(received_by_server):
+            server_sum = received_by_server[i]["sum"]
+            receiver = server_sum if "jitter_ms" in server_sum else None
+        if receiver is not None:
+            values["jitter_ms"] = float(receiver["jitter_ms"])
+            packets = receiver.get("packets") or 0
+            values["loss_pct"] = 100.0 * receiver.get("lost_packets", 0) / packets if packets else 0.0
+        yield Sample(t=launched + float(total["start"]), dt=float(total["seconds"]), values=values)
+
+
+def summarize(params: Iperf3Params, samples: list[Sample]) -> dict[str, float]:
+    """Mean of every per-second value, and the total retransmits."""
+    summary = {key: mean for key in METRICS if (mean := mean_of(samples, key)) is not None}
+    if "retransmits" in summary:
+        summary["retransmits_total"] = sum(s["values"].get("retransmits", 0.0) for s in samples)
+    return summary

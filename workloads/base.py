@@ -77,6 +77,10 @@ class WorkloadKind(Protocol):
         """Start the server side detached; it must stop by itself at `deadline`."""
         ...
 
+    def external_target(self, params: WorkloadParams) -> Target | None:
+        """A server outside vtax that the parameters name, if any."""
+        ...
+
     def run(self, params: WorkloadParams, ctx: RunContext) -> Iterator[Sample]:
         """Generate the load and yield its samples; raise DeadlineExceeded past `ctx.deadline`."""
         ...

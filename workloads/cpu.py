@@ -48,6 +48,10 @@ def serve(params: CpuParams, *, bind: str, deadline: float) -> Target:
     raise NotImplementedError("the cpu workload has no server side")
 
 
+def external_target(params: CpuParams) -> Target | None:
+    return None
+
+
 def burn(percent: float, seconds: float) -> None:
     """Busy-loop `percent` of every period, sleep the rest, for `seconds`."""
     end = time.monotonic() + seconds

@@ -23,11 +23,11 @@ from pydantic import Field, model_validator
 from workloads.base import (
     DeadlineExceeded,
     MetricInfo,
-    WorkloadParams,
     RunContext,
     Sample,
     Target,
     WorkloadError,
+    WorkloadParams,
     mean_of,
 )
 

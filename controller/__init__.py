@@ -1,0 +1,1 @@
+"""The vtax controller: spec, plan, engine, run loop, host counters, store, analysis, report, CLI."""

@@ -1,0 +1,236 @@
+"""From the run store to the run's result: per-trial steady-phase KPIs, per-condition statistics,
+overheads against the baseline, validity warnings and SLA checks, in the `--json` contract of design.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import workloads
+from controller import stats
+from controller.hostcounters import HOST_METRICS
+from controller.spec import Experiment
+from controller.store import Store
+from workloads.base import MetricInfo
+
+SATURATED_CPU_PCT = 90.0
+LATE_START_S = 0.1
+MIN_STEADY_COVERAGE = 0.8
+NOISY_CI_PCT = 10.0
+
+
+def metric_catalogue(experiment: Experiment) -> dict[str, MetricInfo]:
+    """Every metric of this experiment with its unit and direction."""
+    catalogue: dict[str, MetricInfo] = {}
+    for entry in experiment.workloads:
+        for field, info in workloads.get(entry.kind).METRICS.items():
+            catalogue[f"{entry.label}.{field}"] = info
+    return catalogue | HOST_METRICS
+
+
+def _in_steady(sample: dict[str, Any], start: float, end: float) -> bool:
+    middle = sample["t"] + sample["dt"] / 2
+    return start <= middle < end
+
+
+def trial_kpis(
+    experiment: Experiment, trial: dict[str, Any], samples: list[dict[str, Any]], host: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Steady-phase KPIs of one trial: for each metric, agents combined per second, then averaged."""
+    start = trial["start_at"] + experiment.timing.warmup
+    end = start + experiment.timing.steady
+    catalogue = metric_catalogue(experiment)
+    per_second: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for sample in samples:
+        if not _in_steady(sample, start, end):
+            continue
+        second = math.floor(sample["t"] + sample["dt"] / 2 - trial["start_at"])
+        for field, value in sample["values"].items():
+            per_second[f"{sample['workload']}.{field}"][second].append(value)
+    for sample in host:
+        if _in_steady(sample, start, end):
+            second = math.floor(sample["t"] + sample["dt"] / 2 - trial["start_at"])
+            for name, value in sample["values"].items():
+                per_second[name][second].append(value)
+    kpis: dict[str, float] = {}
+    for name, seconds in per_second.items():
+        combine = sum if catalogue.get(name, HOST_METRICS["host.cpu_pct"]).across_agents == "sum" else _mean
+        kpis[name] = _mean([combine(values) for values in seconds.values()])
+    throughput = sum(v for k, v in kpis.items() if k.endswith(".throughput_gbps"))
+    if "host.cpu_pct" in kpis and throughput > 0:
+        kpis["host.cpu_per_gbps"] = kpis["host.cpu_pct"] / throughput
+    return kpis
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def analyse(store: Store, run_id: str) -> dict[str, Any]:
+    """The run's result object, recomputed from the store."""
+    run = store.run(run_id)
+    run_id = run["id"]
+    experiment = Experiment.model_validate(run["spec"])
+    trials = store.trials(run_id)
+    samples_by_trial: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for sample in store.samples(run_id):
+        samples_by_trial[sample["trial_idx"]].append(sample)
+    host_by_trial: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for sample in store.host_samples(run_id):
+        host_by_trial[sample["trial_idx"]].append(sample)
+    results_by_trial: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for result in store.agent_results(run_id):
+        results_by_trial[result["trial_idx"]].append(result)
+
+    validity: list[dict[str, Any]] = []
+    trial_rows = []
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for trial in trials:
+        idx = trial["idx"]
+        kpis = (
+            trial_kpis(experiment, trial, samples_by_trial[idx], host_by_trial[idx])
+            if trial["start_at"] is not None
+            else {}
+        )
+        trial_rows.append({**{k: trial[k] for k in ("idx", "condition", "repetition", "status", "reason")}, "kpis": kpis})
+        label = f"trial {idx} ({trial['condition']} #{trial['repetition']})"
+        if trial["status"] != "ok":
+            validity.append(_issue("error", f"trial_{trial['status']}", f"{label} {trial['status']}: {trial['reason']}", idx))
+            continue
+        validity += _trial_validity(experiment, trial, label, samples_by_trial[idx], results_by_trial[idx], kpis)
+        for name, value in kpis.items():
+            values[name][trial["condition"]].append(value)
+
+    baseline = experiment.baseline.name
+    names = [c.name for c in experiment.conditions]
+    metrics: dict[str, Any] = {}
+    for name, info in metric_catalogue(experiment).items():
+        if name not in values:
+            continue
+        by_condition = {c: stats.describe(values[name][c]) for c in names}
+        metrics[name] = {
+            "unit": info.unit,
+            "better": info.better,
+            "description": info.description,
+            "by_condition": by_condition,
+            "overhead": {c: stats.overhead(values[name][baseline], values[name][c]) for c in names if c != baseline},
+        }
+    validity += _condition_validity(experiment, metrics)
+    sla = _sla_checks(experiment, metrics)
+    planned = experiment.repetitions * len(experiment.conditions)
+    return {
+        "run_id": run_id,
+        "name": run["name"],
+        "engine": run["engine"],
+        "status": run["status"],
+        "reason": run["reason"],
+        "spec_path": run["spec_path"],
+        "store": store.path,
+        "created": run["created"],
+        "finished": run["finished"],
+        "baseline": baseline,
+        "conditions": names,
+        "repetitions": experiment.repetitions,
+        "order": [t["condition"] for t in trials],
+        "trials_planned": planned,
+        "trials": trial_rows,
+        "metrics": metrics,
+        "validity": validity,
+        "sla": sla,
+        "passed": not any(v["level"] == "error" for v in validity) and all(s["ok"] for s in sla),
+    }
+
+
+def _issue(level: str, code: str, message: str, trial: int | None = None) -> dict[str, Any]:
+    issue: dict[str, Any] = {"level": level, "code": code, "message": message}
+    if trial is not None:
+        issue["trial"] = trial
+    return issue
+
+
+def _trial_validity(
+    experiment: Experiment,
+    trial: dict[str, Any],
+    label: str,
+    samples: list[dict[str, Any]],
+    results: list[dict[str, Any]],
+    kpis: dict[str, float],
+) -> list[dict[str, Any]]:
+    issues = []
+    cpu = kpis.get("host.cpu_pct")
+    if cpu is not None and cpu >= SATURATED_CPU_PCT:
+        issues.append(_issue(
+            "warning", "host_saturated",
+            f"{label}: host CPU {cpu:.0f} % in the steady phase; the load generators share the host with what "
+            "they measure, so this may measure the generator, not the appliance", trial["idx"],
+        ))
+    start = trial["start_at"] + experiment.timing.warmup
+    end = start + experiment.timing.steady
+    expected = experiment.timing.steady * MIN_STEADY_COVERAGE
+    for result in results:
+        late = (result["started_at"] or trial["start_at"]) - trial["start_at"]
+        if late > LATE_START_S:
+            issues.append(_issue(
+                "warning", "late_start", f"{label}: agent {result['agent']} started {late * 1000:.0f} ms late", trial["idx"]
+            ))
+        seconds = sum(
+            s["dt"] for s in samples
+            if s["agent"] == result["agent"] and s["workload"] == result["workload"] and _in_steady(s, start, end)
+        )
+        if seconds < expected:
+            issues.append(_issue(
+                "warning", "steady_incomplete",
+                f"{label}: {result['workload']} on {result['agent']} has {seconds:.1f} s of samples in a "
+                f"{experiment.timing.steady:g} s steady phase", trial["idx"],
+            ))
+    return issues
+
+
+def _condition_validity(experiment: Experiment, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    issues = []
+    for condition in experiment.conditions:
+        n = max((m["by_condition"][condition.name]["n"] for m in metrics.values()), default=0)
+        if n < 2:
+            issues.append(_issue(
+                "warning" if n else "error", "too_few_repetitions",
+                f"condition {condition.name}: {n} valid repetition(s); a confidence interval needs at least 2",
+            ))
+    for name, metric in metrics.items():
+        if not name.endswith("throughput_gbps"):
+            continue
+        for condition, described in metric["by_condition"].items():
+            if described["ci95"] and described["mean"]:
+                width = 100.0 * (described["ci95"][1] - described["mean"]) / abs(described["mean"])
+                if width > NOISY_CI_PCT:
+                    issues.append(_issue(
+                        "warning", "noisy",
+                        f"{name} under {condition}: 95 % CI is ±{width:.0f} % of the mean; add repetitions",
+                    ))
+    return issues
+
+
+def _sla_checks(experiment: Experiment, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+    for name, rule in experiment.sla.items():
+        metric = metrics.get(name)
+        if metric is None:
+            checks.append({"metric": name, "condition": None, "rule": "present", "limit": None, "value": None, "ok": False})
+            continue
+        for condition, described in metric["by_condition"].items():
+            mean = described["mean"]
+            for kind, limit, ok in (
+                ("min", rule.min, lambda v, lim: v >= lim),
+                ("max", rule.max, lambda v, lim: v <= lim),
+            ):
+                if limit is not None:
+                    checks.append({"metric": name, "condition": condition, "rule": kind, "limit": limit,
+                                   "value": mean, "ok": mean is not None and ok(mean, limit)})
+        if rule.max_change_pct is not None:
+            for condition, over in metric["overhead"].items():
+                pct = over["pct"]
+                checks.append({"metric": name, "condition": condition, "rule": "max_change_pct",
+                               "limit": rule.max_change_pct, "value": pct,
+                               "ok": pct is not None and abs(pct) <= rule.max_change_pct})
+    return checks

@@ -1,0 +1,27 @@
+"""Errors that end a command, each carrying the exit code design.md assigns to it."""
+
+
+class VtaxError(Exception):
+    """A failure the CLI reports as one line and an exit code, never as a traceback."""
+
+    exit_code = 3
+
+
+class InputError(VtaxError):
+    """Bad input: spec, arguments or configuration (exit 2)."""
+
+    exit_code = 2
+
+
+class SpecError(InputError):
+    """A spec problem, located by file and field."""
+
+    def __init__(self, source: str, field: str, reason: str) -> None:
+        self.source, self.field, self.reason = source, field, reason
+        super().__init__(f"{source}: {field}: {reason}" if field else f"{source}: {reason}")
+
+
+class InfrastructureError(VtaxError):
+    """Something vtax depends on failed: a hook, an agent, a broker (exit 3)."""
+
+    exit_code = 3

@@ -1,0 +1,35 @@
+"""The plan: every condition × repetition as a trial, in the order the spec asks for.
+
+Interleaving (ABAB…) is the default because it spreads slow drift of the machine (thermal, background
+jobs, a neighbour's load) over all conditions instead of charging it to one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from controller.spec import Experiment
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trial:
+    index: int  # position in the run, from 0
+    condition: str
+    repetition: int  # from 1
+
+
+def make_plan(experiment: Experiment) -> list[Trial]:
+    names = [c.name for c in experiment.conditions]
+    reps = range(1, experiment.repetitions + 1)
+    if experiment.order == "blocked":
+        pairs = [(name, rep) for name in names for rep in reps]
+    else:
+        shuffler = random.Random(experiment.seed)
+        pairs = []
+        for rep in reps:
+            block = list(names)
+            if experiment.order == "random":
+                shuffler.shuffle(block)
+            pairs += [(name, rep) for name in block]
+    return [Trial(index=i, condition=name, repetition=rep) for i, (name, rep) in enumerate(pairs)]

@@ -1,0 +1,141 @@
+"""What a person sees: the live display while trials run, and the summary table of a run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from controller.events import Events
+from controller.plan import Trial
+
+HEADLINE_METRICS = ("throughput_gbps", "achieved_pct", "host.cpu_pct")
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:,.0f}"
+
+
+def _headline(kpis: dict[str, float]) -> str:
+    parts = [f"{name} {_fmt(value)}" for name, value in kpis.items() if name.endswith(HEADLINE_METRICS)]
+    return "  ".join(parts)
+
+
+class LiveDisplay:
+    """Trial i/n, condition, phase and the host's live CPU and network while a run goes on."""
+
+    def __init__(self, console: Console, events: Events, *, warmup: float, steady: float) -> None:
+        self.console = console
+        self._warmup, self._steady = warmup, steady
+        self._trial: Trial | None = None
+        self._total = 0
+        self._start_at = 0.0
+        self._duration = 0.0
+        self._host: dict[str, Any] = {}
+        self._live = Live(console=console, refresh_per_second=4, get_renderable=self._render, transient=True)
+        events.trial_start.add_listener(self._on_trial_start)
+        events.host_sample.add_listener(self._on_host_sample)
+        events.trial_end.add_listener(self._on_trial_end)
+        events.run_start.add_listener(lambda **_: self._live.start())
+        events.run_end.add_listener(lambda **_: self._live.stop())
+
+    def _on_trial_start(self, *, trial: Trial, total: int, start_at: float, duration: float) -> None:
+        self._trial, self._total, self._start_at, self._duration, self._host = trial, total, start_at, duration, {}
+
+    def _on_host_sample(self, *, trial: Trial, sample: dict[str, Any]) -> None:
+        self._host = sample
+
+    def _on_trial_end(self, *, trial: Trial, total: int, status: str, reason: str, kpis: dict[str, float]) -> None:
+        self._trial = None
+        style = "green" if status == "ok" else "red"
+        line = Text(f"trial {trial.index + 1}/{total}  {trial.condition} #{trial.repetition}  ")
+        line.append(status, style=style)
+        line.append(f"  {_headline(kpis)}" if status == "ok" else f"  {reason}")
+        self.console.print(line)
+
+    def _phase(self, elapsed: float) -> str:
+        if elapsed < 0:
+            return "starting"
+        if elapsed < self._warmup:
+            return "warm-up"
+        if elapsed < self._warmup + self._steady:
+            return "steady"
+        return "cool-down" if elapsed < self._duration else "collecting"
+
+    def _render(self) -> Any:
+        if self._trial is None:
+            return Text("")
+        elapsed = time.time() - self._start_at
+        head = Text(
+            f"trial {self._trial.index + 1}/{self._total}  {self._trial.condition} #{self._trial.repetition}  "
+            f"{self._phase(elapsed)}  {max(0.0, elapsed):.0f}/{self._duration:.0f} s",
+            style="bold",
+        )
+        values = self._host.get("values", {})
+        rx = sum(n["rx_bytes_per_s"] for n in self._host.get("net", {}).values()) * 8 / 1e9
+        host = Text(f"host CPU {_fmt(values.get('host.cpu_pct'))} %   host network rx {rx:.2f} Gbit/s (all interfaces)")
+        bar = ProgressBar(total=self._duration, completed=min(max(elapsed, 0.0), self._duration), width=40)
+        return Group(head, bar, host)
+
+
+def _mean_cell(described: dict[str, Any]) -> str:
+    if described["mean"] is None:
+        return "–"
+    if described["ci95"] is None:
+        return f"{_fmt(described['mean'])} (n={described['n']})"
+    half = (described["ci95"][1] - described["ci95"][0]) / 2
+    return f"{_fmt(described['mean'])} ± {_fmt(half, 2)} (n={described['n']})"
+
+
+def _overhead_cell(over: dict[str, Any], better: str) -> Text:
+    if over["pct"] is None:
+        return Text("–")
+    text = f"{over['pct']:+.1f} %"
+    if over["ci95_pct"] is not None:
+        text += f" [{over['ci95_pct'][0]:+.1f}, {over['ci95_pct'][1]:+.1f}]"
+    if over["p_value"] is not None:
+        text += f" p={over['p_value']:.2g}"
+    worse = (over["pct"] < 0) if better == "higher" else (over["pct"] > 0)
+    style = ("red" if worse else "green") if over["significant"] else "dim"
+    return Text(text, style=style)
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    """Per metric: each condition's mean ± 95 % CI half-width, and each overhead against the baseline."""
+    baseline = result["baseline"]
+    others = [c for c in result["conditions"] if c != baseline]
+    table = Table(title=f"{result['name']} · run {result['run_id']} · baseline {baseline}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("unit")
+    for condition in result["conditions"]:
+        table.add_column(condition + (" (baseline)" if condition == baseline else ""), justify="right")
+    for condition in others:
+        table.add_column(f"{condition} vs {baseline} [95 % CI]", justify="right")
+    for name, metric in result["metrics"].items():
+        cells: list[Any] = [name, metric["unit"]]
+        cells += [_mean_cell(metric["by_condition"][c]) for c in result["conditions"]]
+        cells += [_overhead_cell(metric["overhead"][c], metric["better"]) for c in others]
+        table.add_row(*cells)
+    return table
+
+
+def print_result(console: Console, result: dict[str, Any]) -> None:
+    """The summary table, validity and SLA findings, and where the run is stored."""
+    console.print(summary_table(result))
+    for issue in result["validity"]:
+        style = "red" if issue["level"] == "error" else "yellow"
+        console.print(Text(f"{issue['level']}: {issue['message']}", style=style))
+    for check in result["sla"]:
+        if not check["ok"]:
+            console.print(Text(
+                f"SLA failed: {check['metric']} {check['rule']} {check['limit']} under {check['condition']} "
+                f"(got {_fmt(check['value'])})", style="red",
+            ))
+    console.print(f"run {result['run_id']} ({result['status']}) stored in {result['store']}")

@@ -1,0 +1,156 @@
+"""The run store: one SQLite file holding runs, trials, agent results, samples and host counters.
+
+It is the source of truth for analysis: `vtax show` recomputes a run's summary from here alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from controller.errors import InputError
+
+DEFAULT_PATH = "vtax.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, engine TEXT NOT NULL, spec_path TEXT, spec_json TEXT NOT NULL,
+    created REAL NOT NULL, finished REAL, status TEXT NOT NULL, reason TEXT
+);
+CREATE TABLE IF NOT EXISTS trials (
+    run_id TEXT NOT NULL REFERENCES runs(id), idx INTEGER NOT NULL, condition TEXT NOT NULL,
+    repetition INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT, start_at REAL, deadline REAL, ended REAL,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS agent_results (
+    run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, agent TEXT NOT NULL, workload TEXT NOT NULL,
+    status TEXT NOT NULL, reason TEXT, started_at REAL, ended_at REAL, agent_cpu_s REAL, summary_json TEXT
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, agent TEXT NOT NULL, workload TEXT NOT NULL,
+    t REAL NOT NULL, dt REAL NOT NULL, values_json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS host_counters (
+    run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, host TEXT NOT NULL, t REAL NOT NULL, dt REAL NOT NULL,
+    values_json TEXT NOT NULL, detail_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_by_run ON samples (run_id, trial_idx);
+CREATE INDEX IF NOT EXISTS host_by_run ON host_counters (run_id, trial_idx);
+"""
+
+
+_TRIAL_COLUMNS = ("idx", "condition", "repetition", "status", "reason", "start_at", "deadline", "ended")
+
+
+class Store:
+    """Writes commit immediately: a crash mid-run keeps every trial already measured."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise InputError(f"{self.path}: cannot open the run store: {exc}") from None
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self._db.close()
+
+    def create_run(self, *, run_id: str, name: str, engine: str, spec_path: str | None, spec: dict[str, Any]) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO runs (id, name, engine, spec_path, spec_json, created, status) VALUES (?,?,?,?,?,?,?)",
+                (run_id, name, engine, spec_path, json.dumps(spec), time.time(), "running"),
+            )
+
+    def finish_run(self, run_id: str, status: str, reason: str = "") -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE runs SET status = ?, reason = ?, finished = ? WHERE id = ?", (status, reason, time.time(), run_id)
+            )
+
+    def add_trial(self, run_id: str, trial: dict[str, Any]) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO trials (run_id, idx, condition, repetition, status, reason, start_at, deadline,"
+                " ended) VALUES (:run_id, :idx, :condition, :repetition, :status, :reason, :start_at, :deadline, :ended)",
+                {"run_id": run_id, **{k: trial[k] for k in _TRIAL_COLUMNS}},
+            )
+
+    def add_agent_result(self, run_id: str, trial_idx: int, result: dict[str, Any]) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO agent_results VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id, trial_idx, result["agent"], result["workload"], result["status"], result["reason"],
+                    result.get("started_at"), result.get("ended_at"), result.get("agent_cpu_s"),
+                    json.dumps(result.get("summary", {})),
+                ),
+            )
+            self._db.executemany(
+                "INSERT INTO samples VALUES (?,?,?,?,?,?,?)",
+                [
+                    (run_id, trial_idx, result["agent"], result["workload"], s["t"], s["dt"], json.dumps(s["values"]))
+                    for s in result.get("samples", [])
+                ],
+            )
+
+    def add_host_samples(self, run_id: str, trial_idx: int, host: str, samples: list[dict[str, Any]]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO host_counters VALUES (?,?,?,?,?,?,?)",
+                [
+                    (
+                        run_id, trial_idx, host, s["t"], s["dt"], json.dumps(s["values"]),
+                        json.dumps({k: v for k, v in s.items() if k not in ("t", "dt", "values")}),
+                    )
+                    for s in samples
+                ],
+            )
+
+    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT r.*, (SELECT COUNT(*) FROM trials t WHERE t.run_id = r.id) AS trials FROM runs r"
+            " ORDER BY created DESC LIMIT ?",
+            (limit,),
+        )
+        return [dict(row) for row in rows]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """A run by id or unique id prefix; InputError when there is none or several."""
+        rows = self._db.execute("SELECT * FROM runs WHERE id LIKE ? || '%' ORDER BY created", (run_id,)).fetchall()
+        if not rows:
+            raise InputError(f"{self.path}: no run {run_id!r} (see `vtax runs`)")
+        exact = [row for row in rows if row["id"] == run_id]
+        if len(rows) > 1 and not exact:
+            raise InputError(f"{self.path}: {run_id!r} matches {len(rows)} runs; give more of the id")
+        run = dict((exact or rows)[0])
+        run["spec"] = json.loads(run.pop("spec_json"))
+        return run
+
+    def trials(self, run_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM trials WHERE run_id = ? ORDER BY idx", (run_id,))]
+
+    def agent_results(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM agent_results WHERE run_id = ? ORDER BY trial_idx, agent", (run_id,))
+        return [{**dict(r), "summary": json.loads(r["summary_json"] or "{}")} for r in rows]
+
+    def samples(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM samples WHERE run_id = ? ORDER BY trial_idx, t", (run_id,))
+        return [
+            {"trial_idx": r["trial_idx"], "agent": r["agent"], "workload": r["workload"], "t": r["t"], "dt": r["dt"],
+             "values": json.loads(r["values_json"])}
+            for r in rows
+        ]
+
+    def host_samples(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM host_counters WHERE run_id = ? ORDER BY trial_idx, t", (run_id,))
+        return [
+            {"trial_idx": r["trial_idx"], "host": r["host"], "t": r["t"], "dt": r["dt"],
+             "values": json.loads(r["values_json"]), **json.loads(r["detail_json"])}
+            for r in rows
+        ]

@@ -28,6 +28,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
+if not console.is_terminal:
+    console = Console(width=140)  # logs and CI: do not squeeze the table into 80 columns
 errors = Console(stderr=True)
 
 StoreOption = Annotated[str, typer.Option("--store", envvar="VTAX_STORE", help="SQLite run store")]

@@ -89,40 +89,44 @@ def _mean_cell(described: dict[str, Any]) -> str:
     if described["mean"] is None:
         return "–"
     if described["ci95"] is None:
-        return f"{_fmt(described['mean'])} (n={described['n']})"
+        return f"{_fmt(described['mean'])} ({described['n']})"
     half = (described["ci95"][1] - described["ci95"][0]) / 2
-    return f"{_fmt(described['mean'])} ± {_fmt(half, 2)} (n={described['n']})"
+    return f"{_fmt(described['mean'])} ± {_fmt(half, 2)} ({described['n']})"
 
 
-def _overhead_cell(over: dict[str, Any], better: str) -> Text:
+def _overhead_cells(over: dict[str, Any], better: str) -> tuple[Text, str]:
+    """The change in % with its CI, coloured when significant (red: worse), and the p-value."""
     if over["pct"] is None:
-        return Text("–")
+        return Text("–"), ""
     text = f"{over['pct']:+.1f} %"
     if over["ci95_pct"] is not None:
         text += f" [{over['ci95_pct'][0]:+.1f}, {over['ci95_pct'][1]:+.1f}]"
-    if over["p_value"] is not None:
-        text += f" p={over['p_value']:.2g}"
     worse = (over["pct"] < 0) if better == "higher" else (over["pct"] > 0)
     style = ("red" if worse else "green") if over["significant"] else "dim"
-    return Text(text, style=style)
+    return Text(text, style=style), "" if over["p_value"] is None else f"{over['p_value']:.2g}"
 
 
 def summary_table(result: dict[str, Any]) -> Table:
-    """Per metric: each condition's mean ± 95 % CI half-width, and each overhead against the baseline."""
+    """One row per metric and condition: mean ± 95 % CI half-width, and the change against the baseline."""
     baseline = result["baseline"]
-    others = [c for c in result["conditions"] if c != baseline]
     table = Table(title=f"{result['name']} · run {result['run_id']} · baseline {baseline}", title_justify="left")
-    table.add_column("metric")
-    table.add_column("unit")
-    for condition in result["conditions"]:
-        table.add_column(condition + (" (baseline)" if condition == baseline else ""), justify="right")
-    for condition in others:
-        table.add_column(f"{condition} vs {baseline} [95 % CI]", justify="right")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("condition", no_wrap=True)
+    table.add_column("mean ± 95 % CI (n)", justify="right", no_wrap=True)
+    table.add_column(f"vs {baseline} [95 % CI]", justify="right", no_wrap=True)
+    table.add_column("p", justify="right", no_wrap=True)
     for name, metric in result["metrics"].items():
-        cells: list[Any] = [name, metric["unit"]]
-        cells += [_mean_cell(metric["by_condition"][c]) for c in result["conditions"]]
-        cells += [_overhead_cell(metric["overhead"][c], metric["better"]) for c in others]
-        table.add_row(*cells)
+        for i, condition in enumerate(result["conditions"]):
+            change, p_value = (
+                (Text("baseline", style="dim"), "")
+                if condition == baseline
+                else _overhead_cells(metric["overhead"][condition], metric["better"])
+            )
+            table.add_row(
+                Text(f"{name} [{metric['unit']}]") if i == 0 else "", condition,
+                _mean_cell(metric["by_condition"][condition]), change, p_value,
+                end_section=i == len(result["conditions"]) - 1,
+            )
     return table
 
 

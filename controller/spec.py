@@ -156,7 +156,7 @@ def load(path: str | Path) -> Experiment:
 def parse(text: str, source: str = "<spec>") -> Experiment:
     """Validate spec text; `source` names it in errors."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

@@ -94,10 +94,14 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
             if trial["start_at"] is not None
             else {}
         )
-        trial_rows.append({**{k: trial[k] for k in ("idx", "condition", "repetition", "status", "reason")}, "kpis": kpis})
+        trial_rows.append(
+            {**{k: trial[k] for k in ("idx", "condition", "repetition", "status", "reason")}, "kpis": kpis}
+        )
         label = f"trial {idx} ({trial['condition']} #{trial['repetition']})"
         if trial["status"] != "ok":
-            validity.append(_issue("error", f"trial_{trial['status']}", f"{label} {trial['status']}: {trial['reason']}", idx))
+            validity.append(
+                _issue("error", f"trial_{trial['status']}", f"{label} {trial['status']}: {trial['reason']}", idx)
+            )
             continue
         validity += _trial_validity(experiment, trial, label, samples_by_trial[idx], results_by_trial[idx], kpis)
         for name, value in kpis.items():
@@ -161,30 +165,44 @@ def _trial_validity(
     issues = []
     cpu = kpis.get("host.cpu_pct")
     if cpu is not None and cpu >= SATURATED_CPU_PCT:
-        issues.append(_issue(
-            "warning", "host_saturated",
-            f"{label}: host CPU {cpu:.0f} % in the steady phase; the load generators share the host with what "
-            "they measure, so this may measure the generator, not the appliance", trial["idx"],
-        ))
+        issues.append(
+            _issue(
+                "warning",
+                "host_saturated",
+                f"{label}: host CPU {cpu:.0f} % in the steady phase; the load generators share the host with what "
+                "they measure, so this may measure the generator, not the appliance",
+                trial["idx"],
+            )
+        )
     start = trial["start_at"] + experiment.timing.warmup
     end = start + experiment.timing.steady
     expected = experiment.timing.steady * MIN_STEADY_COVERAGE
     for result in results:
         late = (result["started_at"] or trial["start_at"]) - trial["start_at"]
         if late > LATE_START_S:
-            issues.append(_issue(
-                "warning", "late_start", f"{label}: agent {result['agent']} started {late * 1000:.0f} ms late", trial["idx"]
-            ))
+            issues.append(
+                _issue(
+                    "warning",
+                    "late_start",
+                    f"{label}: agent {result['agent']} started {late * 1000:.0f} ms late",
+                    trial["idx"],
+                )
+            )
         seconds = sum(
-            s["dt"] for s in samples
+            s["dt"]
+            for s in samples
             if s["agent"] == result["agent"] and s["workload"] == result["workload"] and _in_steady(s, start, end)
         )
         if seconds < expected:
-            issues.append(_issue(
-                "warning", "steady_incomplete",
-                f"{label}: {result['workload']} on {result['agent']} has {seconds:.1f} s of samples in a "
-                f"{experiment.timing.steady:g} s steady phase", trial["idx"],
-            ))
+            issues.append(
+                _issue(
+                    "warning",
+                    "steady_incomplete",
+                    f"{label}: {result['workload']} on {result['agent']} has {seconds:.1f} s of samples in a "
+                    f"{experiment.timing.steady:g} s steady phase",
+                    trial["idx"],
+                )
+            )
     return issues
 
 
@@ -193,10 +211,13 @@ def _condition_validity(experiment: Experiment, metrics: dict[str, Any]) -> list
     for condition in experiment.conditions:
         n = max((m["by_condition"][condition.name]["n"] for m in metrics.values()), default=0)
         if n < 2:
-            issues.append(_issue(
-                "warning" if n else "error", "too_few_repetitions",
-                f"condition {condition.name}: {n} valid repetition(s); a confidence interval needs at least 2",
-            ))
+            issues.append(
+                _issue(
+                    "warning" if n else "error",
+                    "too_few_repetitions",
+                    f"condition {condition.name}: {n} valid repetition(s); a confidence interval needs at least 2",
+                )
+            )
     for name, metric in metrics.items():
         if not name.endswith("throughput_gbps"):
             continue
@@ -204,10 +225,13 @@ def _condition_validity(experiment: Experiment, metrics: dict[str, Any]) -> list
             if described["ci95"] and described["mean"]:
                 width = 100.0 * (described["ci95"][1] - described["mean"]) / abs(described["mean"])
                 if width > NOISY_CI_PCT:
-                    issues.append(_issue(
-                        "warning", "noisy",
-                        f"{name} under {condition}: 95 % CI is ±{width:.0f} % of the mean; add repetitions",
-                    ))
+                    issues.append(
+                        _issue(
+                            "warning",
+                            "noisy",
+                            f"{name} under {condition}: 95 % CI is ±{width:.0f} % of the mean; add repetitions",
+                        )
+                    )
     return issues
 
 
@@ -216,7 +240,9 @@ def _sla_checks(experiment: Experiment, metrics: dict[str, Any]) -> list[dict[st
     for name, rule in experiment.sla.items():
         metric = metrics.get(name)
         if metric is None:
-            checks.append({"metric": name, "condition": None, "rule": "present", "limit": None, "value": None, "ok": False})
+            checks.append(
+                {"metric": name, "condition": None, "rule": "present", "limit": None, "value": None, "ok": False}
+            )
             continue
         for condition, described in metric["by_condition"].items():
             mean = described["mean"]
@@ -225,12 +251,27 @@ def _sla_checks(experiment: Experiment, metrics: dict[str, Any]) -> list[dict[st
                 ("max", rule.max, lambda v, lim: v <= lim),
             ):
                 if limit is not None:
-                    checks.append({"metric": name, "condition": condition, "rule": kind, "limit": limit,
-                                   "value": mean, "ok": mean is not None and ok(mean, limit)})
+                    checks.append(
+                        {
+                            "metric": name,
+                            "condition": condition,
+                            "rule": kind,
+                            "limit": limit,
+                            "value": mean,
+                            "ok": mean is not None and ok(mean, limit),
+                        }
+                    )
         if rule.max_change_pct is not None:
             for condition, over in metric["overhead"].items():
                 pct = over["pct"]
-                checks.append({"metric": name, "condition": condition, "rule": "max_change_pct",
-                               "limit": rule.max_change_pct, "value": pct,
-                               "ok": pct is not None and abs(pct) <= rule.max_change_pct})
+                checks.append(
+                    {
+                        "metric": name,
+                        "condition": condition,
+                        "rule": "max_change_pct",
+                        "limit": rule.max_change_pct,
+                        "value": pct,
+                        "ok": pct is not None and abs(pct) <= rule.max_change_pct,
+                    }
+                )
     return checks

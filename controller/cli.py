@@ -48,7 +48,9 @@ def _write_json(path: Path | None, result: dict[str, Any]) -> None:
         console.print(f"result written to {path}")
 
 
-def _execute(experiment: spec_module.Experiment, spec_path: str | None, store_path: str, json_path: Path | None) -> None:
+def _execute(
+    experiment: spec_module.Experiment, spec_path: str | None, store_path: str, json_path: Path | None
+) -> None:
     _check_writable(json_path)
     store = Store(store_path)
     events = Events()

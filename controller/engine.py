@@ -6,6 +6,7 @@ engines exercise the same task functions and the same message shapes.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -83,10 +84,8 @@ class EmbeddedEngine:
     def _terminate(self, agent: str) -> None:
         """SIGKILL the agent's process group: the agent and the load it started."""
         process, _ = self._agents[agent]
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.join(5)
 
     def _receive(self) -> None:

@@ -27,9 +27,9 @@ def run_hooks(commands: list[str], *, stage: str, condition: str, env: Mapping[s
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise HookError(f"{stage} hook of condition {condition!r} timed out after {timeout:g} s: {command}") from None
+            raise HookError(
+                f"{stage} hook of condition {condition!r} timed out after {timeout:g} s: {command}"
+            ) from None
         if done.returncode != 0:
             tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise HookError(
-                f"{stage} hook of condition {condition!r} exited {done.returncode}: {command} ({tail[0]})"
-            )
+            raise HookError(f"{stage} hook of condition {condition!r} exited {done.returncode}: {command} ({tail[0]})")

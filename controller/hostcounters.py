@@ -94,7 +94,11 @@ class LocalHostCollector:
             total = max(total_b - total_a, 1e-9)
             per_core_busy.append(100.0 * (busy_b - busy_a) / total)
             per_core_softirq.append(100.0 * (soft_b - soft_a) / total)
-            busy_sum, softirq_sum, total_sum = busy_sum + busy_b - busy_a, softirq_sum + soft_b - soft_a, total_sum + total
+            busy_sum, softirq_sum, total_sum = (
+                busy_sum + busy_b - busy_a,
+                softirq_sum + soft_b - soft_a,
+                total_sum + total,
+            )
         net = {}
         for iface, b in after["net"].items():
             a = before["net"].get(iface)

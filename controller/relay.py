@@ -61,7 +61,15 @@ class RelayProcess:
     """A relay child process in front of one server, for the length of a trial."""
 
     def __init__(self, *, upstream_host: str, upstream_port: int, listen: str = "127.0.0.1") -> None:
-        cmd = [sys.executable, "-m", "controller.relay", "--listen", listen, "--upstream", f"{upstream_host}:{upstream_port}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "controller.relay",
+            "--listen",
+            listen,
+            "--upstream",
+            f"{upstream_host}:{upstream_port}",
+        ]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline().split()

@@ -20,7 +20,7 @@ HEADLINE_METRICS = ("throughput_gbps", "achieved_pct", "host.cpu_pct")
 def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "–"
-    return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:,.0f}"
+    return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
 
 
 def _headline(kpis: dict[str, float]) -> str:
@@ -123,8 +123,11 @@ def summary_table(result: dict[str, Any]) -> Table:
                 else _overhead_cells(metric["overhead"][condition], metric["better"])
             )
             table.add_row(
-                Text(f"{name} [{metric['unit']}]") if i == 0 else "", condition,
-                _mean_cell(metric["by_condition"][condition]), change, p_value,
+                Text(f"{name} [{metric['unit']}]") if i == 0 else "",
+                condition,
+                _mean_cell(metric["by_condition"][condition]),
+                change,
+                p_value,
                 end_section=i == len(result["conditions"]) - 1,
             )
     return table
@@ -138,8 +141,11 @@ def print_result(console: Console, result: dict[str, Any]) -> None:
         console.print(Text(f"{issue['level']}: {issue['message']}", style=style))
     for check in result["sla"]:
         if not check["ok"]:
-            console.print(Text(
-                f"SLA failed: {check['metric']} {check['rule']} {check['limit']} under {check['condition']} "
-                f"(got {_fmt(check['value'])})", style="red",
-            ))
+            console.print(
+                Text(
+                    f"SLA failed: {check['metric']} {check['rule']} {check['limit']} under {check['condition']} "
+                    f"(got {_fmt(check['value'])})",
+                    style="red",
+                )
+            )
     console.print(f"run {result['run_id']} ({result['status']}) stored in {result['store']}")

@@ -45,7 +45,10 @@ class RunLoop:
         """Run every trial; returns the run id. Hook failures abort the run (InfrastructureError)."""
         plan = make_plan(self.experiment)
         self.store.create_run(
-            run_id=self.run_id, name=self.experiment.name, engine="embedded", spec_path=self.spec_path,
+            run_id=self.run_id,
+            name=self.experiment.name,
+            engine="embedded",
+            spec_path=self.spec_path,
             spec=self.experiment.model_dump(mode="json"),
         )
         self.events.run_start.fire(run_id=self.run_id, trials=plan)
@@ -77,8 +80,14 @@ class RunLoop:
             "VTAX_REPETITION": str(trial.repetition),
         }
         row: dict[str, Any] = {
-            "idx": trial.index, "condition": trial.condition, "repetition": trial.repetition,
-            "status": "aborted", "reason": "", "start_at": None, "deadline": None, "ended": None,
+            "idx": trial.index,
+            "condition": trial.condition,
+            "repetition": trial.repetition,
+            "status": "aborted",
+            "reason": "",
+            "start_at": None,
+            "deadline": None,
+            "ended": None,
         }
         hook_args = {"condition": condition.name, "env": env, "timeout": self.experiment.hook_timeout}
         try:
@@ -122,7 +131,8 @@ class RunLoop:
             row.update(start_at=start_at, deadline=deadline)
             self.events.trial_start.fire(trial=trial, total=total, start_at=start_at, duration=timing.duration)
             collector = LocalHostCollector(
-                start_at=start_at, seconds=timing.duration,
+                start_at=start_at,
+                seconds=timing.duration,
                 on_sample=lambda sample: self.events.host_sample.fire(trial=trial, sample=sample),
             ).start()
             calls = self._dispatch(engine, targets, start_at, deadline)
@@ -155,10 +165,16 @@ class RunLoop:
                 if external is not None:
                     targets[key] = external
                 elif entry.server is not None:
-                    calls[key] = engine.call(entry.server, "vtax.serve", {
-                        "kind": entry.kind, "params": entry.params.model_dump(mode="json"),
-                        "bind": self.experiment.agent(entry.server).address, "deadline": deadline,
-                    })
+                    calls[key] = engine.call(
+                        entry.server,
+                        "vtax.serve",
+                        {
+                            "kind": entry.kind,
+                            "params": entry.params.model_dump(mode="json"),
+                            "bind": self.experiment.agent(entry.server).address,
+                            "deadline": deadline,
+                        },
+                    )
         for key, future in calls.items():
             try:
                 targets[key] = future.result(timeout=SERVE_TIMEOUT_S)
@@ -172,11 +188,20 @@ class RunLoop:
         calls = []
         for entry in self.experiment.workloads:
             for agent in entry.agents:
-                future = engine.call(agent, "vtax.run_workload", {
-                    "agent": agent, "workload": entry.label, "kind": entry.kind,
-                    "params": entry.params.model_dump(mode="json"), "target": targets.get((entry.label, agent)),
-                    "start_at": start_at, "duration": self.experiment.timing.duration, "deadline": deadline,
-                })
+                future = engine.call(
+                    agent,
+                    "vtax.run_workload",
+                    {
+                        "agent": agent,
+                        "workload": entry.label,
+                        "kind": entry.kind,
+                        "params": entry.params.model_dump(mode="json"),
+                        "target": targets.get((entry.label, agent)),
+                        "start_at": start_at,
+                        "duration": self.experiment.timing.duration,
+                        "deadline": deadline,
+                    },
+                )
                 calls.append((agent, entry.label, future))
         return calls
 
@@ -193,7 +218,14 @@ class RunLoop:
                 results.append(future.result(timeout=0))
             except Exception as exc:
                 status = "killed" if isinstance(exc, AgentLost) else "error"
-                results.append({"agent": agent, "workload": workload, "status": status, "reason": str(exc),
-                                "samples": [], "summary": {}})
+                results.append(
+                    {
+                        "agent": agent,
+                        "workload": workload,
+                        "status": status,
+                        "reason": str(exc),
+                        "samples": [],
+                        "summary": {},
+                    }
+                )
         return results
-

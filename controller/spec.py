@@ -183,9 +183,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -275,16 +273,15 @@ def _check_references(source: str, experiment: Experiment) -> None:
             if external:
                 raise SpecError(source, f"workloads[{i}].server", "give either a server agent or params.target")
         elif module.HAS_SERVER and not external:
-            raise SpecError(
-                source, f"workloads[{i}].server", f"required: a {entry.kind} workload needs a server agent"
-            )
+            raise SpecError(source, f"workloads[{i}].server", f"required: a {entry.kind} workload needs a server agent")
 
     relayed = [c for c in experiment.conditions if c.appliance == "relay"]
     for i, entry in enumerate(experiment.workloads):
         if relayed and getattr(entry.params, "protocol", "tcp") != "tcp":
             raise SpecError(
-                source, f"workloads[{i}].params.protocol", f"condition {relayed[0].name!r} uses the relay, "
-                "which forwards TCP only"
+                source,
+                f"workloads[{i}].params.protocol",
+                f"condition {relayed[0].name!r} uses the relay, which forwards TCP only",
             )
 
     names = metric_names(experiment)

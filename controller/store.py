@@ -70,14 +70,16 @@ class Store:
     def finish_run(self, run_id: str, status: str, reason: str = "") -> None:
         with self._db:
             self._db.execute(
-                "UPDATE runs SET status = ?, reason = ?, finished = ? WHERE id = ?", (status, reason, time.time(), run_id)
+                "UPDATE runs SET status = ?, reason = ?, finished = ? WHERE id = ?",
+                (status, reason, time.time(), run_id),
             )
 
     def add_trial(self, run_id: str, trial: dict[str, Any]) -> None:
         with self._db:
             self._db.execute(
-                "INSERT OR REPLACE INTO trials (run_id, idx, condition, repetition, status, reason, start_at, deadline,"
-                " ended) VALUES (:run_id, :idx, :condition, :repetition, :status, :reason, :start_at, :deadline, :ended)",
+                "INSERT OR REPLACE INTO trials (run_id, idx, condition, repetition, status, reason, start_at,"
+                " deadline, ended) VALUES (:run_id, :idx, :condition, :repetition, :status, :reason, :start_at,"
+                " :deadline, :ended)",
                 {"run_id": run_id, **{k: trial[k] for k in _TRIAL_COLUMNS}},
             )
 
@@ -86,8 +88,15 @@ class Store:
             self._db.execute(
                 "INSERT INTO agent_results VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
-                    run_id, trial_idx, result["agent"], result["workload"], result["status"], result["reason"],
-                    result.get("started_at"), result.get("ended_at"), result.get("agent_cpu_s"),
+                    run_id,
+                    trial_idx,
+                    result["agent"],
+                    result["workload"],
+                    result["status"],
+                    result["reason"],
+                    result.get("started_at"),
+                    result.get("ended_at"),
+                    result.get("agent_cpu_s"),
                     json.dumps(result.get("summary", {})),
                 ),
             )
@@ -105,7 +114,12 @@ class Store:
                 "INSERT INTO host_counters VALUES (?,?,?,?,?,?,?)",
                 [
                     (
-                        run_id, trial_idx, host, s["t"], s["dt"], json.dumps(s["values"]),
+                        run_id,
+                        trial_idx,
+                        host,
+                        s["t"],
+                        s["dt"],
+                        json.dumps(s["values"]),
                         json.dumps({k: v for k, v in s.items() if k not in ("t", "dt", "values")}),
                     )
                     for s in samples
@@ -142,15 +156,27 @@ class Store:
     def samples(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM samples WHERE run_id = ? ORDER BY trial_idx, t", (run_id,))
         return [
-            {"trial_idx": r["trial_idx"], "agent": r["agent"], "workload": r["workload"], "t": r["t"], "dt": r["dt"],
-             "values": json.loads(r["values_json"])}
+            {
+                "trial_idx": r["trial_idx"],
+                "agent": r["agent"],
+                "workload": r["workload"],
+                "t": r["t"],
+                "dt": r["dt"],
+                "values": json.loads(r["values_json"]),
+            }
             for r in rows
         ]
 
     def host_samples(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM host_counters WHERE run_id = ? ORDER BY trial_idx, t", (run_id,))
         return [
-            {"trial_idx": r["trial_idx"], "host": r["host"], "t": r["t"], "dt": r["dt"],
-             "values": json.loads(r["values_json"]), **json.loads(r["detail_json"])}
+            {
+                "trial_idx": r["trial_idx"],
+                "host": r["host"],
+                "t": r["t"],
+                "dt": r["dt"],
+                "values": json.loads(r["values_json"]),
+                **json.loads(r["detail_json"]),
+            }
             for r in rows
         ]

@@ -85,9 +85,7 @@ def run(params: CpuParams, ctx: RunContext) -> Iterator[Sample]:
             now_cpu, now = _cpu_seconds(handles, seen), time.time()
             if now - t0 >= 0.5:
                 achieved = 100.0 * (now_cpu - previous) / (now - t0)
-                yield Sample(
-                    t=t0, dt=now - t0, values={"achieved_pct": achieved, "achieved_ratio": achieved / asked}
-                )
+                yield Sample(t=t0, dt=now - t0, values={"achieved_pct": achieved, "achieved_ratio": achieved / asked})
             previous, t0 = now_cpu, now
     finally:
         for p in procs:

@@ -62,9 +62,7 @@ class Iperf3Params(WorkloadParams):
     window: str | None = Field(None, description="socket buffer size, e.g. 4M (-w); UDP needs it")
     length: str | None = Field(None, description="read/write buffer or datagram size, e.g. 128K (-l)")
     omit: int = Field(0, ge=0, le=60, description="seconds iperf3 itself omits at its start (-O)")
-    target: str | None = Field(
-        None, description="an existing iperf3 server host:port; then no server agent is used"
-    )
+    target: str | None = Field(None, description="an existing iperf3 server host:port; then no server agent is used")
 
     @model_validator(mode="after")
     def _check(self) -> Iperf3Params:
@@ -127,8 +125,7 @@ def _free_port(bind: str) -> int:
 
 def _listening(port: int) -> bool:
     return any(
-        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
-        for c in psutil.net_connections("tcp")
+        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in psutil.net_connections("tcp")
     )
 
 

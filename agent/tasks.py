@@ -38,7 +38,7 @@ def run_workload(
     """
     module = workloads.get(kind)
     checked = module.Params.model_validate(params)
-    cpu_before = time.thread_time()
+    cpu_before = time.process_time()
     time.sleep(max(0.0, start_at - time.time()))
     started_at = time.time()
     samples: list[Sample] = []
@@ -63,7 +63,7 @@ def run_workload(
         "ended_at": time.time(),
         "samples": samples,
         "summary": module.summarize(checked, samples) if samples else {},
-        "agent_cpu_s": time.thread_time() - cpu_before,
+        "agent_cpu_s": time.process_time() - cpu_before,
     }
 
 

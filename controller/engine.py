@@ -73,12 +73,12 @@ class EmbeddedEngine:
         self._spawn(agent)
 
     def close(self) -> None:
+        """Stop every agent; whatever load is still running (an interrupted trial) dies with its group."""
         for name, (process, inbox) in self._agents.items():
             if process.is_alive():
                 inbox.put(None)
                 process.join(2)
-            if process.is_alive():
-                self._terminate(name)
+            self._terminate(name)
         self._outbox.put(None)
 
     def _terminate(self, agent: str) -> None:

@@ -212,7 +212,8 @@ def _spec_error(source: str, exc: ValidationError) -> SpecError:
         hint = f"did you mean {close[0]!r}? " if close else ""
         reason = f"unknown key; {hint}expected one of: {', '.join(allowed)}"
     elif kind == "union_tag_invalid":
-        reason = f"unknown workload kind {error['input']!r}; expected one of: {', '.join(WORKLOAD_MODELS)}"
+        tag = error["input"].get("kind") if isinstance(error["input"], dict) else error["input"]
+        reason = f"unknown workload kind {tag!r}; expected one of: {', '.join(WORKLOAD_MODELS)}"
         loc = (*loc, "kind")
     elif kind == "union_tag_not_found":
         reason = f"required field is missing; expected one of: {', '.join(WORKLOAD_MODELS)}"

@@ -11,13 +11,19 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 ALPHA = 0.05
 
 
 def _clean(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _t_quantile(df: float) -> float:
+    """Two-sided 95 % quantile of Student's t."""
+    from scipy import stats  # half a second to import: only commands that analyse pay for it
+
+    return float(stats.t.ppf(1 - ALPHA / 2, df))
 
 
 def describe(values: list[float]) -> dict[str, Any]:
@@ -30,7 +36,7 @@ def describe(values: list[float]) -> dict[str, Any]:
     if n < 2:
         return {"mean": mean, "sd": None, "ci95": None, "n": n, "values": arr.tolist()}
     sd = float(arr.std(ddof=1))
-    half = float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * sd / math.sqrt(n)
+    half = _t_quantile(n - 1) * sd / math.sqrt(n)
     return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": n, "values": arr.tolist()}
 
 
@@ -49,6 +55,8 @@ def overhead(baseline: list[float], condition: list[float]) -> dict[str, Any]:
     if v0 == 0 and v1 == 0:
         result["p_value"] = 1.0 if m0 == m1 else 0.0
     else:
+        from scipy import stats  # half a second to import: only commands that analyse pay for it
+
         result["p_value"] = _clean(stats.ttest_ind(cond, base, equal_var=False).pvalue)
     result["significant"] = result["p_value"] is not None and result["p_value"] < ALPHA
     result["ci95_pct"] = _ratio_ci(m0, v0, base.size, m1, v1, cond.size)
@@ -70,7 +78,7 @@ def _ratio_ci(m0: float, v0: float, n0: int, m1: float, v1: float, n1: int) -> l
         bounds = (centre, centre)
     else:
         df = (a + b) ** 2 / ((a**2 / (n1 - 1) if a else 0.0) + (b**2 / (n0 - 1) if b else 0.0))
-        half = float(stats.t.ppf(1 - ALPHA / 2, df)) * se
+        half = _t_quantile(df) * se
         bounds = (centre - half, centre + half)
     if m0 > 0 and m1 > 0:
         return [100.0 * (math.exp(bound) - 1) for bound in bounds]

@@ -1,0 +1,197 @@
+"""Fidelity benchmark: does measuring through vtax change what is measured?
+
+Runs a bare `iperf3 -c` on loopback and the same iperf3 workload through vtax's embedded engine,
+interleaved in pairs (the order alternates to cancel drift), and prints one JSON object with the
+median throughput ratio vtax/bare (goal >= 0.98) and the CPU seconds the agent itself spent per trial.
+Both sides turn iperf3's per-second intervals into samples with `workloads.iperf3.parse_report`
+and average `throughput_gbps` over all of them, so they are computed identically.
+
+    .venv/bin/python benchmarks/fidelity.py --pairs 5 --seconds 5 --streams 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from controller.runloop import RunLoop
+from controller.spec import parse
+from controller.store import Store
+from workloads import iperf3
+
+GOAL = 0.98
+MIN_PAIRS = 5
+HOST = "127.0.0.1"
+SERVER_START_TIMEOUT_S = 5.0
+
+SPEC = """\
+name: fidelity
+description: one iperf3 client against one server on loopback, no appliance
+agents:
+  - {{name: client, address: "{host}"}}
+  - {{name: server, address: "{host}"}}
+conditions:
+  - {{name: direct, baseline: true}}
+workloads:
+  - kind: iperf3
+    name: tcp
+    agents: [client]
+    server: server
+    params: {{protocol: tcp, streams: {streams}}}
+timing: {{warmup: 0, steady: {seconds}, cooldown: 0, lead: 0.5}}
+repetitions: 1
+"""
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in psutil.net_connections("tcp")
+    )
+
+
+def mean_throughput(samples: list[dict[str, Any]]) -> float:
+    values = [s["values"]["throughput_gbps"] for s in samples if "throughput_gbps" in s["values"]]
+    if not values:
+        raise RuntimeError("no throughput samples")
+    return statistics.fmean(values)
+
+
+def bare_trial(program: str, seconds: int, streams: int) -> float:
+    """One bare iperf3 client run against a one-off server of our own; mean Gbit/s over its intervals."""
+    port = free_port()
+    server = subprocess.Popen(
+        [program, "-s", "-1", "-p", str(port), "-B", HOST],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        give_up = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not listening(port):
+            if server.poll() is not None or time.monotonic() > give_up:
+                raise RuntimeError(f"bare iperf3 server did not start on {HOST}:{port}")
+            time.sleep(0.02)
+        cmd = [program, "-c", HOST, "-p", str(port), "-t", str(seconds), "-i", "1", "-J", "-P", str(streams)]
+        client = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=seconds + 30, check=False)
+        report = json.loads(client.stdout)
+        if "error" in report:
+            raise RuntimeError(f"bare iperf3: {report['error']}")
+        return mean_throughput(list(iperf3.parse_report(report, time.time())))
+    finally:
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if server.stderr is not None:
+            server.stderr.close()
+
+
+def vtax_trial(spec_text: str, store: Store) -> tuple[float, float, float]:
+    """One trial through the embedded engine: (mean Gbit/s over all samples, agent CPU s, wall s)."""
+    experiment = parse(spec_text, "<fidelity>")
+    began = time.monotonic()
+    run_id = RunLoop(experiment, store=store, spec_path=None).execute()
+    wall = time.monotonic() - began
+    trials = store.trials(run_id)
+    bad = [t for t in trials if t["status"] != "ok"]
+    if bad or not trials:
+        reason = bad[0]["reason"] if bad else "no trial stored"
+        raise RuntimeError(f"vtax trial failed: {reason}")
+    cpu = sum(r["agent_cpu_s"] or 0.0 for r in store.agent_results(run_id))
+    return mean_throughput(store.samples(run_id)), cpu, wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=MIN_PAIRS, help=f"bare/vtax pairs (at least {MIN_PAIRS})")
+    parser.add_argument("--seconds", type=int, default=5, help="iperf3 duration of every measurement")
+    parser.add_argument("--streams", type=int, default=1, help="parallel iperf3 streams (-P)")
+    args = parser.parse_args()
+    if args.pairs < MIN_PAIRS:
+        parser.error(f"--pairs must be at least {MIN_PAIRS} (got {args.pairs}): fewer give no usable median")
+    if args.seconds < 1:
+        parser.error(f"--seconds must be at least 1 (got {args.seconds})")
+    if not 1 <= args.streams <= 128:
+        parser.error(f"--streams must be between 1 and 128 (got {args.streams})")
+    program = shutil.which("iperf3")
+    if program is None:
+        parser.error("iperf3 is not installed (Debian/Ubuntu: apt-get install iperf3)")
+
+    spec_text = SPEC.format(host=HOST, streams=args.streams, seconds=args.seconds)
+    bare: list[float] = []
+    through_vtax: list[float] = []
+    cpu: list[float] = []
+    wall: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="vtax-fidelity-") as tmp:
+        store = Store(Path(tmp) / "fidelity.db")
+        try:
+            for i in range(args.pairs):
+                order = ("bare", "vtax") if i % 2 == 0 else ("vtax", "bare")
+                for side in order:
+                    if side == "bare":
+                        bare.append(bare_trial(program, args.seconds, args.streams))
+                    else:
+                        gbps, cpu_s, wall_s = vtax_trial(spec_text, store)
+                        through_vtax.append(gbps)
+                        cpu.append(cpu_s)
+                        wall.append(wall_s)
+                log(
+                    f"pair {i + 1}/{args.pairs} ({' then '.join(order)}): bare {bare[-1]:.2f} Gbit/s,"
+                    f" vtax {through_vtax[-1]:.2f} Gbit/s, agent CPU {cpu[-1]:.3f} s, vtax wall {wall[-1]:.2f} s"
+                )
+        finally:
+            store.close()
+
+    ratios = [v / b for v, b in zip(through_vtax, bare, strict=True)]
+    median_ratio = statistics.median(ratios)
+    result = {
+        "benchmark": "fidelity",
+        "pairs": args.pairs,
+        "seconds": args.seconds,
+        "streams": args.streams,
+        "bare_gbps": [round(x, 4) for x in bare],
+        "vtax_gbps": [round(x, 4) for x in through_vtax],
+        "ratios": [round(x, 4) for x in ratios],
+        "median_ratio": round(median_ratio, 4),
+        "goal": GOAL,
+        "meets_goal": median_ratio >= GOAL,
+        "agent_cpu_s_per_trial": {
+            "median": round(statistics.median(cpu), 4),
+            "max": round(max(cpu), 4),
+            "values": [round(x, 4) for x in cpu],
+        },
+        "vtax_wall_s_per_trial": {
+            "median": round(statistics.median(wall), 3),
+            "max": round(max(wall), 3),
+            "values": [round(x, 3) for x in wall],
+        },
+        "iperf3_version": iperf3.version(),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

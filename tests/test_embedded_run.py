@@ -1,0 +1,199 @@
+"""Whole runs in the embedded engine with the real iperf3."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import VTAX, Vtax
+
+RELAY_SPEC = """\
+name: relay-2x2
+agents: [{name: client}, {name: server}]
+conditions:
+  - name: direct
+    baseline: true
+    setup: "echo setup $VTAX_CONDITION $VTAX_TRIAL $VTAX_REPETITION >> hooks.log"
+    teardown: "echo teardown $VTAX_CONDITION $VTAX_TRIAL >> hooks.log"
+  - name: relay
+    appliance: relay
+    setup: "RELAY_SETUP"
+    teardown: "echo teardown $VTAX_CONDITION $VTAX_TRIAL >> hooks.log"
+workloads:
+  - kind: iperf3
+    agents: [client]
+    server: server
+timing: {warmup: 1, steady: 2, cooldown: 0.5, lead: 0.5}
+repetitions: 2
+"""
+LOGGING_SETUP = "echo setup $VTAX_CONDITION $VTAX_TRIAL $VTAX_REPETITION >> hooks.log"
+
+
+def relay_spec(relay_setup: str = LOGGING_SETUP) -> str:
+    return RELAY_SPEC.replace("RELAY_SETUP", relay_setup)
+
+
+@pytest.fixture(scope="module")
+def relay_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Vtax, subprocess.CompletedProcess[str], dict]:
+    vtax = Vtax(tmp_path_factory.mktemp("relay-run"))
+    done, result = vtax.run_json(vtax.spec(relay_spec()))
+    return vtax, done, result
+
+
+def test_run_completes_and_follows_the_json_contract(relay_run) -> None:
+    _, done, result = relay_run
+    assert done.returncode in (0, 1), done.stderr
+    assert result["baseline"] == "direct"
+    assert result["conditions"] == ["direct", "relay"]
+    assert result["run_id"] and result["status"] == "completed"
+    assert [t["status"] for t in result["trials"]] == ["ok"] * 4
+    for name in ("iperf3.throughput_gbps", "iperf3.rtt_ms", "host.cpu_pct", "host.cpu_per_gbps"):
+        metric = result["metrics"][name]
+        assert metric["unit"]
+        for condition in ("direct", "relay"):
+            described = metric["by_condition"][condition]
+            assert described["n"] == 2 and len(described["values"]) == 2
+            low, high = described["ci95"]
+            assert low <= described["mean"] <= high
+        over = metric["overhead"]["relay"]
+        assert set(over) >= {"delta", "pct", "ci95_pct", "p_value", "significant"}
+        assert over["ci95_pct"][0] <= over["pct"] <= over["ci95_pct"][1]
+        assert isinstance(over["significant"], bool)
+    assert isinstance(result["validity"], list)
+    assert all({"level", "code", "message"} <= set(v) for v in result["validity"])
+    throughput = result["metrics"]["iperf3.throughput_gbps"]["by_condition"]
+    assert throughput["direct"]["mean"] > 0.5 and throughput["relay"]["mean"] > 0.5
+    assert "iperf3.throughput_gbps" in done.stdout and "relay" in done.stdout  # the table
+
+
+def test_interleaved_order_is_what_ran(relay_run) -> None:
+    vtax, _, result = relay_run
+    assert result["order"] == ["direct", "relay", "direct", "relay"]
+    hooks = (vtax.workdir / "hooks.log").read_text().splitlines()
+    assert hooks == [
+        "setup direct 0 1",
+        "teardown direct 0",
+        "setup relay 1 1",
+        "teardown relay 1",
+        "setup direct 2 2",
+        "teardown direct 2",
+        "setup relay 3 2",
+        "teardown relay 3",
+    ]
+
+
+def test_kpis_come_from_the_steady_phase_only(relay_run) -> None:
+    vtax, _, result = relay_run
+    db = sqlite3.connect(vtax.store)
+    start_at = db.execute("SELECT start_at FROM trials WHERE run_id = ? AND idx = 0", (result["run_id"],)).fetchone()[0]
+    rows = db.execute(
+        "SELECT t, dt, values_json FROM samples WHERE run_id = ? AND trial_idx = 0 ORDER BY t", (result["run_id"],)
+    ).fetchall()
+    assert len(rows) >= 3  # warm-up + steady seconds were all stored
+    steady = [json.loads(v)["throughput_gbps"] for t, dt, v in rows if start_at + 1 <= t + dt / 2 < start_at + 3]
+    assert result["trials"][0]["kpis"]["iperf3.throughput_gbps"] == pytest.approx(sum(steady) / len(steady))
+
+
+def test_show_recomputes_the_same_result(relay_run) -> None:
+    vtax, _, result = relay_run
+    out = vtax.workdir / "again.json"
+    done = vtax("show", result["run_id"][:15], "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    again = json.loads(out.read_text())
+    assert again["metrics"] == result["metrics"]
+    listing = vtax("runs")
+    assert result["run_id"] in listing.stdout and "completed" in listing.stdout
+
+
+def test_failing_setup_hook_stops_the_run_and_still_tears_down(vtax: Vtax) -> None:
+    spec = vtax.spec(relay_spec("echo cannot reach appliance >&2; exit 7"))
+    done, result = vtax.run_json(spec)
+    assert done.returncode == 3, done.stderr
+    assert "setup hook of condition 'relay' exited 7" in done.stderr
+    assert "cannot reach appliance" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert result is None
+    hooks = (vtax.workdir / "hooks.log").read_text().splitlines()
+    assert hooks == ["setup direct 0 1", "teardown direct 0", "teardown relay 1"]
+    listing = json.loads(vtax("runs", "--json").stdout)
+    assert listing[0]["status"] == "aborted" and "exited 7" in listing[0]["reason"]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts and never answers: an iperf3 client to it hangs forever."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for sock in [*held, listener]:
+        sock.close()
+
+
+def test_a_trial_that_overruns_its_deadline_is_killed_and_recorded(vtax: Vtax, silent_server: int) -> None:
+    spec = vtax.spec(f"""\
+        name: hang
+        agents: [{{name: client}}]
+        conditions: [{{name: only, baseline: true}}]
+        workloads:
+          - kind: iperf3
+            agents: [client]
+            params: {{target: "127.0.0.1:{silent_server}"}}
+        timing: {{warmup: 0, steady: 1, cooldown: 0, grace: 1.5, lead: 0.2}}
+        repetitions: 1
+        """)
+    started = time.monotonic()
+    done, result = vtax.run_json(spec, timeout=60)
+    assert time.monotonic() - started < 30
+    assert done.returncode == 1, done.stderr
+    trial = result["trials"][0]
+    assert trial["status"] == "killed"
+    assert "deadline" in trial["reason"]
+    assert any(v["code"] == "trial_killed" and v["level"] == "error" for v in result["validity"])
+
+
+def test_ctrl_c_stops_the_run_and_runs_teardown(vtax: Vtax) -> None:
+    spec = vtax.spec(relay_spec().replace("steady: 2", "steady: 60"))
+    proc = subprocess.Popen(
+        [VTAX, "run", str(spec)],
+        cwd=vtax.workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"VTAX_STORE": str(vtax.store), "PATH": "/usr/local/bin:/usr/bin:/bin"},
+    )
+    log = vtax.workdir / "hooks.log"
+    give_up = time.monotonic() + 20
+    while not log.exists() and time.monotonic() < give_up:
+        time.sleep(0.1)
+    time.sleep(2.5)  # the load is running
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert log.read_text().splitlines() == ["setup direct 0 1", "teardown direct 0"]
+    listing = json.loads(vtax("runs", "--json").stdout)
+    assert listing[0]["status"] == "interrupted"
+    leftovers = subprocess.run(["pgrep", "-f", "iperf3 -c 127.0.0.1"], capture_output=True, text=True, check=False)
+    assert leftovers.stdout == "", "iperf3 clients outlived the interrupted run"

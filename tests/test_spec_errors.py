@@ -1,0 +1,92 @@
+"""Every bad spec exits 2 with one line that names the file, the field and the reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import Vtax
+
+GOOD = """\
+name: t
+agents: [{name: client}, {name: server}]
+conditions:
+  - {name: direct, baseline: true}
+  - {name: relay, appliance: relay}
+workloads:
+  - kind: iperf3
+    agents: [client]
+    server: server
+    params: {streams: 1}
+repetitions: 2
+"""
+
+
+def _mutate(old: str, new: str) -> str:
+    assert old in GOOD, old
+    return GOOD.replace(old, new)
+
+
+CASES = [
+    ("missing field", _mutate("name: t\n", ""), "name", "required field is missing"),
+    ("unknown key", _mutate("repetitions: 2", "repetitons: 2"), "repetitons", "did you mean 'repetitions'"),
+    ("unknown param", _mutate("{streams: 1}", "{stream: 1}"), "workloads[0].params.stream", "did you mean 'streams'"),
+    ("unknown kind", _mutate("kind: iperf3", "kind: iperf"), "workloads[0].kind", "unknown workload kind 'iperf'"),
+    ("wrong type", _mutate("repetitions: 2", "repetitions: three"), "repetitions", "valid integer"),
+    ("unknown agent", _mutate("agents: [client]", "agents: [clinet]"), "workloads[0].agents[0]", "unknown agent"),
+    ("no baseline", _mutate("baseline: true", "baseline: false"), "conditions", "no condition is marked"),
+    ("two baselines", _mutate("appliance: relay", "baseline: true"), "conditions[1].baseline", "more than one"),
+    ("missing server", _mutate("    server: server\n", ""), "workloads[0].server", "needs a server agent"),
+    ("duplicate key", _mutate("repetitions: 2", "repetitions: 2\nrepetitions: 3"), "", "given twice"),
+    ("malformed yaml", _mutate("conditions:", "conditions: [oops"), "", "malformed YAML"),
+    ("empty file", "", "", "the file is empty"),
+    ("bad sla metric", GOOD + "sla: {iperf3.throughput: {min: 1}}\n", "sla.iperf3.throughput", "did you mean"),
+]
+
+
+def _assert_one_line_error(done, source: str, field: str, reason: str) -> None:
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert source in lines[0]
+    assert f": {field}: " in lines[0] if field else True
+    assert reason in lines[0]
+
+
+@pytest.mark.parametrize(("case", "text", "field", "reason"), CASES, ids=[c[0] for c in CASES])
+def test_bad_spec_exits_2_naming_the_field(vtax: Vtax, case: str, text: str, field: str, reason: str) -> None:
+    spec = vtax.spec(text)
+    done = vtax("validate", str(spec))
+    _assert_one_line_error(done, "spec.yaml", field, reason)
+
+
+def test_missing_file(vtax: Vtax) -> None:
+    done = vtax("run", "nowhere.yaml")
+    _assert_one_line_error(done, "nowhere.yaml", "", "file not found")
+
+
+def test_malformed_yaml_names_the_line(vtax: Vtax) -> None:
+    done = vtax("validate", str(vtax.spec(_mutate("conditions:", "conditions: [oops"))))
+    assert "spec.yaml:4:" in done.stderr
+
+
+def test_run_refuses_a_bad_spec_before_measuring(vtax: Vtax) -> None:
+    done = vtax("run", str(vtax.spec(_mutate("kind: iperf3", "kind: iperf"))))
+    _assert_one_line_error(done, "spec.yaml", "workloads[0].kind", "unknown workload kind")
+    assert not vtax.store.exists() or "t" not in vtax("runs").stdout
+
+
+def test_good_spec_validates(vtax: Vtax) -> None:
+    done = vtax("validate", str(vtax.spec(GOOD)))
+    assert done.returncode == 0, done.stderr
+    assert "2 conditions × 2 repetitions = 4 trials" in done.stdout
+
+
+def test_schema_describes_every_kind(vtax: Vtax) -> None:
+    done = vtax("schema")
+    assert done.returncode == 0
+    schema = json.loads(done.stdout)
+    assert {"name", "agents", "conditions", "workloads", "timing", "sla"} <= set(schema["properties"])
+    assert {"Iperf3Workload", "CpuWorkload"} <= set(schema["$defs"])

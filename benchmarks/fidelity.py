@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,8 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from controller.runloop import RunLoop
 from controller.spec import parse
@@ -33,7 +30,6 @@ from workloads import iperf3
 GOAL = 0.98
 MIN_PAIRS = 5
 HOST = "127.0.0.1"
-SERVER_START_TIMEOUT_S = 5.0
 
 SPEC = """\
 name: fidelity
@@ -58,18 +54,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    return any(
-        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in psutil.net_connections("tcp")
-    )
-
-
 def mean_throughput(samples: list[dict[str, Any]]) -> float:
     values = [s["values"]["throughput_gbps"] for s in samples if "throughput_gbps" in s["values"]]
     if not values:
@@ -78,34 +62,19 @@ def mean_throughput(samples: list[dict[str, Any]]) -> float:
 
 
 def bare_trial(program: str, seconds: int, streams: int) -> float:
-    """One bare iperf3 client run against a one-off server of our own; mean Gbit/s over its intervals."""
-    port = free_port()
-    server = subprocess.Popen(
-        [program, "-s", "-1", "-p", str(port), "-B", HOST],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        give_up = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not listening(port):
-            if server.poll() is not None or time.monotonic() > give_up:
-                raise RuntimeError(f"bare iperf3 server did not start on {HOST}:{port}")
-            time.sleep(0.02)
-        cmd = [program, "-c", HOST, "-p", str(port), "-t", str(seconds), "-i", "1", "-J", "-P", str(streams)]
-        client = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=seconds + 30, check=False)
-        report = json.loads(client.stdout)
-        if "error" in report:
-            raise RuntimeError(f"bare iperf3: {report['error']}")
-        return mean_throughput(list(iperf3.parse_report(report, time.time())))
-    finally:
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        if server.stderr is not None:
-            server.stderr.close()
+    """One bare iperf3 client run; mean Gbit/s over its intervals.
+
+    The server side is vtax's own one-off server, the same as on the vtax side, so the pair differs
+    only in how the client is run.
+    """
+    params = iperf3.Iperf3Params(streams=streams)
+    target = iperf3.serve(params, bind=HOST, deadline=time.time() + seconds + 30)
+    cmd = [program, "-c", HOST, "-p", str(target["port"]), "-t", str(seconds), "-i", "1", "-J", "-P", str(streams)]
+    client = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=seconds + 30, check=False)
+    report = json.loads(client.stdout)
+    if "error" in report:
+        raise RuntimeError(f"bare iperf3: {report['error']}")
+    return mean_throughput(list(iperf3.parse_report(report, time.time())))
 
 
 def vtax_trial(spec_text: str, store: Store) -> tuple[float, float, float]:

@@ -1,0 +1,88 @@
+"""Workloads and agent tasks against the real iperf3 program and real CPU burners."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from agent.tasks import TASKS
+from workloads import get
+
+
+def _run(kind: str, params: dict, *, seconds: float = 2, target: dict | None = None) -> dict:
+    now = time.time()
+    return TASKS["vtax.run_workload"](
+        agent="a",
+        workload=kind,
+        kind=kind,
+        params=params,
+        target=target,
+        start_at=now + 0.1,
+        duration=seconds,
+        deadline=now + seconds + 10,
+    )
+
+
+def _serve(params: dict) -> dict:
+    return TASKS["vtax.serve"](kind="iperf3", params=params, bind="127.0.0.1", deadline=time.time() + 20)
+
+
+def test_cpu_workers_get_the_duty_cycle_they_ask_for() -> None:
+    result = _run("cpu", {"workers": 1, "percent": 40}, seconds=3)
+    assert result["status"] == "ok", result["reason"]
+    assert len(result["samples"]) >= 2
+    # a shared 2-core machine: the burner may be delayed, but it never gets far more than it asks for
+    assert 20 <= result["summary"]["achieved_pct"] <= 48
+    assert 0.5 <= result["summary"]["achieved_ratio"] <= 1.2
+
+
+def test_tcp_samples_carry_rtt_and_retransmits() -> None:
+    params = {"protocol": "tcp", "streams": 2}
+    result = _run("iperf3", params, target=_serve(params))
+    assert result["status"] == "ok", result["reason"]
+    assert len(result["samples"]) == 2
+    for sample in result["samples"]:
+        assert sample["values"]["throughput_gbps"] > 0.1
+        assert {"retransmits", "rtt_ms", "cwnd_kb"} <= set(sample["values"])
+    assert abs(result["started_at"] - result["start_at"]) < 0.05
+
+
+def test_udp_samples_carry_jitter_and_loss_from_the_receiver() -> None:
+    params = {"protocol": "udp", "bitrate": "200M", "window": "4M"}
+    result = _run("iperf3", params, target=_serve(params))
+    assert result["status"] == "ok", result["reason"]
+    for sample in result["samples"]:
+        assert sample["values"]["throughput_gbps"] == pytest.approx(0.2, rel=0.1)
+        assert sample["values"]["jitter_ms"] >= 0
+        assert 0 <= sample["values"]["loss_pct"] < 5
+
+
+@pytest.mark.parametrize("direction", ["reverse", "bidir"])
+def test_reverse_and_bidirectional(direction: str) -> None:
+    params = {"protocol": "tcp", direction: True, "bitrate": "300M"}
+    result = _run("iperf3", params, target=_serve(params))
+    assert result["status"] == "ok", result["reason"]
+    expected = 0.6 if direction == "bidir" else 0.3  # bidir reports both directions together
+    assert result["summary"]["throughput_gbps"] == pytest.approx(expected, rel=0.15)
+
+
+def test_a_refused_connection_is_an_error_not_a_crash() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here
+    result = _run("iperf3", {}, target={"host": "127.0.0.1", "port": port})
+    assert result["status"] == "error"
+    assert "iperf3" in result["reason"] and "refused" in result["reason"].lower()
+    assert result["samples"] == []
+
+
+def test_the_agent_validates_parameters_again() -> None:
+    with pytest.raises(ValueError, match="streams"):
+        _run("iperf3", {"streams": 0}, target={"host": "127.0.0.1", "port": 9})
+
+
+def test_reverse_and_bidir_exclude_each_other() -> None:
+    with pytest.raises(ValueError, match="exclude each other"):
+        get("iperf3").Params(reverse=True, bidir=True)

@@ -6,6 +6,7 @@ nothing from the wire is trusted, and nothing from it is ever unpickled or execu
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,11 +31,13 @@ def run_workload(
     start_at: float,
     duration: float,
     deadline: float,
+    progress: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Wait for the common start, run the load, and return its samples and summary.
 
     Never raises for a workload failure: the status says what happened and the samples measured so far
-    are kept. The deadline is enforced here, by the agent, whatever the controller does.
+    are kept. The deadline is enforced here, by the agent, whatever the controller does. `progress` is
+    supplied by the process hosting the agent (never by a message) and receives live readings.
     """
     module = workloads.get(kind)
     checked = module.Params.model_validate(params)
@@ -44,6 +47,8 @@ def run_workload(
     samples: list[Sample] = []
     status, reason = "ok", ""
     ctx = RunContext(start_at=start_at, duration=duration, deadline=deadline, target=target)
+    if progress is not None:
+        ctx = dataclasses.replace(ctx, progress=progress)
     try:
         samples.extend(module.run(checked, ctx))
     except DeadlineExceeded as exc:

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -27,7 +28,9 @@ class AgentLost(InfrastructureError):
 class EmbeddedEngine:
     """Runs named local agents; `call` returns a Future of the task's JSON result."""
 
-    def __init__(self, agent_names: list[str]) -> None:
+    def __init__(
+        self, agent_names: list[str], *, on_progress: Callable[[str, str, dict[str, float]], None] | None = None
+    ) -> None:
         self._context = multiprocessing.get_context("spawn")
         self._outbox = self._context.Queue()
         self._agents: dict[str, tuple[Any, Any]] = {}  # name -> (process, inbox)
@@ -35,6 +38,7 @@ class EmbeddedEngine:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._names = agent_names
+        self._on_progress = on_progress
         self._receiver = threading.Thread(target=self._receive, name="engine-replies", daemon=True)
 
     def __enter__(self) -> EmbeddedEngine:
@@ -55,11 +59,15 @@ class EmbeddedEngine:
         self._agents[name] = (process, inbox)
 
     def call(self, agent: str, task: str, kwargs: dict[str, Any]) -> Future[Any]:
+        """Send a task; a running workload's live readings reach `on_progress(agent, workload, values)`."""
+        process, inbox = self._agents[agent]
+        if not process.is_alive():
+            raise AgentLost(f"agent {agent!r} is not running (exit code {process.exitcode})")
         future: Future[Any] = Future()
         request_id = next(self._ids)
         with self._lock:
             self._pending[request_id] = (agent, future)
-        self._agents[agent][1].put(json.dumps({"id": request_id, "task": task, "kwargs": kwargs}))
+        inbox.put(json.dumps({"id": request_id, "task": task, "kwargs": kwargs}))
         return future
 
     def kill(self, agent: str, reason: str) -> None:
@@ -91,6 +99,10 @@ class EmbeddedEngine:
     def _receive(self) -> None:
         while (message := self._outbox.get()) is not None:
             reply = json.loads(message)
+            if "progress" in reply:
+                if self._on_progress is not None:
+                    self._on_progress(reply["agent"], reply["workload"], reply["progress"])
+                continue
             with self._lock:
                 entry = self._pending.pop(reply["id"], None)
             if entry is None:

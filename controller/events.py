@@ -27,6 +27,7 @@ class Events:
     - run_start(run_id, trials): the plan is made
     - trial_start(trial, total, start_at, duration): load is about to start
     - host_sample(trial, sample): one second of host counters
+    - agent_progress(agent, workload, values): a live, provisional reading from a running workload
     - trial_end(trial, total, status, reason, kpis): a trial is stored
     - run_end(run_id, status)
     """
@@ -35,5 +36,6 @@ class Events:
         self.run_start = EventHook()
         self.trial_start = EventHook()
         self.host_sample = EventHook()
+        self.agent_progress = EventHook()
         self.trial_end = EventHook()
         self.run_end = EventHook()

@@ -39,15 +39,21 @@ class LiveDisplay:
         self._start_at = 0.0
         self._duration = 0.0
         self._host: dict[str, Any] = {}
+        self._live_values: dict[tuple[str, str], dict[str, float]] = {}
         self._live = Live(console=console, refresh_per_second=4, get_renderable=self._render, transient=True)
         events.trial_start.add_listener(self._on_trial_start)
         events.host_sample.add_listener(self._on_host_sample)
+        events.agent_progress.add_listener(self._on_progress)
         events.trial_end.add_listener(self._on_trial_end)
         events.run_start.add_listener(lambda **_: self._live.start())
         events.run_end.add_listener(lambda **_: self._live.stop())
 
     def _on_trial_start(self, *, trial: Trial, total: int, start_at: float, duration: float) -> None:
-        self._trial, self._total, self._start_at, self._duration, self._host = trial, total, start_at, duration, {}
+        self._trial, self._total, self._start_at, self._duration = trial, total, start_at, duration
+        self._host, self._live_values = {}, {}
+
+    def _on_progress(self, *, agent: str, workload: str, values: dict[str, float]) -> None:
+        self._live_values[(agent, workload)] = values
 
     def _on_host_sample(self, *, trial: Trial, sample: dict[str, Any]) -> None:
         self._host = sample
@@ -78,11 +84,15 @@ class LiveDisplay:
             f"{self._phase(elapsed)}  {max(0.0, elapsed):.0f}/{self._duration:.0f} s",
             style="bold",
         )
-        values = self._host.get("values", {})
-        rx = sum(n["rx_bytes_per_s"] for n in self._host.get("net", {}).values()) * 8 / 1e9
-        host = Text(f"host CPU {_fmt(values.get('host.cpu_pct'))} %   host network rx {rx:.2f} Gbit/s (all interfaces)")
         bar = ProgressBar(total=self._duration, completed=min(max(elapsed, 0.0), self._duration), width=40)
-        return Group(head, bar, host)
+        host = Text(f"host CPU {_fmt(self._host.get('values', {}).get('host.cpu_pct'))} %")
+        live = [
+            Text(f"{agent} {workload}: " + "  ".join(f"{name} {_fmt(value)}" for name, value in values.items()))
+            for (agent, workload), values in sorted(self._live_values.items())
+        ]
+        progress = Table.grid(padding=(0, 2))
+        progress.add_row(bar, host)
+        return Group(head, progress, *live)
 
 
 def _mean_cell(described: dict[str, Any]) -> str:

@@ -54,7 +54,8 @@ class RunLoop:
         self.events.run_start.fire(run_id=self.run_id, trials=plan)
         status, reason = "completed", ""
         try:
-            with EmbeddedEngine([a.name for a in self.experiment.agents]) as engine:
+            agents = [a.name for a in self.experiment.agents]
+            with EmbeddedEngine(agents, on_progress=self._progress) as engine:
                 for trial in plan:
                     self._trial(engine, trial, len(plan))
         except KeyboardInterrupt:
@@ -67,6 +68,9 @@ class RunLoop:
             self.store.finish_run(self.run_id, status, reason)
             self.events.run_end.fire(run_id=self.run_id, status=status)
         return self.run_id
+
+    def _progress(self, agent: str, workload: str, values: dict[str, float]) -> None:
+        self.events.agent_progress.fire(agent=agent, workload=workload, values=values)
 
     def _condition(self, name: str) -> ConditionSpec:
         return next(c for c in self.experiment.conditions if c.name == name)

@@ -86,3 +86,23 @@ def test_the_agent_validates_parameters_again() -> None:
 def test_reverse_and_bidir_exclude_each_other() -> None:
     with pytest.raises(ValueError, match="exclude each other"):
         get("iperf3").Params(reverse=True, bidir=True)
+
+
+def test_running_load_reports_live_progress() -> None:
+    params = {"protocol": "tcp"}
+    readings: list[dict[str, float]] = []
+    now = time.time()
+    result = TASKS["vtax.run_workload"](
+        agent="a",
+        workload="w",
+        kind="iperf3",
+        params=params,
+        target=_serve(params),
+        start_at=now,
+        duration=3,
+        deadline=now + 15,
+        progress=readings.append,
+    )
+    assert result["status"] == "ok", result["reason"]
+    assert len(readings) >= 2
+    assert all(r["throughput_gbps"] >= 0 for r in readings) and max(r["throughput_gbps"] for r in readings) > 0.1

@@ -6,8 +6,8 @@ Samples and summaries are plain JSON-able dicts because they cross process and n
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypedDict
 
 from pydantic import BaseModel, ConfigDict
@@ -46,6 +46,8 @@ class RunContext:
     duration: float  # seconds: warm-up + steady + cool-down
     deadline: float  # unix time by which all load must have stopped
     target: Target | None = None
+    progress: Callable[[dict[str, float]], None] = field(default=lambda values: None)
+    """Live, provisional readings for displays, about once a second; samples remain the record."""
 
     def seconds_left(self) -> float:
         return self.deadline - time.time()

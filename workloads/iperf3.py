@@ -179,14 +179,7 @@ def run(params: Iperf3Params, ctx: RunContext) -> Iterator[Sample]:
     cmd = _command(params, ctx.target, ctx.duration)
     launched = time.time()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = proc.communicate(timeout=max(0.0, ctx.seconds_left()))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise DeadlineExceeded(
-            f"iperf3 client to {ctx.target['host']}:{ctx.target['port']} still running at the deadline"
-        ) from None
+    out, err = _wait_reporting_progress(proc, ctx)
     try:
         report = json.loads(out)
     except json.JSONDecodeError:
@@ -195,6 +188,38 @@ def run(params: Iperf3Params, ctx: RunContext) -> Iterator[Sample]:
     if "error" in report:
         raise WorkloadError(f"iperf3: {report['error']}")
     yield from parse_report(report, launched)
+
+
+def _wait_reporting_progress(proc: subprocess.Popen[bytes], ctx: RunContext) -> tuple[bytes, bytes]:
+    """Wait for the client, kill it at the deadline, and meanwhile report its live rate.
+
+    iperf3 before 3.17 prints its JSON only at the end, so the live rate comes from the bytes the
+    client process reads and writes (/proc/PID/io); the JSON intervals remain the record.
+    """
+    handle = psutil.Process(proc.pid)
+    before, t_before = _io_bytes(handle), time.time()
+    while True:
+        try:
+            return proc.communicate(timeout=min(1.0, max(0.0, ctx.seconds_left())))
+        except subprocess.TimeoutExpired:
+            if ctx.seconds_left() <= 0:
+                proc.kill()
+                proc.communicate()
+                raise DeadlineExceeded(
+                    f"iperf3 client to {ctx.target['host']}:{ctx.target['port']} still running at the deadline"
+                ) from None
+        now, t_now = _io_bytes(handle), time.time()
+        if now is not None and before is not None:
+            ctx.progress({"throughput_gbps": (now - before) * 8 / 1e9 / max(t_now - t_before, 1e-6)})
+        before, t_before = now, t_now
+
+
+def _io_bytes(handle: psutil.Process) -> int | None:
+    try:
+        io = handle.io_counters()
+    except (psutil.Error, AttributeError):
+        return None
+    return int(io.read_chars + io.write_chars)
 
 
 def parse_report(report: dict, launched: float) -> Iterator[Sample]:

@@ -2,7 +2,8 @@
 
 Runs a bare `iperf3 -c` on loopback and the same iperf3 workload through vtax's embedded engine,
 interleaved in pairs (the order alternates to cancel drift), and prints one JSON object with the
-median throughput ratio vtax/bare (goal >= 0.98) and the CPU seconds the agent itself spent per trial.
+median throughput ratio vtax/bare (goal >= 0.98), the geometric mean ratio with its 95 % CI (whether
+a shortfall is a cost or noise), and the CPU seconds the agent process itself spent per trial.
 Both sides turn iperf3's per-second intervals into samples with `workloads.iperf3.parse_report`
 and average `throughput_gbps` over all of them, so they are computed identically.
 
@@ -21,6 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from scipy import stats
 
 from controller.runloop import RunLoop
 from controller.spec import parse
@@ -92,6 +96,14 @@ def vtax_trial(spec_text: str, store: Store) -> tuple[float, float, float]:
     return mean_throughput(store.samples(run_id)), cpu, wall
 
 
+def _geometric_mean_ci(ratios: list[float]) -> tuple[float, list[float]]:
+    """Geometric mean of the pair ratios with a 95 % t-interval: tells a real cost from noise."""
+    logs = np.log(ratios)
+    half = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+    centre = logs.mean()
+    return float(np.exp(centre)), [float(np.exp(centre - half)), float(np.exp(centre + half))]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=MIN_PAIRS, help=f"bare/vtax pairs (at least {MIN_PAIRS})")
@@ -135,6 +147,7 @@ def main() -> int:
 
     ratios = [v / b for v, b in zip(through_vtax, bare, strict=True)]
     median_ratio = statistics.median(ratios)
+    mean_ratio, ratio_ci = _geometric_mean_ci(ratios)
     result = {
         "benchmark": "fidelity",
         "pairs": args.pairs,
@@ -144,6 +157,8 @@ def main() -> int:
         "vtax_gbps": [round(x, 4) for x in through_vtax],
         "ratios": [round(x, 4) for x in ratios],
         "median_ratio": round(median_ratio, 4),
+        "geomean_ratio": round(mean_ratio, 4),
+        "geomean_ratio_ci95": [round(x, 4) for x in ratio_ci],
         "goal": GOAL,
         "meets_goal": median_ratio >= GOAL,
         "agent_cpu_s_per_trial": {

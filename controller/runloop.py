@@ -64,6 +64,9 @@ class RunLoop:
         except InfrastructureError as exc:
             status, reason = "aborted", str(exc)
             raise
+        except Exception as exc:  # a bug: keep what was measured and say the run did not complete
+            status, reason = "failed", f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             self.store.finish_run(self.run_id, status, reason)
             self.events.run_end.fire(run_id=self.run_id, status=status)
@@ -119,6 +122,7 @@ class RunLoop:
         timing = self.experiment.timing
         serve_deadline = time.time() + SERVE_TIMEOUT_S + timing.lead + timing.duration + timing.grace
         relays: list[RelayProcess] = []
+        collector: LocalHostCollector | None = None
         try:
             try:
                 targets = self._start_servers(engine, serve_deadline)
@@ -141,10 +145,11 @@ class RunLoop:
             ).start()
             calls = self._dispatch(engine, targets, start_at, deadline)
             results = self._collect(engine, calls, deadline)
-            host_samples = collector.stop()
         finally:
+            host_samples = collector.stop() if collector else []
             for relay in relays:
                 relay.stop()
+        assert collector is not None
         self.store.add_host_samples(self.run_id, trial.index, collector.host, host_samples)
         for result in results:
             self.store.add_agent_result(self.run_id, trial.index, result)

@@ -197,3 +197,38 @@ def test_ctrl_c_stops_the_run_and_runs_teardown(vtax: Vtax) -> None:
     assert listing[0]["status"] == "interrupted"
     leftovers = subprocess.run(["pgrep", "-f", "iperf3 -c 127.0.0.1"], capture_output=True, text=True, check=False)
     assert leftovers.stdout == "", "iperf3 clients outlived the interrupted run"
+
+
+def test_a_breached_sla_exits_1_and_says_which(vtax: Vtax) -> None:
+    spec = vtax.spec("""\
+        name: neighbours
+        agents: [{name: busy}]
+        conditions: [{name: idle, baseline: true}, {name: loaded}]
+        workloads:
+          - {kind: cpu, name: burn, agents: [busy], params: {workers: 1, percent: 30}}
+        timing: {warmup: 0.5, steady: 1.5, cooldown: 0, lead: 0.3}
+        repetitions: 2
+        sla:
+          burn.achieved_pct: {min: 1000}
+        """)
+    done, result = vtax.run_json(spec)
+    assert done.returncode == 1, done.stderr
+    failed = [check for check in result["sla"] if not check["ok"]]
+    assert {(c["metric"], c["condition"], c["rule"]) for c in failed} == {
+        ("burn.achieved_pct", "idle", "min"),
+        ("burn.achieved_pct", "loaded", "min"),
+    }
+    assert 10 < failed[0]["value"] < 40  # the burner got about the 30 % it asked for
+    assert "SLA failed: burn.achieved_pct min 1000" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_loopback_example_runs(vtax: Vtax) -> None:
+    from pathlib import Path
+
+    example = Path(__file__).parent.parent / "examples" / "loopback.yaml"
+    done, result = vtax.run_json(example)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {"tcp.throughput_gbps", "neighbour.achieved_pct", "host.cpu_per_gbps"} <= set(result["metrics"])
+    assert result["metrics"]["tcp.throughput_gbps"]["by_condition"]["relay"]["n"] == 3
+    assert result["sla"] and all(check["ok"] for check in result["sla"])

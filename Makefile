@@ -1,6 +1,7 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both do all set-up first (as root on
 # Debian/Ubuntu: system packages, a venv, an editable install); set-up is skipped when already done.
 VENV ?= .venv
+PYTHON ?= python3
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := iperf3 python3-venv python3-pip
 STAMP := $(VENV)/.installed
@@ -27,7 +28,9 @@ system-packages:
 	fi
 
 $(STAMP): pyproject.toml
-	python3 -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "vtax needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) --version 2>&1). Use make PYTHON=python3.11 ..."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)

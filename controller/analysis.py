@@ -43,20 +43,17 @@ def trial_kpis(
     end = start + experiment.timing.steady
     catalogue = metric_catalogue(experiment)
     per_second: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for sample in samples:
+    prefixed = [(f"{s['workload']}.", s) for s in samples] + [("", s) for s in host]  # host values are named
+    for prefix, sample in prefixed:
         if not _in_steady(sample, start, end):
             continue
         second = math.floor(sample["t"] + sample["dt"] / 2 - trial["start_at"])
         for field, value in sample["values"].items():
-            per_second[f"{sample['workload']}.{field}"][second].append(value)
-    for sample in host:
-        if _in_steady(sample, start, end):
-            second = math.floor(sample["t"] + sample["dt"] / 2 - trial["start_at"])
-            for name, value in sample["values"].items():
-                per_second[name][second].append(value)
+            per_second[prefix + field][second].append(value)
     kpis: dict[str, float] = {}
     for name, seconds in per_second.items():
-        combine = sum if catalogue.get(name, HOST_METRICS["host.cpu_pct"]).across_agents == "sum" else _mean
+        info = catalogue.get(name)
+        combine = sum if info is not None and info.across_agents == "sum" else _mean
         kpis[name] = _mean([combine(values) for values in seconds.values()])
     throughput = sum(v for k, v in kpis.items() if k.endswith(".throughput_gbps"))
     if "host.cpu_pct" in kpis and throughput > 0:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from tests.conftest import VTAX, Vtax
@@ -195,8 +196,9 @@ def test_ctrl_c_stops_the_run_and_runs_teardown(vtax: Vtax) -> None:
     assert log.read_text().splitlines() == ["setup direct 0 1", "teardown direct 0"]
     listing = json.loads(vtax("runs", "--json").stdout)
     assert listing[0]["status"] == "interrupted"
-    leftovers = subprocess.run(["pgrep", "-f", "iperf3 -c 127.0.0.1"], capture_output=True, text=True, check=False)
-    assert leftovers.stdout == "", "iperf3 clients outlived the interrupted run"
+    time.sleep(0.5)
+    clients = [p.pid for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[1:3] == ["-c", "127.0.0.1"]]
+    assert clients == [], "iperf3 clients outlived the interrupted run"
 
 
 def test_a_breached_sla_exits_1_and_says_which(vtax: Vtax) -> None:

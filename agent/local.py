@@ -13,29 +13,17 @@ import threading
 from multiprocessing.queues import Queue
 from typing import Any
 
-from agent.tasks import TASKS, run_workload
+from agent.safety import Allowlist
+from agent.tasks import AgentHost, execute
 
 
-def agent_main(name: str, inbox: Queue[str | None], outbox: Queue[str]) -> None:
+def agent_main(name: str, allow: list[str], inbox: Queue[str | None], outbox: Queue[str]) -> None:
     """Serve tasks until a None arrives. Runs as its own process group, so the whole agent can be killed."""
     os.setpgid(0, 0)
+    host = AgentHost(name=name, allowlist=Allowlist(allow))
+
+    def send(message: dict[str, Any]) -> None:
+        outbox.put(json.dumps(message))
+
     while (message := inbox.get()) is not None:
-        request = json.loads(message)
-        threading.Thread(target=_handle, args=(name, request, outbox), daemon=True).start()
-
-
-def _handle(name: str, request: dict[str, Any], outbox: Queue[str]) -> None:
-    reply: dict[str, Any] = {"id": request["id"], "agent": name}
-    task = TASKS.get(request["task"])
-    kwargs = dict(request["kwargs"])
-    if task is run_workload:
-        workload = kwargs["workload"]
-        kwargs["progress"] = lambda values: outbox.put(json.dumps({**reply, "workload": workload, "progress": values}))
-    try:
-        if task is None:
-            raise LookupError(f"unknown task {request['task']!r}")
-        reply["result"] = task(**kwargs)
-        reply["ok"] = True
-    except Exception as exc:  # reported to the controller, never fatal to the agent
-        reply["ok"], reply["error"] = False, f"{type(exc).__name__}: {exc}"
-    outbox.put(json.dumps(reply))
+        threading.Thread(target=execute, args=(json.loads(message), host, send), daemon=True).start()

@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import workloads
-from workloads.base import DeadlineExceeded, RunContext, Sample, Target, WorkloadError
+from agent.safety import Allowlist, TargetRefused
+from workloads.base import Cancelled, DeadlineExceeded, RunContext, Sample, Target, WorkloadError
 
 
 def serve(*, kind: str, params: dict[str, Any], bind: str, deadline: float) -> Target:
@@ -31,28 +33,35 @@ def run_workload(
     start_at: float,
     duration: float,
     deadline: float,
+    run_id: str = "",
     progress: Callable[[dict[str, float]], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Wait for the common start, run the load, and return its samples and summary.
 
     Never raises for a workload failure: the status says what happened and the samples measured so far
-    are kept. The deadline is enforced here, by the agent, whatever the controller does. `progress` is
-    supplied by the process hosting the agent (never by a message) and receives live readings.
+    are kept. The deadline is enforced here, by the agent, whatever the controller does. `progress` and
+    `cancelled` are supplied by the process hosting the agent (never by a message).
     """
     module = workloads.get(kind)
     checked = module.Params.model_validate(params)
     cpu_before = time.process_time()
-    time.sleep(max(0.0, start_at - time.time()))
+    while time.time() < start_at and not (cancelled and cancelled()):
+        time.sleep(min(0.1, max(0.0, start_at - time.time())))
     started_at = time.time()
     samples: list[Sample] = []
     status, reason = "ok", ""
     ctx = RunContext(start_at=start_at, duration=duration, deadline=deadline, target=target)
     if progress is not None:
         ctx = dataclasses.replace(ctx, progress=progress)
+    if cancelled is not None:
+        ctx = dataclasses.replace(ctx, cancelled=cancelled)
     try:
         samples.extend(module.run(checked, ctx))
     except DeadlineExceeded as exc:
         status, reason = "deadline_exceeded", str(exc)
+    except Cancelled as exc:
+        status, reason = "cancelled", str(exc)
     except WorkloadError as exc:
         status, reason = "error", str(exc)
     except Exception as exc:  # an agent survives any workload bug and reports it
@@ -82,3 +91,39 @@ TASKS: dict[str, Callable[..., Any]] = {
     "vtax.run_workload": run_workload,
     "vtax.ping": ping,
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentHost:
+    """What the process hosting an agent knows that no message may set."""
+
+    name: str
+    allowlist: Allowlist = field(default_factory=Allowlist)
+    is_cancelled: Callable[[str], bool] = field(default=lambda run_id: False)
+
+
+def execute(request: dict[str, Any], host: AgentHost, send: Callable[[dict[str, Any]], None]) -> None:
+    """Run one task request {id, task, kwargs} and send its reply; load also sends progress messages.
+
+    The allowlist is checked here, before any load starts. Every failure becomes an error reply: an
+    agent outlives anything a message can do to it.
+    """
+    reply: dict[str, Any] = {"id": request.get("id"), "agent": host.name}
+    try:
+        task = TASKS.get(request["task"])
+        if task is None:
+            raise LookupError(f"unknown task {request['task']!r}")
+        kwargs = dict(request["kwargs"])
+        if task is run_workload:
+            if kwargs.get("target"):
+                host.allowlist.check(kwargs["target"]["host"])
+            workload, run_id = kwargs["workload"], kwargs.get("run_id", "")
+            kwargs["progress"] = lambda values: send({**reply, "workload": workload, "progress": values})
+            kwargs["cancelled"] = lambda: host.is_cancelled(run_id)
+        reply["result"] = task(**kwargs)
+        reply["ok"] = True
+    except TargetRefused as exc:
+        reply["ok"], reply["error"], reply["refused"] = False, f"refused: {exc}", True
+    except Exception as exc:  # reported to the controller, never fatal to the agent
+        reply["ok"], reply["error"] = False, f"{type(exc).__name__}: {exc}"
+    send(reply)

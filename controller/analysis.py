@@ -16,7 +16,6 @@ from controller.store import Store
 from workloads.base import MetricInfo
 
 SATURATED_CPU_PCT = 90.0
-LATE_START_S = 0.1
 MIN_STEADY_COVERAGE = 0.8
 NOISY_CI_PCT = 10.0
 
@@ -119,6 +118,16 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
             "overhead": {c: stats.overhead(values[name][baseline], values[name][c]) for c in names if c != baseline},
         }
     validity += _condition_validity(experiment, metrics)
+    clocks = store.clocks(run_id)
+    for reading in clocks:
+        if 1000 * reading["uncertainty_s"] > experiment.timing.max_start_skew_ms:
+            validity.append(
+                _issue(
+                    "warning",
+                    "clock_uncertain",
+                    f"agent {reading['agent']}: clock offset known only to ±{1000 * reading['uncertainty_s']:.1f} ms",
+                )
+            )
     sla = _sla_checks(experiment, metrics)
     planned = experiment.repetitions * len(experiment.conditions)
     return {
@@ -137,11 +146,23 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
         "order": [t["condition"] for t in trials],
         "trials_planned": planned,
         "trials": trial_rows,
+        "clocks": {c["agent"]: {k: c[k] for k in ("offset_s", "uncertainty_s", "rtt_s")} for c in clocks},
+        "start_skew_ms": _skew_summary(results_by_trial),
         "metrics": metrics,
         "validity": validity,
         "sla": sla,
         "passed": not any(v["level"] == "error" for v in validity) and all(s["ok"] for s in sla),
     }
+
+
+def _skew_summary(results_by_trial: dict[int, list[dict[str, Any]]]) -> dict[str, float | None]:
+    """Spread of the agents' actual start times around the common start, over the whole run."""
+    skews = [
+        1000 * abs(r["start_skew_s"]) for rs in results_by_trial.values() for r in rs if r["start_skew_s"] is not None
+    ]
+    if not skews:
+        return {"max": None, "mean": None}
+    return {"max": max(skews), "mean": sum(skews) / len(skews)}
 
 
 def _issue(level: str, code: str, message: str, trial: int | None = None) -> dict[str, Any]:
@@ -174,14 +195,16 @@ def _trial_validity(
     start = trial["start_at"] + experiment.timing.warmup
     end = start + experiment.timing.steady
     expected = experiment.timing.steady * MIN_STEADY_COVERAGE
+    limit_ms = experiment.timing.max_start_skew_ms
     for result in results:
-        late = (result["started_at"] or trial["start_at"]) - trial["start_at"]
-        if late > LATE_START_S:
+        skew_ms = 1000 * (result["start_skew_s"] or 0.0)
+        if abs(skew_ms) > limit_ms:
             issues.append(
                 _issue(
                     "warning",
-                    "late_start",
-                    f"{label}: agent {result['agent']} started {late * 1000:.0f} ms late",
+                    "start_skew",
+                    f"{label}: agent {result['agent']} started {skew_ms:+.1f} ms off the common start "
+                    f"(limit {limit_ms:g} ms)",
                     trial["idx"],
                 )
             )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,9 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.safety import LOOPBACK
 from controller import spec as spec_module
 from controller.analysis import analyse
 from controller.demo import demo_experiment
+from controller.distributed import CeleryEngine, connect, list_agents
+from controller.engine import EmbeddedEngine, Engine
 from controller.errors import InputError, VtaxError
 from controller.events import Events
 from controller.report import LiveDisplay, print_result
@@ -33,6 +38,12 @@ if not console.is_terminal:
 errors = Console(stderr=True)
 
 StoreOption = Annotated[str, typer.Option("--store", envvar="VTAX_STORE", help="SQLite run store")]
+BrokerOption = Annotated[
+    str | None, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL of the distributed engine")
+]
+BrokerOption = Annotated[
+    str | None, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL of the distributed engine")
+]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="write the run's result object to this file")]
 INTERRUPTED = 130
 
@@ -48,8 +59,18 @@ def _write_json(path: Path | None, result: dict[str, Any]) -> None:
         console.print(f"result written to {path}")
 
 
+def _engine(experiment: spec_module.Experiment, broker: str | None) -> Engine:
+    if broker:
+        return CeleryEngine(broker, [a.name for a in experiment.agents])
+    return EmbeddedEngine({a.name: a.allow for a in experiment.agents})
+
+
 def _execute(
-    experiment: spec_module.Experiment, spec_path: str | None, store_path: str, json_path: Path | None
+    experiment: spec_module.Experiment,
+    spec_path: str | None,
+    store_path: str,
+    json_path: Path | None,
+    broker: str | None = None,
 ) -> None:
     _check_writable(json_path)
     store = Store(store_path)
@@ -60,7 +81,7 @@ def _execute(
         f"[bold]{experiment.name}[/]: {len(experiment.conditions)} conditions × {experiment.repetitions} repetitions "
         f"= {plan_size} trials of {experiment.timing.duration:g} s, {experiment.order} order"
     )
-    loop = RunLoop(experiment, store=store, spec_path=spec_path, events=events)
+    loop = RunLoop(experiment, store=store, engine=_engine(experiment, broker), spec_path=spec_path, events=events)
     try:
         run_id = loop.execute()
     except KeyboardInterrupt:
@@ -80,9 +101,14 @@ def run(
     spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")],
     json_path: JsonOption = None,
     store: StoreOption = DEFAULT_PATH,
+    broker: BrokerOption = None,
 ) -> None:
-    """Run an experiment and print its summary. Exit 1 when an SLA or validity check fails."""
-    _execute(spec_module.load(spec), str(spec), store, json_path)
+    """Run an experiment and print its summary. Exit 1 when an SLA or validity check fails.
+
+    Without --broker, agents run as local processes (embedded engine); with it, the spec's agents are
+    `vtax agent` workers registered with that broker (distributed engine).
+    """
+    _execute(spec_module.load(spec), str(spec), store, json_path, broker)
 
 
 @app.command()
@@ -136,6 +162,57 @@ def show(
     result = analyse(Store(store), run_id)
     print_result(console, result)
     _write_json(json_path, result)
+
+
+@app.command()
+def agent(
+    broker: Annotated[
+        str, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL, e.g. redis://10.0.0.5:6379/0")
+    ],
+    name: Annotated[str, typer.Option("--name", help="this agent's name, as specs refer to it")],
+    zone: Annotated[str | None, typer.Option("--zone", help="security zone of this VM")] = None,
+    allow: Annotated[
+        list[str] | None, typer.Option("--allow", help="network this agent may send load to (repeat); default loopback")
+    ] = None,
+    address: Annotated[str | None, typer.Option("--address", help="address its servers listen on")] = None,
+) -> None:
+    """Run an agent: a Celery worker that executes load tasks from its own queue on the broker."""
+    from agent.worker import run_agent
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise InputError(f"--name: {name!r} is not a valid agent name (letters, digits, _ . -)")
+    connect(broker)
+    try:
+        run_agent(broker=broker, name=name, zone=zone, allow=allow or list(LOOPBACK), address=address)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+@app.command()
+def agents(
+    broker: Annotated[str, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """List the agents whose heartbeat is current, with their identity."""
+    found = list_agents(connect(broker))
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    table = Table("name", "zone", "host", "address", "cores", "kernel", "iperf3", "allow", "heartbeat")
+    for a in found:
+        age = f"{time.time() - a['heartbeat']:.0f} s ago"
+        table.add_row(
+            a["name"],
+            a["zone"] or "",
+            a["hostname"],
+            a.get("address") or "",
+            str(a["cores"]),
+            a["kernel"],
+            a["iperf3"] or "missing",
+            ", ".join(a["allow"]),
+            age,
+        )
+    console.print(table if found else f"no agents registered with {broker}")
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
-"""The embedded engine: each agent is a local child process that executes the agent's task functions.
+"""Engines carry task requests to agents and their replies back; the run loop does not know which it uses.
 
-Requests and replies are JSON strings, exactly what the distributed engine puts on the wire, so both
-engines exercise the same task functions and the same message shapes.
+Requests and replies are JSON messages of one shape in both engines: a request {id, task, kwargs}, a reply
+{id, agent, ok, result | error}, and progress messages {id, agent, workload, progress} while load runs.
+The embedded engine runs each agent as a local child process; the distributed engine is in
+`controller.distributed`.
 """
 
 from __future__ import annotations
@@ -13,72 +15,148 @@ import multiprocessing
 import os
 import signal
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from agent.local import agent_main
-from controller.errors import InfrastructureError
+from controller.errors import InfrastructureError, InputError
+
+ProgressCallback = Callable[[str, str, dict[str, float]], None]
 
 
 class AgentLost(InfrastructureError):
-    """An agent process died or was killed before it answered."""
+    """An agent died, was killed, or stopped answering before it replied."""
 
 
-class EmbeddedEngine:
-    """Runs named local agents; `call` returns a Future of the task's JSON result."""
+class AgentKilled(AgentLost):
+    """The controller gave up on an agent that overran the trial deadline."""
 
-    def __init__(
-        self, agent_names: list[str], *, on_progress: Callable[[str, str, dict[str, float]], None] | None = None
-    ) -> None:
-        self._context = multiprocessing.get_context("spawn")
-        self._outbox = self._context.Queue()
-        self._agents: dict[str, tuple[Any, Any]] = {}  # name -> (process, inbox)
+
+class AgentRefused(InputError):
+    """An agent refused a task: its allowlist does not cover the target (a configuration error)."""
+
+
+class Engine(ABC):
+    """Pending calls and reply routing, shared by both engines."""
+
+    kind = "abstract"
+
+    def __init__(self, *, on_progress: ProgressCallback | None = None) -> None:
         self._pending: dict[int, tuple[str, Future[Any]]] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._names = agent_names
-        self._on_progress = on_progress
-        self._receiver = threading.Thread(target=self._receive, name="engine-replies", daemon=True)
+        self.on_progress = on_progress
 
-    def __enter__(self) -> EmbeddedEngine:
-        for name in self._names:
-            self._spawn(name)
-        self._receiver.start()
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _register(self, agent: str) -> tuple[int, Future[Any]]:
+        future: Future[Any] = Future()
+        request_id = next(self._ids)
+        with self._lock:
+            self._pending[request_id] = (agent, future)
+        return request_id, future
+
+    def _deliver(self, reply: dict[str, Any]) -> None:
+        """Route one reply or progress message to whoever waits for it."""
+        if "progress" in reply:
+            if self.on_progress is not None:
+                self.on_progress(reply["agent"], reply["workload"], reply["progress"])
+            return
+        with self._lock:
+            entry = self._pending.pop(reply["id"], None)
+        if entry is None:
+            return  # a reply from an agent already given up on
+        _, future = entry
+        if reply["ok"]:
+            future.set_result(reply["result"])
+        elif reply.get("refused"):
+            future.set_exception(AgentRefused(f"agent {reply['agent']!r} {reply['error']}"))
+        else:
+            future.set_exception(InfrastructureError(f"agent {reply['agent']!r}: {reply['error']}"))
+
+    def _fail_agent(self, agent: str, reason: str, error: type[AgentLost] = AgentLost) -> None:
+        """Fail every call pending on `agent`."""
+        with self._lock:
+            lost = [rid for rid, (name, _) in self._pending.items() if name == agent]
+            futures = [self._pending.pop(rid)[1] for rid in lost]
+        for future in futures:
+            future.set_exception(error(f"agent {agent!r} {reason}"))
+
+    def identity(self, agent: str) -> dict[str, Any] | None:
+        """What the agent registered about itself, where the engine knows it."""
+        return None
+
+    @abstractmethod
+    def call(self, agent: str, task: str, kwargs: dict[str, Any]) -> Future[Any]:
+        """Send a task; a running workload's live readings reach `on_progress(agent, workload, values)`."""
+
+    @abstractmethod
+    def kill(self, agent: str, reason: str) -> None:
+        """Give up on an agent that does not answer: fail its calls and stop what can be stopped."""
+
+    @abstractmethod
+    def cancel(self, run_id: str) -> None:
+        """Ask every agent to stop the load of `run_id` now (Ctrl-C)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the engine's resources."""
+
+
+class EmbeddedEngine(Engine):
+    """Named local agents, each a child process in its own process group."""
+
+    kind = "embedded"
+
+    def __init__(self, agents: dict[str, list[str]], *, on_progress: ProgressCallback | None = None) -> None:
+        """`agents` maps each agent's name to its allowlist."""
+        super().__init__(on_progress=on_progress)
+        self._context = multiprocessing.get_context("spawn")
+        self._outbox = self._context.Queue()
+        self._agents: dict[str, tuple[Any, Any]] = {}  # name -> (process, inbox)
+        self._allow = agents
+        self._receiver = threading.Thread(target=self._receive, name="engine-replies", daemon=True)
+
+    def __enter__(self) -> EmbeddedEngine:
+        for name in self._allow:
+            self._spawn(name)
+        self._receiver.start()
+        return self
+
     def _spawn(self, name: str) -> None:
         inbox = self._context.Queue()
         process = self._context.Process(
-            target=agent_main, args=(name, inbox, self._outbox), name=f"vtax-agent-{name}", daemon=True
+            target=agent_main,
+            args=(name, self._allow[name], inbox, self._outbox),
+            name=f"vtax-agent-{name}",
+            daemon=True,
         )
         process.start()
         self._agents[name] = (process, inbox)
 
     def call(self, agent: str, task: str, kwargs: dict[str, Any]) -> Future[Any]:
-        """Send a task; a running workload's live readings reach `on_progress(agent, workload, values)`."""
         process, inbox = self._agents[agent]
         if not process.is_alive():
             raise AgentLost(f"agent {agent!r} is not running (exit code {process.exitcode})")
-        future: Future[Any] = Future()
-        request_id = next(self._ids)
-        with self._lock:
-            self._pending[request_id] = (agent, future)
+        request_id, future = self._register(agent)
         inbox.put(json.dumps({"id": request_id, "task": task, "kwargs": kwargs}))
         return future
 
     def kill(self, agent: str, reason: str) -> None:
-        """Kill an agent with everything it started, fail its pending calls, and start a fresh one."""
+        """Kill the agent with everything it started, fail its pending calls, and start a fresh one."""
         self._terminate(agent)
-        with self._lock:
-            lost = [rid for rid, (name, _) in self._pending.items() if name == agent]
-            futures = [self._pending.pop(rid)[1] for rid in lost]
-        for future in futures:
-            future.set_exception(AgentLost(f"agent {agent!r} killed: {reason}"))
+        self._fail_agent(agent, f"killed: {reason}", AgentKilled)
         self._spawn(agent)
+
+    def cancel(self, run_id: str) -> None:
+        for name in self._agents:
+            self._terminate(name)
 
     def close(self) -> None:
         """Stop every agent; whatever load is still running (an interrupted trial) dies with its group."""
@@ -98,17 +176,4 @@ class EmbeddedEngine:
 
     def _receive(self) -> None:
         while (message := self._outbox.get()) is not None:
-            reply = json.loads(message)
-            if "progress" in reply:
-                if self._on_progress is not None:
-                    self._on_progress(reply["agent"], reply["workload"], reply["progress"])
-                continue
-            with self._lock:
-                entry = self._pending.pop(reply["id"], None)
-            if entry is None:
-                continue  # a reply from an agent already given up on
-            _, future = entry
-            if reply["ok"]:
-                future.set_result(reply["result"])
-            else:
-                future.set_exception(InfrastructureError(f"agent {reply['agent']!r}: {reply['error']}"))
+            self._deliver(json.loads(message))

@@ -1,5 +1,7 @@
 """The run loop: for every trial, enter the condition, start servers, start all load at one common
 time, collect samples and host counters, enforce the deadline, store everything, leave the condition.
+
+The loop is the same for both engines; only the engine object differs.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import workloads
+from controller import clock
 from controller.analysis import trial_kpis
-from controller.engine import AgentLost, EmbeddedEngine
+from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
 from controller.errors import InfrastructureError
 from controller.events import Events
 from controller.hooks import HookError, run_hooks
@@ -21,10 +24,15 @@ from controller.plan import Trial, make_plan
 from controller.relay import RelayProcess
 from controller.spec import ConditionSpec, Experiment
 from controller.store import Store
+from controller.topology import AgentInfo, Flow, expand
 from workloads.base import Target
 
 SERVE_TIMEOUT_S = 15.0
-KILL_MARGIN_S = 5.0  # after the deadline, the controller kills an agent that has not answered
+KILL_MARGIN_S = 5.0  # after the deadline, the controller gives up on an agent that has not answered
+
+# how a trial ends when one of its agents' results is not ok, worst first
+_TRIAL_STATUS = {"refused": "refused", "lost": "incomplete", "killed": "killed", "deadline_exceeded": "killed",
+                 "cancelled": "interrupted", "error": "error"}  # fmt: skip
 
 
 def new_run_id() -> str:
@@ -32,39 +40,54 @@ def new_run_id() -> str:
 
 
 class RunLoop:
-    """Executes one experiment in the embedded engine and stores everything it measures."""
+    """Executes one experiment through an engine and stores everything it measures."""
 
-    def __init__(self, experiment: Experiment, *, store: Store, spec_path: str | None, events: Events | None = None):
+    def __init__(
+        self,
+        experiment: Experiment,
+        *,
+        store: Store,
+        engine: Engine,
+        spec_path: str | None,
+        events: Events | None = None,
+    ) -> None:
         self.experiment = experiment
         self.store = store
+        self.engine = engine
         self.spec_path = spec_path
         self.events = events or Events()
         self.run_id = new_run_id()
+        self.agents: dict[str, AgentInfo] = {}
+        self.clocks: dict[str, clock.ClockReading] = {}
+        engine.on_progress = self._progress
 
     def execute(self) -> str:
-        """Run every trial; returns the run id. Hook failures abort the run (InfrastructureError)."""
+        """Run every trial; returns the run id. Hook failures and refusals abort the run."""
         plan = make_plan(self.experiment)
         self.store.create_run(
             run_id=self.run_id,
             name=self.experiment.name,
-            engine="embedded",
+            engine=self.engine.kind,
             spec_path=self.spec_path,
             spec=self.experiment.model_dump(mode="json"),
         )
-        self.events.run_start.fire(run_id=self.run_id, trials=plan)
         status, reason = "completed", ""
         try:
-            agents = [a.name for a in self.experiment.agents]
-            with EmbeddedEngine(agents, on_progress=self._progress) as engine:
+            with self.engine:
+                self.agents = self._agent_table()
+                flows = expand(self.experiment, self.agents)
+                self.clocks = clock.measure(self.engine, list(self.agents))
+                self.store.add_clocks(self.run_id, {a: vars(c) for a, c in self.clocks.items()})
+                self.events.run_start.fire(run_id=self.run_id, trials=plan)
                 for trial in plan:
-                    self._trial(engine, trial, len(plan))
+                    self._trial(trial, len(plan), flows)
         except KeyboardInterrupt:
             status, reason = "interrupted", "stopped by the user"
             raise
         except InfrastructureError as exc:
             status, reason = "aborted", str(exc)
             raise
-        except Exception as exc:  # a bug: keep what was measured and say the run did not complete
+        except Exception as exc:  # bad input found at run start, or a bug: keep what was measured
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
@@ -72,13 +95,26 @@ class RunLoop:
             self.events.run_end.fire(run_id=self.run_id, status=status)
         return self.run_id
 
+    def _agent_table(self) -> dict[str, AgentInfo]:
+        """Address and zone of every agent: the spec's, else what the agent registered, else loopback."""
+        table = {}
+        for spec in self.experiment.agents:
+            registered = self.engine.identity(spec.name) or {}
+            table[spec.name] = AgentInfo(
+                name=spec.name,
+                address=spec.address or registered.get("address") or "127.0.0.1",
+                zone=spec.zone or registered.get("zone"),
+                labels=spec.labels,
+            )
+        return table
+
     def _progress(self, agent: str, workload: str, values: dict[str, float]) -> None:
         self.events.agent_progress.fire(agent=agent, workload=workload, values=values)
 
     def _condition(self, name: str) -> ConditionSpec:
         return next(c for c in self.experiment.conditions if c.name == name)
 
-    def _trial(self, engine: EmbeddedEngine, trial: Trial, total: int) -> None:
+    def _trial(self, trial: Trial, total: int, flows: list[Flow]) -> None:
         condition = self._condition(trial.condition)
         env = {
             "VTAX_RUN_ID": self.run_id,
@@ -99,11 +135,12 @@ class RunLoop:
         hook_args = {"condition": condition.name, "env": env, "timeout": self.experiment.hook_timeout}
         try:
             run_hooks(condition.setup, stage="setup", **hook_args)
-            self._measure(engine, trial, total, condition, row)
+            self._measure(trial, total, condition, flows, row)
         except HookError as exc:
             row["reason"] = str(exc)
             raise
         except KeyboardInterrupt:
+            self.engine.cancel(self.run_id)  # every agent stops its load before the teardown hooks run
             row["status"], row["reason"] = "interrupted", "stopped by the user"
             raise
         finally:
@@ -115,9 +152,13 @@ class RunLoop:
                 self.events.trial_end.fire(
                     trial=trial, total=total, status=row["status"], reason=row["reason"], kpis=row.get("kpis", {})
                 )
+        if row["status"] == "refused":
+            raise AgentRefused(row["reason"])
+        if row["status"] == "incomplete" and self.experiment.on_agent_loss == "abort":
+            raise InfrastructureError(f"trial {trial.index} incomplete and on_agent_loss is abort: {row['reason']}")
 
     def _measure(
-        self, engine: EmbeddedEngine, trial: Trial, total: int, condition: ConditionSpec, row: dict[str, Any]
+        self, trial: Trial, total: int, condition: ConditionSpec, flows: list[Flow], row: dict[str, Any]
     ) -> None:
         timing = self.experiment.timing
         serve_deadline = time.time() + SERVE_TIMEOUT_S + timing.lead + timing.duration + timing.grace
@@ -125,7 +166,7 @@ class RunLoop:
         collector: LocalHostCollector | None = None
         try:
             try:
-                targets = self._start_servers(engine, serve_deadline)
+                targets = self._start_servers(flows, serve_deadline)
             except InfrastructureError as exc:
                 row["status"], row["reason"] = "error", f"server side did not start: {exc}"
                 return
@@ -143,8 +184,8 @@ class RunLoop:
                 seconds=timing.duration,
                 on_sample=lambda sample: self.events.host_sample.fire(trial=trial, sample=sample),
             ).start()
-            calls = self._dispatch(engine, targets, start_at, deadline)
-            results = self._collect(engine, calls, deadline)
+            calls = self._dispatch(flows, targets, start_at, deadline)
+            results = self._collect(calls, start_at, deadline)
         finally:
             host_samples = collector.stop() if collector else []
             for relay in relays:
@@ -155,86 +196,101 @@ class RunLoop:
             self.store.add_agent_result(self.run_id, trial.index, result)
         samples = [{**s, "agent": r["agent"], "workload": r["workload"]} for r in results for s in r["samples"]]
         row["kpis"] = trial_kpis(self.experiment, row, samples, host_samples)
-        failed = [r for r in results if r["status"] != "ok"]
+        failed = sorted(
+            (r for r in results if r["status"] != "ok"), key=lambda r: list(_TRIAL_STATUS).index(r["status"])
+        )
         if failed:
-            worst = next((r for r in failed if r["status"] == "killed"), failed[0])
-            row["status"] = "killed" if worst["status"] in ("killed", "deadline_exceeded") else worst["status"]
-            row["reason"] = f"{worst['workload']} on {worst['agent']}: {worst['reason']}"
+            row["status"] = _TRIAL_STATUS[failed[0]["status"]]
+            row["reason"] = f"{failed[0]['workload']} on {failed[0]['agent']}: {failed[0]['reason']}"
         else:
             row["status"] = "ok"
 
-    def _start_servers(self, engine: EmbeddedEngine, deadline: float) -> dict[tuple[str, str], Target]:
-        """One server per (workload, client agent): iperf3 serves one test at a time."""
-        calls: dict[tuple[str, str], Future[Any]] = {}
-        targets: dict[tuple[str, str], Target] = {}
-        for entry in self.experiment.workloads:
-            external = workloads.get(entry.kind).external_target(entry.params) if entry.server is None else None
-            for agent in entry.agents:
-                key = (entry.label, agent)
+    def _start_servers(self, flows: list[Flow], deadline: float) -> dict[tuple[str, str, str | None], Target]:
+        """One server per flow (iperf3 serves one test at a time); all started before any client."""
+        calls: dict[tuple[str, str, str | None], Future[Any]] = {}
+        targets: dict[tuple[str, str, str | None], Target] = {}
+        for flow in flows:
+            if flow.server is None:
+                external = workloads.get(flow.workload.kind).external_target(flow.workload.params)
                 if external is not None:
-                    targets[key] = external
-                elif entry.server is not None:
-                    calls[key] = engine.call(
-                        entry.server,
-                        "vtax.serve",
-                        {
-                            "kind": entry.kind,
-                            "params": entry.params.model_dump(mode="json"),
-                            "bind": self.experiment.agent(entry.server).address,
-                            "deadline": deadline,
-                        },
-                    )
+                    targets[flow.key] = external
+                continue
+            calls[flow.key] = self.engine.call(
+                flow.server,
+                "vtax.serve",
+                {
+                    "kind": flow.workload.kind,
+                    "params": flow.workload.params.model_dump(mode="json"),
+                    "bind": self.agents[flow.server].address,
+                    "deadline": deadline + self.clocks[flow.server].offset_s,
+                },
+            )
         for key, future in calls.items():
             try:
                 targets[key] = future.result(timeout=SERVE_TIMEOUT_S)
             except TimeoutError:
-                raise InfrastructureError(f"no answer from the server agent within {SERVE_TIMEOUT_S:g} s") from None
+                raise InfrastructureError(
+                    f"no answer from server agent {key[2]!r} within {SERVE_TIMEOUT_S:g} s"
+                ) from None
         return targets
 
     def _dispatch(
-        self, engine: EmbeddedEngine, targets: dict[tuple[str, str], Target], start_at: float, deadline: float
-    ) -> list[tuple[str, str, Future[Any]]]:
+        self, flows: list[Flow], targets: dict[tuple[str, str, str | None], Target], start_at: float, deadline: float
+    ) -> list[tuple[Flow, Future[Any]]]:
+        """Every client at once; times travel in each agent's own clock."""
         calls = []
-        for entry in self.experiment.workloads:
-            for agent in entry.agents:
-                future = engine.call(
-                    agent,
-                    "vtax.run_workload",
-                    {
-                        "agent": agent,
-                        "workload": entry.label,
-                        "kind": entry.kind,
-                        "params": entry.params.model_dump(mode="json"),
-                        "target": targets.get((entry.label, agent)),
-                        "start_at": start_at,
-                        "duration": self.experiment.timing.duration,
-                        "deadline": deadline,
-                    },
-                )
-                calls.append((agent, entry.label, future))
+        for flow in flows:
+            offset = self.clocks[flow.client].offset_s
+            future = self.engine.call(
+                flow.client,
+                "vtax.run_workload",
+                {
+                    "agent": flow.client,
+                    "workload": flow.workload.label,
+                    "kind": flow.workload.kind,
+                    "params": flow.workload.params.model_dump(mode="json"),
+                    "target": targets.get(flow.key),
+                    "start_at": start_at + offset,
+                    "duration": self.experiment.timing.duration,
+                    "deadline": deadline + offset,
+                    "run_id": self.run_id,
+                },
+            )
+            calls.append((flow, future))
         return calls
 
-    def _collect(
-        self, engine: EmbeddedEngine, calls: list[tuple[str, str, Future[Any]]], deadline: float
-    ) -> list[dict[str, Any]]:
-        """Wait for every agent until the deadline plus a margin; kill the ones that do not answer."""
-        wait([f for _, _, f in calls], timeout=max(0.0, deadline + KILL_MARGIN_S - time.time()))
+    def _collect(self, calls: list[tuple[Flow, Future[Any]]], start_at: float, deadline: float) -> list[dict[str, Any]]:
+        """Wait for every agent until the deadline plus a margin; give up on the ones that do not answer.
+
+        Results come back in the controller's clock: each agent's offset is taken out of its times.
+        """
+        wait([f for _, f in calls], timeout=max(0.0, deadline + KILL_MARGIN_S - time.time()))
         results = []
-        for agent, workload, future in calls:
+        for flow, future in calls:
             if not future.done():
-                engine.kill(agent, "no result by the trial deadline")
+                self.engine.kill(flow.client, "no result by the trial deadline")
             try:
-                results.append(future.result(timeout=0))
+                result = future.result(timeout=0)
+            except AgentRefused as exc:
+                result = _failure(flow, "refused", str(exc))
+            except AgentKilled as exc:
+                result = _failure(flow, "killed", str(exc))
+            except AgentLost as exc:
+                result = _failure(flow, "lost", str(exc))
             except Exception as exc:
-                status = "killed" if isinstance(exc, AgentLost) else "error"
-                results.append(
-                    {
-                        "agent": agent,
-                        "workload": workload,
-                        "status": status,
-                        "reason": str(exc),
-                        "samples": [],
-                        "summary": {},
-                    }
-                )
+                result = _failure(flow, "error", str(exc))
+            offset = self.clocks[flow.client].offset_s
+            for sample in result["samples"]:
+                sample["t"] -= offset
+            for key in ("start_at", "started_at", "ended_at"):
+                if result.get(key) is not None:
+                    result[key] -= offset
+            if result.get("started_at") is not None:
+                result["start_skew_s"] = result["started_at"] - start_at
+            results.append(result)
         return results
+
+
+def _failure(flow: Flow, status: str, reason: str) -> dict[str, Any]:
+    return {"agent": flow.client, "workload": flow.workload.label, "status": status, "reason": reason,
+            "samples": [], "summary": {}}  # fmt: skip

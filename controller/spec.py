@@ -7,6 +7,7 @@ parameters with exactly the model the agent executes, and `vtax schema` describe
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 import workloads
 from controller.errors import SpecError
 from controller.hostcounters import HOST_METRICS
+from workloads.base import WorkloadParams
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
@@ -31,8 +33,27 @@ class AgentSpec(Strict):
     """A place load runs. In the embedded engine, a local child process."""
 
     name: Name
-    address: str = Field("127.0.0.1", description="address its servers listen on and clients reach it by")
-    zone: str | None = Field(None, description="security zone, e.g. web or db")
+    address: str | None = Field(
+        None,
+        description="address its servers listen on and clients reach it by; default: 127.0.0.1 in the embedded "
+        "engine, the first address the agent registered in the distributed engine",
+    )
+    zone: str | None = Field(None, description="security zone, e.g. web or db; default: what the agent registered")
+    labels: dict[str, str] = Field(default_factory=dict, description="free labels, selectable as label:KEY=VALUE")
+    allow: list[str] = Field(
+        ["127.0.0.0/8", "::1/128"],
+        description="embedded engine: networks this agent may send load to (distributed agents take --allow)",
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a network: {exc}") from None
+        return value
 
 
 class ConditionSpec(Strict):
@@ -53,16 +74,42 @@ class ConditionSpec(Strict):
         return [value] if isinstance(value, str) else value
 
 
+Selector = Annotated[
+    str,
+    Field(
+        pattern=r"^((zone|label):)?[A-Za-z0-9][A-Za-z0-9_.=-]*$",
+        description="an agent name, `zone:NAME` (every agent of that zone) or `label:KEY=VALUE`",
+    ),
+]
+
+
+class Pair(Strict):
+    """One client → server flow of the `pairs` topology."""
+
+    client: Name
+    server: Name
+
+
 class WorkloadEntry(Strict):
     """Common fields of a workload in a spec; `kind` and `params` come from the workload module."""
 
+    kind: str  # narrowed to one Literal per kind below
+    params: WorkloadParams
     name: Name | None = Field(None, description="prefix of its metrics; defaults to the kind")
-    agents: list[Name] = Field(min_length=1, description="agents that generate the load (clients)")
-    server: Name | None = Field(None, description="agent that runs the server side, for kinds that have one")
+    topology: Literal["many-to-one", "pairs", "mesh", "zone-crossing"] = Field(
+        "many-to-one",
+        description="many-to-one: every `agents` entry loads `server`; pairs: explicit `pairs`; mesh: every "
+        "agent of `agents` loads every other; zone-crossing: agents of `from_zone` load agents of `to_zone`",
+    )
+    agents: list[Selector] = Field(default_factory=list, description="clients (many-to-one), members (mesh)")
+    server: Selector | None = Field(None, description="the server agent of many-to-one, for kinds that have one")
+    pairs: list[Pair] = Field(default_factory=list, description="client → server flows of the pairs topology")
+    from_zone: str | None = Field(None, description="zone-crossing: the clients' zone")
+    to_zone: str | None = Field(None, description="zone-crossing: the servers' zone")
 
     @property
     def label(self) -> str:
-        return self.name or self.kind  # type: ignore[attr-defined]
+        return self.name or self.kind
 
 
 def _entry_model(kind: str) -> type[WorkloadEntry]:
@@ -87,6 +134,9 @@ class Timing(Strict):
     cooldown: float = Field(1.0, ge=0, le=3600)
     grace: float = Field(10.0, ge=1, le=3600, description="hard deadline = end of cool-down + grace")
     lead: float = Field(1.0, ge=0.2, le=60, description="time from dispatch to the common start")
+    max_start_skew_ms: float = Field(
+        20.0, gt=0, description="validity warning when an agent starts further than this from the common start"
+    )
 
     @property
     def duration(self) -> float:
@@ -118,6 +168,9 @@ class Experiment(Strict):
     )
     seed: int = Field(0, description="seed of the random order")
     hook_timeout: float = Field(120.0, gt=0, description="seconds one hook command may take")
+    on_agent_loss: Literal["continue", "abort"] = Field(
+        "continue", description="when an agent dies mid-trial: store the trial as incomplete and go on, or abort"
+    )
     sla: dict[str, SlaRule] = Field(default_factory=dict, description="thresholds keyed by metric name")
 
     @property
@@ -263,18 +316,7 @@ def _check_references(source: str, experiment: Experiment) -> None:
 
     known = [a.name for a in experiment.agents]
     for i, entry in enumerate(experiment.workloads):
-        for j, agent in enumerate(entry.agents):
-            _known_agent(source, f"workloads[{i}].agents[{j}]", agent, known)
-        module = workloads.get(entry.kind)
-        external = module.external_target(entry.params)
-        if entry.server is not None:
-            _known_agent(source, f"workloads[{i}].server", entry.server, known)
-            if not module.HAS_SERVER:
-                raise SpecError(source, f"workloads[{i}].server", f"a {entry.kind} workload has no server side")
-            if external:
-                raise SpecError(source, f"workloads[{i}].server", "give either a server agent or params.target")
-        elif module.HAS_SERVER and not external:
-            raise SpecError(source, f"workloads[{i}].server", f"required: a {entry.kind} workload needs a server agent")
+        _check_workload(source, f"workloads[{i}]", entry, known)
 
     relayed = [c for c in experiment.conditions if c.appliance == "relay"]
     for i, entry in enumerate(experiment.workloads):
@@ -291,6 +333,52 @@ def _check_references(source: str, experiment: Experiment) -> None:
             close = difflib.get_close_matches(metric, sorted(names), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise SpecError(source, f"sla.{metric}", f"unknown metric; {hint}known: {', '.join(sorted(names))}")
+
+
+_TOPOLOGY_FIELDS = {
+    "many-to-one": {"agents", "server"},
+    "pairs": {"pairs"},
+    "mesh": {"agents"},
+    "zone-crossing": {"from_zone", "to_zone"},
+}
+
+
+def _check_workload(source: str, where: str, entry: WorkloadEntry, known: list[str]) -> None:
+    """Topology fields present and consistent, named agents defined, servers where the kind needs them."""
+    module = workloads.get(entry.kind)
+    external = module.external_target(entry.params)
+    for field in set().union(*_TOPOLOGY_FIELDS.values()) - _TOPOLOGY_FIELDS[entry.topology]:
+        if getattr(entry, field):
+            raise SpecError(source, f"{where}.{field}", f"not used by the {entry.topology} topology")
+    if entry.topology != "many-to-one" and (not module.HAS_SERVER or external):
+        raise SpecError(source, f"{where}.topology", f"{entry.topology} needs a kind with a server agent")
+    if entry.topology == "many-to-one":
+        if not entry.agents:
+            raise SpecError(source, f"{where}.agents", "required: at least one agent")
+        if entry.server is not None and (not module.HAS_SERVER or external):
+            reason = (
+                "give either a server agent or params.target"
+                if external
+                else f"a {entry.kind} workload has no server side"
+            )
+            raise SpecError(source, f"{where}.server", reason)
+        if entry.server is None and module.HAS_SERVER and not external:
+            raise SpecError(source, f"{where}.server", f"required: a {entry.kind} workload needs a server agent")
+    elif entry.topology == "pairs" and not entry.pairs:
+        raise SpecError(source, f"{where}.pairs", "required: at least one client/server pair")
+    elif entry.topology == "mesh" and len(entry.agents) < 2:
+        raise SpecError(source, f"{where}.agents", "a mesh needs at least two agents")
+    elif entry.topology == "zone-crossing" and not (entry.from_zone and entry.to_zone):
+        raise SpecError(
+            source, f"{where}.{'to_zone' if entry.from_zone else 'from_zone'}", "required for zone-crossing"
+        )
+    named = [(f"{where}.agents[{j}]", a) for j, a in enumerate(entry.agents)]
+    named += [(f"{where}.server", entry.server)] if entry.server else []
+    for j, pair in enumerate(entry.pairs):
+        named += [(f"{where}.pairs[{j}].client", pair.client), (f"{where}.pairs[{j}].server", pair.server)]
+    for field, name in named:
+        if ":" not in name:
+            _known_agent(source, field, name, known)
 
 
 def _unique(source: str, collection: str, names: list[str], key: str = "name") -> None:

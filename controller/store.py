@@ -27,7 +27,12 @@ CREATE TABLE IF NOT EXISTS trials (
 );
 CREATE TABLE IF NOT EXISTS agent_results (
     run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, agent TEXT NOT NULL, workload TEXT NOT NULL,
-    status TEXT NOT NULL, reason TEXT, started_at REAL, ended_at REAL, agent_cpu_s REAL, summary_json TEXT
+    status TEXT NOT NULL, reason TEXT, started_at REAL, ended_at REAL, agent_cpu_s REAL, summary_json TEXT,
+    start_skew_s REAL
+);
+CREATE TABLE IF NOT EXISTS agent_clocks (
+    run_id TEXT NOT NULL, agent TEXT NOT NULL, offset_s REAL NOT NULL, uncertainty_s REAL NOT NULL,
+    rtt_s REAL NOT NULL, PRIMARY KEY (run_id, agent)
 );
 CREATE TABLE IF NOT EXISTS samples (
     run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, agent TEXT NOT NULL, workload TEXT NOT NULL,
@@ -86,7 +91,7 @@ class Store:
     def add_agent_result(self, run_id: str, trial_idx: int, result: dict[str, Any]) -> None:
         with self._db:
             self._db.execute(
-                "INSERT INTO agent_results VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO agent_results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     trial_idx,
@@ -98,6 +103,7 @@ class Store:
                     result.get("ended_at"),
                     result.get("agent_cpu_s"),
                     json.dumps(result.get("summary", {})),
+                    result.get("start_skew_s"),
                 ),
             )
             self._db.executemany(
@@ -107,6 +113,18 @@ class Store:
                     for s in result.get("samples", [])
                 ],
             )
+
+    def add_clocks(self, run_id: str, clocks: dict[str, dict[str, float]]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO agent_clocks VALUES (?,?,?,?,?)",
+                [(run_id, agent, c["offset_s"], c["uncertainty_s"], c["rtt_s"]) for agent, c in clocks.items()],
+            )
+
+    def clocks(self, run_id: str) -> list[dict[str, Any]]:
+        return [
+            dict(r) for r in self._db.execute("SELECT * FROM agent_clocks WHERE run_id = ? ORDER BY agent", (run_id,))
+        ]
 
     def add_host_samples(self, run_id: str, trial_idx: int, host: str, samples: list[dict[str, Any]]) -> None:
         with self._db:

@@ -48,13 +48,26 @@ class RunContext:
     target: Target | None = None
     progress: Callable[[dict[str, float]], None] = field(default=lambda values: None)
     """Live, provisional readings for displays, about once a second; samples remain the record."""
+    cancelled: Callable[[], bool] = field(default=lambda: False)
+    """True once the controller asked every agent to stop (Ctrl-C); runners check it often."""
 
     def seconds_left(self) -> float:
         return self.deadline - time.time()
 
+    def check_stop(self) -> None:
+        """Raise if the load must stop now: past the deadline, or cancelled."""
+        if time.time() >= self.deadline:
+            raise DeadlineExceeded("still running at the deadline")
+        if self.cancelled():
+            raise Cancelled("stopped by the controller")
+
 
 class DeadlineExceeded(Exception):
     """The workload did not end by the trial's hard deadline and was killed."""
+
+
+class Cancelled(Exception):
+    """The controller cancelled the run; the load was stopped."""
 
 
 class WorkloadError(Exception):

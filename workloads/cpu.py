@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import psutil
 from pydantic import Field
 
-from workloads.base import DeadlineExceeded, MetricInfo, RunContext, Sample, Target, WorkloadParams, mean_of
+from workloads.base import MetricInfo, RunContext, Sample, Target, WorkloadParams, mean_of
 
 KIND = "cpu"
 HAS_SERVER = False
@@ -79,13 +79,17 @@ def run(params: CpuParams, ctx: RunContext) -> Iterator[Sample]:
         previous, t0 = _cpu_seconds(handles, seen), time.time()
         end = ctx.start_at + ctx.duration
         while any(p.poll() is None for p in procs):
-            if time.time() > ctx.deadline:
-                raise DeadlineExceeded("cpu workers still running at the deadline")
-            time.sleep(max(0.0, min(1.0 - (time.time() - t0), end - time.time(), ctx.seconds_left())))
-            now_cpu, now = _cpu_seconds(handles, seen), time.time()
+            ctx.check_stop()
+            time.sleep(max(0.02, min(0.25, t0 + 1.0 - time.time(), end - time.time())))
+            now = time.time()
+            if now - t0 < 1.0 and now < end and any(p.poll() is None for p in procs):
+                continue
+            now_cpu = _cpu_seconds(handles, seen)
             if now - t0 >= 0.5:
                 achieved = 100.0 * (now_cpu - previous) / (now - t0)
-                yield Sample(t=t0, dt=now - t0, values={"achieved_pct": achieved, "achieved_ratio": achieved / asked})
+                values = {"achieved_pct": achieved, "achieved_ratio": achieved / asked}
+                ctx.progress(values)
+                yield Sample(t=t0, dt=now - t0, values=values)
             previous, t0 = now_cpu, now
     finally:
         for p in procs:

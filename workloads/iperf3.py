@@ -21,6 +21,7 @@ import psutil
 from pydantic import Field, model_validator
 
 from workloads.base import (
+    Cancelled,
     DeadlineExceeded,
     MetricInfo,
     RunContext,
@@ -49,6 +50,7 @@ METRICS: dict[str, MetricInfo] = {
 
 _RATE = re.compile(r"^\d+(\.\d+)?[KMGkmg]?$")
 _SERVER_START_TIMEOUT = 5.0
+_POLL_S = 0.25  # how often a running client checks for its deadline and for cancel
 
 
 class Iperf3Params(WorkloadParams):
@@ -191,7 +193,7 @@ def run(params: Iperf3Params, ctx: RunContext) -> Iterator[Sample]:
 
 
 def _wait_reporting_progress(proc: subprocess.Popen[bytes], ctx: RunContext) -> tuple[bytes, bytes]:
-    """Wait for the client, kill it at the deadline, and meanwhile report its live rate.
+    """Wait for the client; kill it at the deadline or on cancel; meanwhile report its live rate.
 
     iperf3 before 3.17 prints its JSON only at the end, so the live rate comes from the bytes the
     client process reads and writes (/proc/PID/io); the JSON intervals remain the record.
@@ -200,18 +202,22 @@ def _wait_reporting_progress(proc: subprocess.Popen[bytes], ctx: RunContext) -> 
     before, t_before = _io_bytes(handle), time.time()
     while True:
         try:
-            return proc.communicate(timeout=min(1.0, max(0.0, ctx.seconds_left())))
+            return proc.communicate(timeout=_POLL_S)
         except subprocess.TimeoutExpired:
-            if ctx.seconds_left() <= 0:
-                proc.kill()
-                proc.communicate()
-                raise DeadlineExceeded(
-                    f"iperf3 client to {ctx.target['host']}:{ctx.target['port']} still running at the deadline"
-                ) from None
-        now, t_now = _io_bytes(handle), time.time()
-        if now is not None and before is not None:
-            ctx.progress({"throughput_gbps": (now - before) * 8 / 1e9 / max(t_now - t_before, 1e-6)})
-        before, t_before = now, t_now
+            pass
+        try:
+            ctx.check_stop()
+        except (DeadlineExceeded, Cancelled) as exc:
+            proc.kill()
+            proc.communicate()
+            target = ctx.target or {"host": "?", "port": 0}
+            raise type(exc)(f"iperf3 client to {target['host']}:{target['port']} {exc}") from None
+        t_now = time.time()
+        if t_now - t_before >= 1.0:
+            now = _io_bytes(handle)
+            if now is not None and before is not None:
+                ctx.progress({"throughput_gbps": (now - before) * 8 / 1e9 / (t_now - t_before)})
+            before, t_before = now, t_now
 
 
 def _io_bytes(handle: psutil.Process) -> int | None:

@@ -1,0 +1,66 @@
+"""Who an agent is: what it registers with the broker and repeats in every heartbeat."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import ipaddress
+import os
+import platform
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from workloads import iperf3
+
+DMI_UUID = Path("/sys/class/dmi/id/product_uuid")
+
+
+def _vm_uuid() -> str | None:
+    """The VM's BIOS UUID, as vSphere's SearchIndex.FindByUuid expects it (readable by root only)."""
+    try:
+        return DMI_UUID.read_text().strip().lower() or None
+    except OSError:
+        return None
+
+
+def _addresses() -> list[str]:
+    found = []
+    for addrs in psutil.net_if_addrs().values():
+        for addr in addrs:
+            if addr.family in (socket.AF_INET, socket.AF_INET6):
+                ip = ipaddress.ip_address(addr.address.split("%")[0])
+                if not ip.is_loopback and not ip.is_link_local:
+                    found.append(str(ip))
+    return found
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def identity(*, name: str, zone: str | None, allow: list[str], address: str | None) -> dict[str, Any]:
+    """A JSON-able description of this agent and the machine it runs on; `address` defaults to the first one."""
+    addresses = _addresses()
+    return {
+        "address": address or (addresses[0] if addresses else None),
+        "name": name,
+        "hostname": socket.gethostname(),
+        "vm_uuid": _vm_uuid(),
+        "addresses": addresses,
+        "cores": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "kernel": platform.release(),
+        "iperf3": iperf3.version(),
+        "locust": _version("locust"),
+        "vtax": _version("vtax"),
+        "zone": zone,
+        "allow": allow,
+        "pid": os.getpid(),
+        "started": time.time(),
+    }

@@ -1,0 +1,113 @@
+"""`vtax agent`: a Celery worker in a guest VM that consumes its own queue and runs the agent's tasks.
+
+It registers its identity under `vtax:agent:<name>` and refreshes it every 2 s (the heartbeat). Tasks run
+in a thread pool: they mostly wait on child processes, and one agent must serve and load at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+
+from agent.broker import AGENT_KEY, CANCEL_KEY, HEARTBEAT_S, HEARTBEAT_TTL_S, make_app, queue_for
+from agent.identity import identity
+from agent.safety import Allowlist
+from agent.tasks import TASKS, AgentHost, execute
+
+log = logging.getLogger("vtax.agent")
+REPLY_RETRY_S = 60.0  # how long a finished task keeps trying to hand its reply to a restarting broker
+REPLY_TTL_S = 3600
+
+
+class BrokerLink:
+    """This agent's Redis connection: replies that survive a broker restart, cancel flags, heartbeats."""
+
+    def __init__(self, url: str) -> None:
+        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._cancel_cache: dict[str, tuple[float, bool]] = {}
+
+    def send(self, reply_to: str, message: dict[str, Any]) -> None:
+        """Push one message to the controller's reply list; a reply is retried, progress is not."""
+        body = json.dumps(message)
+        give_up = time.monotonic() + (0 if "progress" in message else REPLY_RETRY_S)
+        while True:
+            try:
+                with self.redis.pipeline() as pipe:
+                    pipe.rpush(reply_to, body).expire(reply_to, REPLY_TTL_S).execute()
+                return
+            except redis.RedisError as exc:
+                if time.monotonic() >= give_up:
+                    log.error("could not deliver %s for request %s: %s", reply_to, message.get("id"), exc)
+                    return
+                time.sleep(0.5)
+
+    def is_cancelled(self, run_id: str) -> bool:
+        """Whether the controller cancelled `run_id`; asked at most every 0.25 s per run."""
+        if not run_id:
+            return False
+        checked, value = self._cancel_cache.get(run_id, (0.0, False))
+        if time.monotonic() - checked >= 0.25:
+            try:
+                value = bool(self.redis.exists(CANCEL_KEY.format(run_id=run_id)))
+            except redis.RedisError:
+                value = False  # the deadline still stops the load if the broker is gone
+            self._cancel_cache[run_id] = (time.monotonic(), value)
+        return value
+
+    def heartbeat_forever(self, name: str, ident: dict[str, Any], stop: threading.Event) -> None:
+        key = AGENT_KEY.format(name=name)
+        while not stop.is_set():
+            try:
+                self.redis.set(key, json.dumps({**ident, "heartbeat": time.time()}), ex=HEARTBEAT_TTL_S)
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed (broker unreachable?): %s", exc)
+            stop.wait(HEARTBEAT_S)
+        with contextlib.suppress(redis.RedisError):
+            self.redis.delete(key)
+
+
+def run_agent(
+    *, broker: str, name: str, zone: str | None, allow: list[str], address: str | None = None, concurrency: int = 64
+) -> None:
+    """Register, heartbeat, and serve this agent's queue until SIGTERM/SIGINT."""
+    allowlist = Allowlist(allow)
+    link = BrokerLink(broker)
+    ident = identity(name=name, zone=zone, allow=[str(n) for n in allowlist.networks], address=address)
+    host = AgentHost(name=name, allowlist=allowlist, is_cancelled=link.is_cancelled)
+    app = make_app(broker)
+    for task_name in TASKS:
+        _register_task(app, task_name, host, link)
+    stop = threading.Event()
+    beat = threading.Thread(target=link.heartbeat_forever, args=(name, ident, stop), name="heartbeat", daemon=True)
+    beat.start()
+    log.info("agent %s serving queue %s (allow %s)", name, queue_for(name), allowlist)
+    worker = app.Worker(
+        queues=[queue_for(name)],
+        pool="threads",
+        concurrency=concurrency,
+        hostname=f"{name}@{socket.gethostname()}",
+        loglevel="INFO",
+        without_gossip=True,
+        without_mingle=True,
+    )
+    try:
+        worker.start()
+    finally:
+        stop.set()
+        beat.join(5)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _register_task(app: Any, task_name: str, host: AgentHost, link: BrokerLink) -> None:
+    def run(*, id: int, reply_to: str, kwargs: dict[str, Any]) -> None:
+        execute({"id": id, "task": task_name, "kwargs": kwargs}, host, lambda message: link.send(reply_to, message))
+
+    app.task(name=task_name)(run)

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from agent.broker import AGENT_KEY, AGENT_PATTERN, CANCEL_KEY, make_app, queue_for
-from controller.engine import AgentKilled, AgentLost, Engine, ProgressCallback
+from controller.engine import AgentKilled, Engine, ProgressCallback
 from controller.errors import InfrastructureError
 
 LOST_AFTER_S = 10.0
@@ -92,9 +92,10 @@ class CeleryEngine(Engine):
         return self.identities.get(agent)
 
     def call(self, agent: str, task: str, kwargs: dict[str, Any]) -> Future[Any]:
-        if agent in self._lost:
-            raise AgentLost(f"agent {agent!r} is lost (no heartbeat)")
         request_id, future = self._register(agent)
+        if agent in self._lost:
+            self._fail_agent(agent, f"lost: no heartbeat for {self._lost_after:g} s")
+            return future
         try:
             self._app.send_task(
                 task,
@@ -136,18 +137,24 @@ class CeleryEngine(Engine):
                 self._deliver(json.loads(item[1]))
 
     def _watch(self) -> None:
-        """Fail the calls of agents whose heartbeat has been missing for `lost_after` seconds."""
+        """Fail the calls of agents whose heartbeat has not changed for `lost_after` seconds.
+
+        A heartbeat counts when its value changes, as seen by this controller: no clock comparison, and a
+        dead agent's key, which lingers until its TTL runs out, does not count as alive.
+        """
         assert self._redis is not None
+        beats: dict[str, bytes | None] = dict.fromkeys(self._names)
         while not self._stop.wait(1.0):
             try:
-                present = {name for name in self._names if self._redis.exists(AGENT_KEY.format(name=name))}
+                values = self._redis.mget([AGENT_KEY.format(name=name) for name in self._names])
             except redis.RedisError:
                 now = time.monotonic()  # the broker is down: nobody's silence counts against them
                 self._last_seen = dict.fromkeys(self._names, now)
                 continue
             now = time.monotonic()
-            for name in self._names:
-                if name in present:
+            for name, value in zip(self._names, values, strict=True):
+                if value is not None and value != beats[name]:
+                    beats[name] = value
                     self._last_seen[name] = now
                     self._lost.discard(name)
                 elif now - self._last_seen[name] >= self._lost_after and name not in self._lost:

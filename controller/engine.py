@@ -142,9 +142,10 @@ class EmbeddedEngine(Engine):
 
     def call(self, agent: str, task: str, kwargs: dict[str, Any]) -> Future[Any]:
         process, inbox = self._agents[agent]
-        if not process.is_alive():
-            raise AgentLost(f"agent {agent!r} is not running (exit code {process.exitcode})")
         request_id, future = self._register(agent)
+        if not process.is_alive():
+            self._fail_agent(agent, f"is not running (exit code {process.exitcode})")
+            return future
         inbox.put(json.dumps({"id": request_id, "task": task, "kwargs": kwargs}))
         return future
 

@@ -155,10 +155,7 @@ def _start_agents(state: dict[str, Any], port: int) -> None:
         raise InputError("--agents needs redis-server (Debian/Ubuntu: apt-get install redis-server)")
     broker = f"redis://{MGMT_NET}.1:{port}/0"
     state["broker"] = broker
-    state["pids"]["redis"] = _spawn(
-        [redis_server, "--bind", f"{MGMT_NET}.1", "--port", str(port), "--save", "", "--appendonly", "no", "--protected-mode", "no"],
-        STATE_DIR / "redis.log",
-    )
+    state["pids"]["redis"] = _spawn(redis_command(redis_server, f"{MGMT_NET}.1", port), STATE_DIR / "redis.log")
     _save(state)
     give_up = time.monotonic() + 10
     while True:
@@ -182,6 +179,11 @@ def _start_agents(state: dict[str, Any], port: int) -> None:
         if time.monotonic() > give_up:
             raise InfrastructureError(f"lab agents did not all register within 60 s; see {STATE_DIR}/g*.log")
         time.sleep(0.2)
+
+
+def redis_command(program: str, bind: str, port: int) -> list[str]:
+    """A throwaway broker: no persistence, reachable from the lab's management network."""
+    return [program, "--bind", bind, "--port", str(port), "--save", "", "--appendonly", "no", "--protected-mode", "no"]
 
 
 def agent_command(broker: str, name: str, *, zone: str, allow: list[str], address: str) -> list[str]:

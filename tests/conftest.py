@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.cluster import Agents, RedisServer
 
 VTAX = str(Path(sys.executable).parent / "vtax")
 
@@ -32,15 +37,22 @@ class Vtax:
         path.write_text(textwrap.dedent(text), encoding="utf-8")
         return path
 
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "VTAX_STORE": str(self.store),
+            "PATH": f"{Path(VTAX).parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        }
+
     def __call__(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [VTAX, *args],
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            env={"VTAX_STORE": str(self.store), "PATH": "/usr/local/bin:/usr/bin:/bin", "COLUMNS": "160"},
+            [VTAX, *args], cwd=self.workdir, capture_output=True, text=True, timeout=timeout, check=False, env=self.env
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """`vtax` in the background, for tests that interrupt or kill it."""
+        return subprocess.Popen(
+            [VTAX, *args], cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env
         )
 
     def run_json(self, spec: Path, *extra: str, timeout: float = 240) -> tuple[subprocess.CompletedProcess[str], Any]:
@@ -52,3 +64,41 @@ class Vtax:
 @pytest.fixture
 def vtax(tmp_path: Path) -> Vtax:
     return Vtax(tmp_path)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Agents]:
+    started = Agents(tmp_path)
+    yield started
+    started.stop_all()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts and never answers: an iperf3 client to it hangs forever."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for sock in [*held, listener]:
+        sock.close()

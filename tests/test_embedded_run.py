@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 
 import psutil
 import pytest
 
-from tests.conftest import VTAX, Vtax
+from tests.conftest import Vtax
 
 RELAY_SPEC = """\
 name: relay-2x2
@@ -128,30 +125,6 @@ def test_failing_setup_hook_stops_the_run_and_still_tears_down(vtax: Vtax) -> No
     assert listing[0]["status"] == "aborted" and "exited 7" in listing[0]["reason"]
 
 
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server that accepts and never answers: an iperf3 client to it hangs forever."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for sock in [*held, listener]:
-        sock.close()
-
-
 def test_a_trial_that_overruns_its_deadline_is_killed_and_recorded(vtax: Vtax, silent_server: int) -> None:
     spec = vtax.spec(f"""\
         name: hang
@@ -176,14 +149,7 @@ def test_a_trial_that_overruns_its_deadline_is_killed_and_recorded(vtax: Vtax, s
 
 def test_ctrl_c_stops_the_run_and_runs_teardown(vtax: Vtax) -> None:
     spec = vtax.spec(relay_spec().replace("steady: 2", "steady: 60"))
-    proc = subprocess.Popen(
-        [VTAX, "run", str(spec)],
-        cwd=vtax.workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={"VTAX_STORE": str(vtax.store), "PATH": "/usr/local/bin:/usr/bin:/bin"},
-    )
+    proc = vtax.start("run", str(spec))
     log = vtax.workdir / "hooks.log"
     give_up = time.monotonic() + 20
     while not log.exists() and time.monotonic() < give_up:

@@ -1,0 +1,208 @@
+"""The distributed engine with a real redis-server and real `vtax agent` workers on loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+
+import psutil
+import pytest
+import redis
+from celery import Celery
+
+from agent.broker import queue_for
+from tests.cluster import Agents, RedisServer
+from tests.conftest import Vtax
+
+PAIR_SPEC = """\
+name: pair
+agents: [{name: c, address: 127.0.0.1}, {name: s, address: 127.0.0.1}]
+conditions:
+  - name: direct
+    baseline: true
+    setup: "echo setup $VTAX_TRIAL >> hooks.log"
+    teardown: "echo teardown $VTAX_TRIAL >> hooks.log"
+  - {name: relay, appliance: relay}
+workloads:
+  - kind: iperf3
+    topology: pairs
+    pairs: [{client: c, server: s}]
+timing: {warmup: 0.5, steady: STEADY, cooldown: 0, lead: 0.5, grace: 3}
+repetitions: 2
+"""
+
+
+def pair_spec(steady: float = 1.5) -> str:
+    return PAIR_SPEC.replace("STEADY", str(steady))
+
+
+def iperf3_clients() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["name"] == "iperf3" and "-c" in cmdline:
+            found.append(proc)
+    return found
+
+
+def wait_for(condition, timeout: float, what: str) -> float:
+    """Poll until `condition()` holds; returns how long it took."""
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > timeout:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - began
+
+
+def test_agents_register_and_are_listed(vtax: Vtax, broker: RedisServer, agents: Agents) -> None:
+    agents.start("web1", broker, zone="web")
+    agents.start("db1", broker, zone="db", allow=["127.0.0.0/8", "198.18.0.0/15"])
+    done = vtax("agents", "--broker", broker.url, "--json")
+    assert done.returncode == 0, done.stderr
+    listed = {a["name"]: a for a in json.loads(done.stdout)}
+    assert set(listed) == {"web1", "db1"}
+    assert listed["web1"]["zone"] == "web" and listed["db1"]["allow"] == ["127.0.0.0/8", "198.18.0.0/15"]
+    for identity in listed.values():
+        assert {"hostname", "vm_uuid", "addresses", "cores", "memory_bytes", "kernel", "iperf3", "vtax"} <= set(
+            identity
+        )
+        assert time.time() - identity["heartbeat"] < 5
+    table = vtax("agents", "--broker", broker.url)
+    assert "web1" in table.stdout and "db1" in table.stdout
+
+
+def test_unreachable_broker_is_exit_3(vtax: Vtax) -> None:
+    done = vtax("agents", "--broker", "redis://127.0.0.1:1/0")
+    assert done.returncode == 3 and "unreachable" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_distributed_run_records_clocks_and_skew(vtax: Vtax, broker: RedisServer, agents: Agents) -> None:
+    agents.start("c", broker)
+    agents.start("s", broker)
+    done, result = vtax.run_json(vtax.spec(pair_spec()), "--broker", broker.url)
+    assert done.returncode in (0, 1), done.stderr
+    assert result["engine"] == "distributed"
+    assert [t["status"] for t in result["trials"]] == ["ok"] * 4
+    assert set(result["clocks"]) == {"c", "s"}
+    for reading in result["clocks"].values():
+        assert abs(reading["offset_s"]) < 0.05 and reading["uncertainty_s"] >= 0
+    assert result["start_skew_ms"]["max"] is not None and result["start_skew_ms"]["max"] < 50
+    assert result["metrics"]["iperf3.throughput_gbps"]["overhead"]["relay"]["ci95_pct"] is not None
+
+
+def test_a_pickled_message_is_refused(broker: RedisServer, agents: Agents) -> None:
+    agents.start("a1", broker)
+    sender = Celery("attacker", broker=broker.url)
+    sender.conf.update(task_serializer="pickle", accept_content=["pickle", "json"])
+    sender.send_task(
+        "vtax.ping",
+        kwargs={"id": 1, "reply_to": "vtax:replies:test", "kwargs": {}},
+        queue=queue_for("a1"),
+        serializer="pickle",
+    )
+    wait_for(lambda: "untrusted content" in agents.log("a1").read_text(), 10, "the refusal in the agent's log")
+    assert "pickle" in agents.log("a1").read_text().split("untrusted content")[1][:80]
+    client = redis.Redis.from_url(broker.url)
+    assert client.llen("vtax:replies:test") == 0  # the task never ran
+    sender.send_task(
+        "vtax.ping",
+        kwargs={"id": 2, "reply_to": "vtax:replies:test", "kwargs": {}},
+        queue=queue_for("a1"),
+        serializer="json",
+    )
+    reply = client.blpop(["vtax:replies:test"], timeout=10)
+    assert reply is not None and json.loads(reply[1])["ok"]  # and the agent still serves JSON
+
+
+def test_a_target_outside_the_allowlist_is_refused(vtax: Vtax, broker: RedisServer, agents: Agents) -> None:
+    agents.start("c", broker)  # allows loopback only
+    spec = vtax.spec("""\
+        name: outside
+        agents: [{name: c}]
+        conditions: [{name: only, baseline: true}]
+        workloads: [{kind: iperf3, agents: [c], params: {target: "198.18.200.1:5201"}}]
+        timing: {warmup: 0, steady: 1, cooldown: 0, lead: 0.3}
+        repetitions: 1
+        """)
+    done, _ = vtax.run_json(spec, "--broker", broker.url)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "refused" in line and "198.18.200.1" in line and "allowlist" in line and "--allow" in line
+    assert "Traceback" not in done.stderr
+
+
+def test_an_agent_killed_mid_trial_is_noticed_and_the_run_goes_on(
+    vtax: Vtax, broker: RedisServer, agents: Agents
+) -> None:
+    agents.start("c", broker)
+    agents.start("s", broker)
+    spec = vtax.spec(pair_spec(steady=30).replace("repetitions: 2", "repetitions: 1"))
+    proc = vtax.start("run", str(spec), "--broker", broker.url, "--json", "out.json")
+    wait_for(lambda: bool(iperf3_clients()), 20, "the load to start")
+    agents.kill("c")
+    killed_at = time.time()
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 1, err
+    result = json.loads((vtax.workdir / "out.json").read_text())
+    first = result["trials"][0]
+    assert first["status"] == "incomplete" and "no heartbeat" in first["reason"]
+    assert len(result["trials"]) == 2 and result["status"] == "completed"  # the run went on
+    db = sqlite3.connect(vtax.store)
+    (ended,) = db.execute("SELECT ended FROM trials WHERE run_id = ? AND idx = 0", (result["run_id"],)).fetchone()
+    assert ended - killed_at < 15, f"the loss was noticed {ended - killed_at:.1f} s after the kill"
+
+
+def test_a_broker_restart_mid_run_is_survived(vtax: Vtax, broker: RedisServer, agents: Agents) -> None:
+    agents.start("c", broker)
+    agents.start("s", broker)
+    spec = vtax.spec(pair_spec(steady=2).replace("repetitions: 2", "repetitions: 3"))
+    proc = vtax.start("run", str(spec), "--broker", broker.url, "--json", "out.json")
+    wait_for(lambda: bool(iperf3_clients()), 30, "the first trial's load")
+    broker.stop()
+    time.sleep(2)
+    broker.start()
+    _, err = proc.communicate(timeout=150)
+    assert proc.returncode in (0, 1), err
+    result = json.loads((vtax.workdir / "out.json").read_text())
+    assert result["status"] == "completed" and len(result["trials"]) == 6
+    assert result["trials"][-1]["status"] == "ok"  # reconnected: later trials measure again
+    assert sum(t["status"] == "ok" for t in result["trials"]) >= 4
+
+
+def test_the_deadline_stops_load_when_the_controller_is_gone(
+    vtax: Vtax, broker: RedisServer, agents: Agents, silent_server: int
+) -> None:
+    agents.start("c", broker)
+    spec = vtax.spec(f"""\
+        name: orphan
+        agents: [{{name: c}}]
+        conditions: [{{name: only, baseline: true}}]
+        workloads: [{{kind: iperf3, agents: [c], params: {{target: "127.0.0.1:{silent_server}"}}}}]
+        timing: {{warmup: 0, steady: 1, cooldown: 0, grace: 3, lead: 0.3}}
+        repetitions: 1
+        """)
+    proc = vtax.start("run", str(spec), "--broker", broker.url)
+    wait_for(lambda: any(str(silent_server) in " ".join(p.cmdline()) for p in iperf3_clients()), 20, "the hung client")
+    proc.send_signal(signal.SIGKILL)  # the controller is gone; no one will cancel anything
+    proc.wait()
+    took = wait_for(
+        lambda: not any(str(silent_server) in " ".join(p.cmdline()) for p in iperf3_clients()), 10, "the deadline kill"
+    )
+    assert took > 0.5, "the client was stopped at the deadline, not by the controller's death"
+
+
+def test_ctrl_c_stops_every_agents_load_within_2_s(vtax: Vtax, broker: RedisServer, agents: Agents) -> None:
+    agents.start("c", broker)
+    agents.start("s", broker)
+    spec = vtax.spec(pair_spec(steady=60))
+    proc = vtax.start("run", str(spec), "--broker", broker.url)
+    wait_for(lambda: bool(iperf3_clients()), 20, "the load")
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    wait_for(lambda: not iperf3_clients(), 2.0, "every agent to stop its load")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert (vtax.workdir / "hooks.log").read_text().splitlines() == ["setup 0", "teardown 0"]

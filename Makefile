@@ -3,7 +3,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := iperf3 python3-venv python3-pip
+SYSTEM_PACKAGES := iperf3 python3-venv python3-pip python3-dev gcc redis-server iproute2 nftables iptables \
+	libnetfilter-queue-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint setup system-packages clean
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml
 		{ echo "vtax needs Python >= 3.11; $(PYTHON) is $$($(PYTHON) --version 2>&1). Use make PYTHON=python3.11 ..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,lab]'
 	touch $(STAMP)
 
 clean:

@@ -1,0 +1,125 @@
+"""The namespace lab: guests, the appliance between them, and a distributed run across it (root only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster import free_port
+from tests.conftest import Vtax
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root for network namespaces"),
+]
+
+RTT_PROBE = """
+import socket, statistics, sys, time
+samples = []
+for _ in range(20):
+    s = socket.socket()
+    s.settimeout(2)
+    t = time.perf_counter()
+    try:
+        s.connect((sys.argv[1], 9))  # nothing listens: the RST comes straight back, one round trip
+    except ConnectionRefusedError:
+        pass
+    samples.append(1000 * (time.perf_counter() - t))
+    s.close()
+print(statistics.median(samples))
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Vtax, str]]:
+    vtax = Vtax(tmp_path_factory.mktemp("lab"))
+    vtax("lab", "down")
+    port = free_port()
+    done = vtax("lab", "up", "--guests", "4", "--agents", "--broker-port", str(port), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    yield vtax, f"redis://198.19.255.1:{port}/0"
+    vtax("lab", "down")
+
+
+def rtt_ms(src: str, dst: str) -> float:
+    out = subprocess.run(
+        ["ip", "netns", "exec", src, sys.executable, "-c", RTT_PROBE, dst], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout)
+
+
+def test_lab_agents_are_registered_in_their_zones(lab: tuple[Vtax, str]) -> None:
+    vtax, broker = lab
+    listed = {a["name"]: a for a in json.loads(vtax("agents", "--broker", broker, "--json").stdout)}
+    assert set(listed) == {"g1", "g2", "g3", "g4"}
+    assert listed["g1"]["zone"] == "a" and listed["g2"]["zone"] == "b"
+    assert listed["g3"]["address"] == "198.18.1.13" and listed["g3"]["allow"] == ["198.18.0.0/15"]
+
+
+def test_two_pairs_across_the_appliance(lab: tuple[Vtax, str]) -> None:
+    vtax, broker = lab
+    spec = vtax.spec("""\
+        name: across
+        agents: [{name: g1}, {name: g2}, {name: g3}, {name: g4}]
+        conditions:
+          - {name: direct, baseline: true, setup: "vtax lab appliance --off"}
+          - name: rules
+            setup: "vtax lab appliance --rules 1000"
+            teardown: "vtax lab appliance --off"
+        workloads:
+          - kind: iperf3
+            topology: pairs
+            pairs: [{client: g1, server: g2}, {client: g3, server: g4}]
+        timing: {warmup: 0.5, steady: 2, cooldown: 0, lead: 0.5}
+        repetitions: 2
+        """)
+    done, result = vtax.run_json(spec, "--broker", broker)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert [t["status"] for t in result["trials"]] == ["ok"] * 4
+    assert result["order"] == ["direct", "rules", "direct", "rules"]
+    assert set(result["clocks"]) == {"g1", "g2", "g3", "g4"}
+    assert result["start_skew_ms"]["max"] < 50
+    throughput = result["metrics"]["iperf3.throughput_gbps"]
+    assert throughput["by_condition"]["direct"]["mean"] > 0.5
+    # 1,000 rules, each evaluated for every forwarded packet, cost throughput (design.md: ~17 ns/rule/packet)
+    assert throughput["overhead"]["rules"]["pct"] < 0
+
+
+def test_appliance_delay_rate_and_off(lab: tuple[Vtax, str]) -> None:
+    vtax, _ = lab
+    base = rtt_ms("vtax-g1", "198.18.2.12")
+    assert base < 1.0
+    assert vtax("lab", "appliance", "--delay", "5").returncode == 0
+    delayed = rtt_ms("vtax-g1", "198.18.2.12")
+    # one-way delay d adds d to the round trip, plus the userspace delayer's 0.1–0.5 ms
+    assert 5.0 <= delayed - base <= 6.5, delayed
+    assert vtax("lab", "appliance", "--rate", "200").returncode == 0
+    assert rtt_ms("vtax-g1", "198.18.2.12") < 1.0  # the new state replaces the old one
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", "vtax-g2", "iperf3", "-s", "-1", "-B", "198.18.2.12", "-p", "5301"]
+    )
+    try:
+        time.sleep(0.5)
+        out = subprocess.run(
+            ["ip", "netns", "exec", "vtax-g1", "iperf3", "-c", "198.18.2.12", "-p", "5301", "-t", "2", "-J"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        server.wait(timeout=10)
+    gbps = json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+    assert 0.15 < gbps < 0.21, gbps  # tbf 200 Mbit/s → about 0.19 Gbit/s of TCP goodput
+    assert vtax("lab", "appliance", "--off").returncode == 0
+
+
+def test_lab_refuses_a_second_up(tmp_path) -> None:
+    vtax = Vtax(tmp_path)
+    again = vtax("lab", "up", "--guests", "1")
+    assert again.returncode == 2 and "already up" in again.stderr

@@ -75,25 +75,43 @@ class BrokerLink:
 
 
 def run_agent(
-    *, broker: str, name: str, zone: str | None, allow: list[str], address: str | None = None, concurrency: int = 64
+    *,
+    broker: str,
+    names: list[str],
+    zone: str | None,
+    allow: list[str],
+    address: str | None = None,
+    concurrency: int = 64,
 ) -> None:
-    """Register, heartbeat, and serve this agent's queue until SIGTERM/SIGINT."""
+    """Register, heartbeat, and serve these agents' queues until SIGTERM/SIGINT.
+
+    Usually one name; several let one worker process stand in for many agents (scale tests).
+    """
     allowlist = Allowlist(allow)
     link = BrokerLink(broker)
-    ident = identity(name=name, zone=zone, allow=[str(n) for n in allowlist.networks], address=address)
-    host = AgentHost(name=name, allowlist=allowlist, is_cancelled=link.is_cancelled)
+    hosts = {name: AgentHost(name=name, allowlist=allowlist, is_cancelled=link.is_cancelled) for name in names}
     app = make_app(broker)
     for task_name in TASKS:
-        _register_task(app, task_name, host, link)
+        _register_task(app, task_name, hosts, link)
     stop = threading.Event()
-    beat = threading.Thread(target=link.heartbeat_forever, args=(name, ident, stop), name="heartbeat", daemon=True)
-    beat.start()
-    log.info("agent %s serving queue %s (allow %s)", name, queue_for(name), allowlist)
+    allowed = [str(n) for n in allowlist.networks]
+    beats = [
+        threading.Thread(
+            target=link.heartbeat_forever,
+            args=(name, identity(name=name, zone=zone, allow=allowed, address=address), stop),
+            name=f"heartbeat-{name}",
+            daemon=True,
+        )
+        for name in names
+    ]
+    for beat in beats:
+        beat.start()
+    log.info("agent %s serving %d queue(s) (allow %s)", names[0], len(names), allowlist)
     worker = app.Worker(
-        queues=[queue_for(name)],
+        queues=[queue_for(name) for name in names],
         pool="threads",
         concurrency=concurrency,
-        hostname=f"{name}@{socket.gethostname()}",
+        hostname=f"{names[0]}@{socket.gethostname()}",
         loglevel="INFO",
         without_gossip=True,
         without_mingle=True,
@@ -102,12 +120,17 @@ def run_agent(
         worker.start()
     finally:
         stop.set()
-        beat.join(5)
+        for beat in beats:
+            beat.join(5)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _register_task(app: Any, task_name: str, host: AgentHost, link: BrokerLink) -> None:
-    def run(*, id: int, reply_to: str, kwargs: dict[str, Any]) -> None:
+def _register_task(app: Any, task_name: str, hosts: dict[str, AgentHost], link: BrokerLink) -> None:
+    def run(*, id: int, agent: str, reply_to: str, kwargs: dict[str, Any]) -> None:
+        host = hosts.get(agent)
+        if host is None:
+            log.error("request %s for agent %r, which this worker is not; ignored", id, agent)
+            return
         execute({"id": id, "task": task_name, "kwargs": kwargs}, host, lambda message: link.send(reply_to, message))
 
     app.task(name=task_name)(run)

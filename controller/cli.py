@@ -170,7 +170,9 @@ def agent(
     broker: Annotated[
         str, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL, e.g. redis://10.0.0.5:6379/0")
     ],
-    name: Annotated[str, typer.Option("--name", help="this agent's name, as specs refer to it")],
+    name: Annotated[
+        list[str], typer.Option("--name", help="this agent's name, as specs refer to it (repeat to serve several)")
+    ],
     zone: Annotated[str | None, typer.Option("--zone", help="security zone of this VM")] = None,
     allow: Annotated[
         list[str] | None, typer.Option("--allow", help="network this agent may send load to (repeat); default loopback")
@@ -180,11 +182,12 @@ def agent(
     """Run an agent: a Celery worker that executes load tasks from its own queue on the broker."""
     from agent.worker import run_agent
 
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise InputError(f"--name: {name!r} is not a valid agent name (letters, digits, _ . -)")
+    for each in name:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", each):
+            raise InputError(f"--name: {each!r} is not a valid agent name (letters, digits, _ . -)")
     connect(broker)
     try:
-        run_agent(broker=broker, name=name, zone=zone, allow=allow or list(LOOPBACK), address=address)
+        run_agent(broker=broker, names=name, zone=zone, allow=allow or list(LOOPBACK), address=address)
     except ValueError as exc:
         raise InputError(str(exc)) from None
 

@@ -99,7 +99,7 @@ class CeleryEngine(Engine):
         try:
             self._app.send_task(
                 task,
-                kwargs={"id": request_id, "reply_to": self._reply_key, "kwargs": kwargs},
+                kwargs={"id": request_id, "agent": agent, "reply_to": self._reply_key, "kwargs": kwargs},
                 queue=queue_for(agent),
                 retry=True,
             )

@@ -99,7 +99,7 @@ def test_a_pickled_message_is_refused(broker: RedisServer, agents: Agents) -> No
     sender.conf.update(task_serializer="pickle", accept_content=["pickle", "json"])
     sender.send_task(
         "vtax.ping",
-        kwargs={"id": 1, "reply_to": "vtax:replies:test", "kwargs": {}},
+        kwargs={"id": 1, "agent": "a1", "reply_to": "vtax:replies:test", "kwargs": {}},
         queue=queue_for("a1"),
         serializer="pickle",
     )
@@ -109,7 +109,7 @@ def test_a_pickled_message_is_refused(broker: RedisServer, agents: Agents) -> No
     assert client.llen("vtax:replies:test") == 0  # the task never ran
     sender.send_task(
         "vtax.ping",
-        kwargs={"id": 2, "reply_to": "vtax:replies:test", "kwargs": {}},
+        kwargs={"id": 2, "agent": "a1", "reply_to": "vtax:replies:test", "kwargs": {}},
         queue=queue_for("a1"),
         serializer="json",
     )

@@ -4,10 +4,10 @@ Each kind module exposes the `WorkloadKind` protocol from `workloads.base`. The 
 place a new kind is added.
 """
 
-from workloads import cpu, iperf3
+from workloads import cpu, iperf3, noop
 from workloads.base import WorkloadKind
 
-KINDS: dict[str, WorkloadKind] = {module.KIND: module for module in (iperf3, cpu)}
+KINDS: dict[str, WorkloadKind] = {module.KIND: module for module in (iperf3, cpu, noop)}
 
 
 def get(kind: str) -> WorkloadKind:

@@ -1,0 +1,64 @@
+"""A throwaway broker and agent workers on this machine, for the distributed benchmarks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from controller.distributed import connect, list_agents
+from controller.lab import agent_command, redis_command
+
+
+@contextmanager
+def local_cluster(workers: list[list[str]]) -> Iterator[str]:
+    """Start redis-server on a free loopback port and one `vtax agent` process per list of names."""
+    program = shutil.which("redis-server")
+    if program is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    logs = Path(tempfile.mkdtemp(prefix="vtax-bench-"))
+    procs = [subprocess.Popen(redis_command(program, "127.0.0.1", port), stdout=subprocess.DEVNULL)]
+    try:
+        give_up = time.monotonic() + 10
+        while True:
+            try:
+                client = connect(url)
+                break
+            except Exception:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.05)
+        for i, names in enumerate(workers):
+            cmd = agent_command(url, names[0], zone="bench", allow=["127.0.0.0/8"], address="127.0.0.1")
+            for name in names[1:]:
+                cmd += ["--name", name]
+            with (logs / f"worker{i}.log").open("wb") as log:
+                procs.append(subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True))
+        expected = sum(len(names) for names in workers)
+        give_up = time.monotonic() + 120
+        while len(list_agents(client)) < expected:
+            if time.monotonic() > give_up:
+                raise SystemExit(f"agents did not register; logs in {logs}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(logs, ignore_errors=True)

@@ -171,13 +171,19 @@ def agent(
         str, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL, e.g. redis://10.0.0.5:6379/0")
     ],
     name: Annotated[
-        list[str], typer.Option("--name", help="this agent's name, as specs refer to it (repeat to serve several)")
+        list[str],
+        typer.Option("--name", envvar="VTAX_AGENT_NAME", help="this agent's name, as specs refer to it (repeatable)"),
     ],
-    zone: Annotated[str | None, typer.Option("--zone", help="security zone of this VM")] = None,
+    zone: Annotated[str | None, typer.Option("--zone", envvar="VTAX_ZONE", help="security zone of this VM")] = None,
     allow: Annotated[
-        list[str] | None, typer.Option("--allow", help="network this agent may send load to (repeat); default loopback")
+        list[str] | None,
+        typer.Option(
+            "--allow", envvar="VTAX_ALLOW", help="network this agent may send load to (repeatable); default: loopback"
+        ),
     ] = None,
-    address: Annotated[str | None, typer.Option("--address", help="address its servers listen on")] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", envvar="VTAX_ADDRESS", help="address its servers listen on")
+    ] = None,
 ) -> None:
     """Run an agent: a Celery worker that executes load tasks from its own queue on the broker."""
     from agent.worker import run_agent

@@ -62,6 +62,12 @@ def _write_json(path: Path | None, result: dict[str, Any]) -> None:
 
 def _engine(experiment: spec_module.Experiment, broker: str | None) -> Engine:
     if broker:
+        relayed = [c.name for c in experiment.conditions if c.appliance == "relay"]
+        if relayed:
+            raise InputError(
+                f"condition {relayed[0]!r}: the built-in relay runs on the controller's loopback and serves only "
+                "the embedded engine; with --broker, put a real appliance in the path with setup hooks"
+            )
         return CeleryEngine(broker, [a.name for a in experiment.agents])
     return EmbeddedEngine({a.name: a.allow for a in experiment.agents})
 

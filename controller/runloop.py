@@ -16,7 +16,7 @@ import workloads
 from controller import clock
 from controller.analysis import trial_kpis
 from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
-from controller.errors import InfrastructureError
+from controller.errors import InfrastructureError, VtaxError
 from controller.events import Events
 from controller.hooks import HookError, run_hooks
 from controller.hostcounters import LocalHostCollector
@@ -84,7 +84,7 @@ class RunLoop:
         except KeyboardInterrupt:
             status, reason = "interrupted", "stopped by the user"
             raise
-        except InfrastructureError as exc:
+        except VtaxError as exc:  # a hook, a refusal, the broker: stopped on purpose, with a reason
             status, reason = "aborted", str(exc)
             raise
         except Exception as exc:  # bad input found at run start, or a bug: keep what was measured

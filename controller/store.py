@@ -47,6 +47,7 @@ CREATE INDEX IF NOT EXISTS host_by_run ON host_counters (run_id, trial_idx);
 """
 
 
+_ADDED_COLUMNS = [("agent_results", "start_skew_s", "REAL")]  # (table, column, type), oldest first
 _TRIAL_COLUMNS = ("idx", "condition", "repetition", "status", "reason", "start_at", "deadline", "ended")
 
 
@@ -58,9 +59,18 @@ class Store:
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False)
             self._db.executescript(_SCHEMA)
+            self._upgrade()
         except sqlite3.Error as exc:
             raise InputError(f"{self.path}: cannot open the run store: {exc}") from None
         self._db.row_factory = sqlite3.Row
+
+    def _upgrade(self) -> None:
+        """Add the columns later versions introduced to a store an older vtax made."""
+        for table, column, kind in _ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                with self._db:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -91,7 +101,8 @@ class Store:
     def add_agent_result(self, run_id: str, trial_idx: int, result: dict[str, Any]) -> None:
         with self._db:
             self._db.execute(
-                "INSERT INTO agent_results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO agent_results (run_id, trial_idx, agent, workload, status, reason, started_at, ended_at,"
+                " agent_cpu_s, summary_json, start_skew_s) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     trial_idx,

@@ -24,7 +24,7 @@ conditions:
     baseline: true
     setup: "echo setup $VTAX_TRIAL >> hooks.log"
     teardown: "echo teardown $VTAX_TRIAL >> hooks.log"
-  - {name: relay, appliance: relay}
+  - {name: again, setup: "true"}
 workloads:
   - kind: iperf3
     topology: pairs
@@ -90,7 +90,7 @@ def test_distributed_run_records_clocks_and_skew(vtax: Vtax, broker: RedisServer
     for reading in result["clocks"].values():
         assert abs(reading["offset_s"]) < 0.05 and reading["uncertainty_s"] >= 0
     assert result["start_skew_ms"]["max"] is not None and result["start_skew_ms"]["max"] < 50
-    assert result["metrics"]["iperf3.throughput_gbps"]["overhead"]["relay"]["ci95_pct"] is not None
+    assert result["metrics"]["iperf3.throughput_gbps"]["overhead"]["again"]["ci95_pct"] is not None
 
 
 def test_a_pickled_message_is_refused(broker: RedisServer, agents: Agents) -> None:
@@ -206,3 +206,10 @@ def test_ctrl_c_stops_every_agents_load_within_2_s(vtax: Vtax, broker: RedisServ
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert (vtax.workdir / "hooks.log").read_text().splitlines() == ["setup 0", "teardown 0"]
+
+
+def test_the_controller_side_relay_is_refused_with_a_broker(vtax: Vtax) -> None:
+    relayed = pair_spec().replace('{name: again, setup: "true"}', "{name: relay, appliance: relay}")
+    done = vtax("run", str(vtax.spec(relayed)), "--broker", "redis://127.0.0.1:1/0")
+    assert done.returncode == 2
+    assert "condition 'relay': the built-in relay" in done.stderr and "Traceback" not in done.stderr

@@ -11,16 +11,19 @@ import json
 import os
 import threading
 from multiprocessing.queues import Queue
+from pathlib import Path
 from typing import Any
 
 from agent.safety import Allowlist
 from agent.tasks import AgentHost, execute
 
 
-def agent_main(name: str, allow: list[str], inbox: Queue[str | None], outbox: Queue[str]) -> None:
+def agent_main(
+    name: str, allow: list[str], locustfiles: str | None, inbox: Queue[str | None], outbox: Queue[str]
+) -> None:
     """Serve tasks until a None arrives. Runs as its own process group, so the whole agent can be killed."""
     os.setpgid(0, 0)
-    host = AgentHost(name=name, allowlist=Allowlist(allow))
+    host = AgentHost(name=name, allowlist=Allowlist(allow), locustfile_dir=Path(locustfiles) if locustfiles else None)
 
     def send(message: dict[str, Any]) -> None:
         outbox.put(json.dumps(message))

@@ -10,6 +10,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import workloads
@@ -36,12 +37,13 @@ def run_workload(
     run_id: str = "",
     progress: Callable[[dict[str, float]], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    locustfile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Wait for the common start, run the load, and return its samples and summary.
 
     Never raises for a workload failure: the status says what happened and the samples measured so far
     are kept. The deadline is enforced here, by the agent, whatever the controller does. `progress` and
-    `cancelled` are supplied by the process hosting the agent (never by a message).
+    `cancelled` and `locustfile_dir` are supplied by the process hosting the agent (never by a message).
     """
     module = workloads.get(kind)
     checked = module.Params.model_validate(params)
@@ -51,7 +53,9 @@ def run_workload(
     started_at = time.time()
     samples: list[Sample] = []
     status, reason = "ok", ""
-    ctx = RunContext(start_at=start_at, duration=duration, deadline=deadline, target=target)
+    ctx = RunContext(
+        start_at=start_at, duration=duration, deadline=deadline, target=target, locustfile_dir=locustfile_dir
+    )
     if progress is not None:
         ctx = dataclasses.replace(ctx, progress=progress)
     if cancelled is not None:
@@ -100,6 +104,7 @@ class AgentHost:
     name: str
     allowlist: Allowlist = field(default_factory=Allowlist)
     is_cancelled: Callable[[str], bool] = field(default=lambda run_id: False)
+    locustfile_dir: Path | None = None
 
 
 def execute(request: dict[str, Any], host: AgentHost, send: Callable[[dict[str, Any]], None]) -> None:
@@ -120,6 +125,7 @@ def execute(request: dict[str, Any], host: AgentHost, send: Callable[[dict[str, 
             workload, run_id = kwargs["workload"], kwargs.get("run_id", "")
             kwargs["progress"] = lambda values: send({**reply, "workload": workload, "progress": values})
             kwargs["cancelled"] = lambda: host.is_cancelled(run_id)
+            kwargs["locustfile_dir"] = host.locustfile_dir
         reply["result"] = task(**kwargs)
         reply["ok"] = True
     except TargetRefused as exc:

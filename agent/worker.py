@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -81,6 +82,7 @@ def run_agent(
     zone: str | None,
     allow: list[str],
     address: str | None = None,
+    locustfiles: Path | None = None,
     concurrency: int = 64,
 ) -> None:
     """Register, heartbeat, and serve these agents' queues until SIGTERM/SIGINT.
@@ -89,7 +91,10 @@ def run_agent(
     """
     allowlist = Allowlist(allow)
     link = BrokerLink(broker)
-    hosts = {name: AgentHost(name=name, allowlist=allowlist, is_cancelled=link.is_cancelled) for name in names}
+    hosts = {
+        name: AgentHost(name=name, allowlist=allowlist, is_cancelled=link.is_cancelled, locustfile_dir=locustfiles)
+        for name in names
+    }
     app = make_app(broker)
     for task_name in TASKS:
         _register_task(app, task_name, hosts, link)

@@ -49,11 +49,19 @@ def trial_kpis(
         second = math.floor(sample["t"] + sample["dt"] / 2 - trial["start_at"])
         for field, value in sample["values"].items():
             per_second[prefix + field][second].append(value)
-    kpis: dict[str, float] = {}
+    combined: dict[str, list[float]] = {}
     for name, seconds in per_second.items():
         info = catalogue.get(name)
         combine = sum if info is not None and info.across_agents == "sum" else _mean
-        kpis[name] = _mean([combine(values) for values in seconds.values()])
+        combined[name] = [combine(seconds[second]) for second in sorted(seconds)]
+    kpis = {name: _mean(values) for name, values in combined.items()}
+    for entry in experiment.workloads:
+        hook = getattr(workloads.get(entry.kind), "trial_kpis", None)
+        if hook is not None:
+            prefix = f"{entry.label}."
+            steady = [s for s in samples if s["workload"] == entry.label and _in_steady(s, start, end)]
+            fields = {name.removeprefix(prefix): values for name, values in combined.items() if name.startswith(prefix)}
+            kpis |= {prefix + name: value for name, value in hook(steady, fields).items()}
     throughput = sum(v for k, v in kpis.items() if k.endswith(".throughput_gbps"))
     if "host.cpu_pct" in kpis and throughput > 0:
         kpis["host.cpu_per_gbps"] = kpis["host.cpu_pct"] / throughput
@@ -181,6 +189,21 @@ def _trial_validity(
     kpis: dict[str, float],
 ) -> list[dict[str, Any]]:
     issues = []
+    start = trial["start_at"] + experiment.timing.warmup
+    end = start + experiment.timing.steady
+    for entry in experiment.workloads:
+        hook = getattr(workloads.get(entry.kind), "warnings", None)
+        if hook is None:
+            continue
+        prefix = f"{entry.label}."
+        own = {name.removeprefix(prefix): value for name, value in kpis.items() if name.startswith(prefix)}
+        warned = any(
+            s["values"].get("cpu_warning")
+            for s in samples
+            if s["workload"] == entry.label and _in_steady(s, start, end)
+        )
+        for code, message in hook(own, entry.params, warned):
+            issues.append(_issue("warning", code, f"{label}: {entry.label}: {message}", trial["idx"]))
     cpu = kpis.get("host.cpu_pct")
     if cpu is not None and cpu >= SATURATED_CPU_PCT:
         issues.append(
@@ -192,8 +215,6 @@ def _trial_validity(
                 trial["idx"],
             )
         )
-    start = trial["start_at"] + experiment.timing.warmup
-    end = start + experiment.timing.steady
     expected = experiment.timing.steady * MIN_STEADY_COVERAGE
     limit_ms = experiment.timing.max_start_skew_ms
     for result in results:

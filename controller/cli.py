@@ -20,7 +20,7 @@ from controller import spec as spec_module
 from controller.analysis import analyse
 from controller.demo import demo_experiment
 from controller.distributed import CeleryEngine, connect, list_agents
-from controller.engine import EmbeddedEngine, Engine
+from controller.engine import AgentSettings, EmbeddedEngine, Engine
 from controller.errors import InputError, VtaxError
 from controller.events import Events
 from controller.report import LiveDisplay, print_result
@@ -69,7 +69,7 @@ def _engine(experiment: spec_module.Experiment, broker: str | None) -> Engine:
                 "the embedded engine; with --broker, put a real appliance in the path with setup hooks"
             )
         return CeleryEngine(broker, [a.name for a in experiment.agents])
-    return EmbeddedEngine({a.name: a.allow for a in experiment.agents})
+    return EmbeddedEngine({a.name: AgentSettings(allow=a.allow, locustfiles=a.locustfiles) for a in experiment.agents})
 
 
 def _execute(
@@ -190,6 +190,10 @@ def agent(
     address: Annotated[
         str | None, typer.Option("--address", envvar="VTAX_ADDRESS", help="address its servers listen on")
     ] = None,
+    locustfiles: Annotated[
+        Path | None,
+        typer.Option("--locustfiles", envvar="VTAX_LOCUSTFILES", help="directory of custom locustfiles specs may name"),
+    ] = None,
 ) -> None:
     """Run an agent: a Celery worker that executes load tasks from its own queue on the broker."""
     from agent.worker import run_agent
@@ -197,9 +201,18 @@ def agent(
     for each in name:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", each):
             raise InputError(f"--name: {each!r} is not a valid agent name (letters, digits, _ . -)")
+    if locustfiles is not None and not locustfiles.is_dir():
+        raise InputError(f"--locustfiles: {locustfiles} is not a directory")
     connect(broker)
     try:
-        run_agent(broker=broker, names=name, zone=zone, allow=allow or list(LOOPBACK), address=address)
+        run_agent(
+            broker=broker,
+            names=name,
+            zone=zone,
+            allow=allow or list(LOOPBACK),
+            address=address,
+            locustfiles=locustfiles,
+        )
     except ValueError as exc:
         raise InputError(str(exc)) from None
 

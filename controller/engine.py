@@ -18,6 +18,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 from agent.local import agent_main
@@ -109,13 +110,21 @@ class Engine(ABC):
         """Release the engine's resources."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class AgentSettings:
+    """An embedded agent's own configuration, which no message can change."""
+
+    allow: list[str]
+    locustfiles: str | None = None
+
+
 class EmbeddedEngine(Engine):
     """Named local agents, each a child process in its own process group."""
 
     kind = "embedded"
 
-    def __init__(self, agents: dict[str, list[str]], *, on_progress: ProgressCallback | None = None) -> None:
-        """`agents` maps each agent's name to its allowlist."""
+    def __init__(self, agents: dict[str, AgentSettings], *, on_progress: ProgressCallback | None = None) -> None:
+        """`agents` maps each agent's name to what its host process sets: allowlist, locustfile directory."""
         super().__init__(on_progress=on_progress)
         self._context = multiprocessing.get_context("spawn")
         self._outbox = self._context.Queue()
@@ -133,7 +142,7 @@ class EmbeddedEngine(Engine):
         inbox = self._context.Queue()
         process = self._context.Process(
             target=agent_main,
-            args=(name, self._allow[name], inbox, self._outbox),
+            args=(name, self._allow[name].allow, self._allow[name].locustfiles, inbox, self._outbox),
             name=f"vtax-agent-{name}",
             daemon=True,
         )

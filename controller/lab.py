@@ -241,8 +241,9 @@ def _kill(pid: int) -> bool:
 def _netem_available() -> bool:
     probe = subprocess.run(
         ["ip", "netns", "exec", APPLIANCE, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
-        capture_output=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        check=False,
+    )
     _sh("tc", "qdisc", "del", "dev", "lo", "root", netns=APPLIANCE, check=False)
     return probe.returncode == 0
 
@@ -261,16 +262,34 @@ def configure_appliance(*, rules: int | None, delay_ms: float | None, rate_mbit:
     _clear_appliance(state)
     applied = []
     if rules is not None:
-        lines = ["table inet vtax {", " chain forward {", "  type filter hook forward priority 0; policy accept;",
-                 "  ct state invalid counter drop"]  # fmt: skip
+        lines = [
+            "table inet vtax {",
+            " chain forward {",
+            "  type filter hook forward priority 0; policy accept;",
+            "  ct state invalid counter drop",
+        ]
         lines += [f"  ip daddr 198.51.100.{n % 254 + 1} tcp dport {1024 + n} counter drop" for n in range(rules)]
         _sh("nft", "-f", "-", netns=APPLIANCE, stdin="\n".join([*lines, " }", "}"]) + "\n")
         applied.append(f"conntrack + {rules} nftables rules")
     if rate_mbit is not None:
         burst = max(32_000, int(rate_mbit * 1e6 / 8 / 100))
         for _, bridge in SUBNETS.values():
-            _sh("tc", "qdisc", "add", "dev", bridge, "root", "tbf", "rate", f"{rate_mbit}mbit",
-                "burst", str(burst), "latency", "100ms", netns=APPLIANCE)  # fmt: skip
+            _sh(
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                bridge,
+                "root",
+                "tbf",
+                "rate",
+                f"{rate_mbit}mbit",
+                "burst",
+                str(burst),
+                "latency",
+                "100ms",
+                netns=APPLIANCE,
+            )
         applied.append(f"rate limit {rate_mbit:g} Mbit/s")
     if delay_ms is not None and delay_ms > 0:
         applied.append(_apply_delay(state, delay_ms, with_rate=rate_mbit is not None))
@@ -286,8 +305,21 @@ def _apply_delay(state: dict[str, Any], delay_ms: float, *, with_rate: bool) -> 
         return f"delay {delay_ms:g} ms A→B (netem)"
     if shutil.which("iptables-nft") is None:
         raise InputError("--delay without netem needs iptables-nft (Debian/Ubuntu: apt-get install iptables)")
-    _sh("iptables-nft", "-A", "FORWARD", "-i", SUBNETS["a"][1], "-o", bridge_b, "-j", "NFQUEUE",
-        "--queue-num", str(DELAY_QUEUE), "--queue-bypass", netns=APPLIANCE)  # fmt: skip
+    _sh(
+        "iptables-nft",
+        "-A",
+        "FORWARD",
+        "-i",
+        SUBNETS["a"][1],
+        "-o",
+        bridge_b,
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        str(DELAY_QUEUE),
+        "--queue-bypass",
+        netns=APPLIANCE,
+    )
     log = STATE_DIR / "delayer.log"
     cmd = [sys.executable, "-m", "controller.delayer", "--queue", str(DELAY_QUEUE), "--delay-ms", str(delay_ms)]
     state["pids"]["delayer"] = _spawn(cmd, log, netns=APPLIANCE)

@@ -31,8 +31,14 @@ SERVE_TIMEOUT_S = 15.0
 KILL_MARGIN_S = 5.0  # after the deadline, the controller gives up on an agent that has not answered
 
 # how a trial ends when one of its agents' results is not ok, worst first
-_TRIAL_STATUS = {"refused": "refused", "lost": "incomplete", "killed": "killed", "deadline_exceeded": "killed",
-                 "cancelled": "interrupted", "error": "error"}  # fmt: skip
+_TRIAL_STATUS = {
+    "refused": "refused",
+    "lost": "incomplete",
+    "killed": "killed",
+    "deadline_exceeded": "killed",
+    "cancelled": "interrupted",
+    "error": "error",
+}
 
 
 def new_run_id() -> str:
@@ -292,5 +298,11 @@ class RunLoop:
 
 
 def _failure(flow: Flow, status: str, reason: str) -> dict[str, Any]:
-    return {"agent": flow.client, "workload": flow.workload.label, "status": status, "reason": reason,
-            "samples": [], "summary": {}}  # fmt: skip
+    return {
+        "agent": flow.client,
+        "workload": flow.workload.label,
+        "status": status,
+        "reason": reason,
+        "samples": [],
+        "summary": {},
+    }

@@ -44,6 +44,9 @@ class AgentSpec(Strict):
         ["127.0.0.0/8", "::1/128"],
         description="embedded engine: networks this agent may send load to (distributed agents take --allow)",
     )
+    locustfiles: str | None = Field(
+        None, description="embedded engine: directory of custom locustfiles (distributed agents take --locustfiles)"
+    )
 
     @field_validator("allow")
     @classmethod

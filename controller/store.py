@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS agent_clocks (
 );
 CREATE TABLE IF NOT EXISTS samples (
     run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, agent TEXT NOT NULL, workload TEXT NOT NULL,
-    t REAL NOT NULL, dt REAL NOT NULL, values_json TEXT NOT NULL
+    t REAL NOT NULL, dt REAL NOT NULL, values_json TEXT NOT NULL, histogram_json TEXT
 );
 CREATE TABLE IF NOT EXISTS host_counters (
     run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, host TEXT NOT NULL, t REAL NOT NULL, dt REAL NOT NULL,
@@ -47,7 +47,10 @@ CREATE INDEX IF NOT EXISTS host_by_run ON host_counters (run_id, trial_idx);
 """
 
 
-_ADDED_COLUMNS = [("agent_results", "start_skew_s", "REAL")]  # (table, column, type), oldest first
+_ADDED_COLUMNS = [
+    ("agent_results", "start_skew_s", "REAL"),
+    ("samples", "histogram_json", "TEXT"),
+]  # (table, column, type), oldest first
 _TRIAL_COLUMNS = ("idx", "condition", "repetition", "status", "reason", "start_at", "deadline", "ended")
 
 
@@ -118,9 +121,19 @@ class Store:
                 ),
             )
             self._db.executemany(
-                "INSERT INTO samples VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO samples (run_id, trial_idx, agent, workload, t, dt, values_json, histogram_json)"
+                " VALUES (?,?,?,?,?,?,?,?)",
                 [
-                    (run_id, trial_idx, result["agent"], result["workload"], s["t"], s["dt"], json.dumps(s["values"]))
+                    (
+                        run_id,
+                        trial_idx,
+                        result["agent"],
+                        result["workload"],
+                        s["t"],
+                        s["dt"],
+                        json.dumps(s["values"]),
+                        json.dumps(s["histogram"]) if "histogram" in s else None,
+                    )
                     for s in result.get("samples", [])
                 ],
             )
@@ -184,17 +197,14 @@ class Store:
 
     def samples(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM samples WHERE run_id = ? ORDER BY trial_idx, t", (run_id,))
-        return [
-            {
-                "trial_idx": r["trial_idx"],
-                "agent": r["agent"],
-                "workload": r["workload"],
-                "t": r["t"],
-                "dt": r["dt"],
-                "values": json.loads(r["values_json"]),
-            }
-            for r in rows
-        ]
+        samples = []
+        for r in rows:
+            sample = {k: r[k] for k in ("trial_idx", "agent", "workload", "t", "dt")}
+            sample["values"] = json.loads(r["values_json"])
+            if r["histogram_json"]:
+                sample["histogram"] = json.loads(r["histogram_json"])
+            samples.append(sample)
+        return samples
 
     def host_samples(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM host_counters WHERE run_id = ? ORDER BY trial_idx, t", (run_id,))

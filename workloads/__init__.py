@@ -4,10 +4,10 @@ Each kind module exposes the `WorkloadKind` protocol from `workloads.base`. The 
 place a new kind is added.
 """
 
-from workloads import cpu, iperf3, noop
+from workloads import cpu, http, iperf3, noop
 from workloads.base import WorkloadKind
 
-KINDS: dict[str, WorkloadKind] = {module.KIND: module for module in (iperf3, cpu, noop)}
+KINDS: dict[str, WorkloadKind] = {module.KIND: module for module in (iperf3, http, cpu, noop)}
 
 
 def get(kind: str) -> WorkloadKind:

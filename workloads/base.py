@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict
+from pathlib import Path
+from typing import Literal, NotRequired, Protocol, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,6 +20,7 @@ class Sample(TypedDict):
     t: float  # wall-clock start of the interval, unix seconds
     dt: float  # interval length, seconds
     values: dict[str, float]
+    histogram: NotRequired[dict[str, int]]  # latency buckets (workloads.histogram), mergeable across samples
 
 
 class Target(TypedDict):
@@ -49,6 +51,8 @@ class RunContext:
     progress: Callable[[dict[str, float]], None] = field(default=lambda values: None)
     """Live, provisional readings for displays, about once a second; samples remain the record."""
     cancelled: Callable[[], bool] = field(default=lambda: False)
+    locustfile_dir: Path | None = None
+    """The agent's own directory of custom locustfiles, set on the agent, never by a message."""
     """True once the controller asked every agent to stop (Ctrl-C); runners check it often."""
 
     def seconds_left(self) -> float:
@@ -103,6 +107,13 @@ class WorkloadKind(Protocol):
     def summarize(self, params: WorkloadParams, samples: list[Sample]) -> dict[str, float]:
         """Whole-run figures of one agent's samples."""
         ...
+
+
+# Optional hooks a kind module may define, looked up by the analysis:
+#   trial_kpis(samples, per_second) -> dict[str, float]: KPIs that per-second means cannot give (percentiles of
+#       merged histograms, ratios); `samples` are the trial's steady samples of all agents, `per_second` each
+#       field's values combined across agents, one per steady second.
+#   warnings(kpis, params, cpu_warned) -> list[(code, message)]: validity findings of one trial.
 
 
 def mean_of(samples: list[Sample], key: str) -> float | None:

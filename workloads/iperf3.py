@@ -11,7 +11,6 @@ import functools
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from workloads.base import (
     WorkloadParams,
     mean_of,
 )
+from workloads.serving import start_server
 
 KIND = "iperf3"
 HAS_SERVER = True
@@ -49,7 +49,6 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 _RATE = re.compile(r"^\d+(\.\d+)?[KMGkmg]?$")
-_SERVER_START_TIMEOUT = 5.0
 _POLL_S = 0.25  # how often a running client checks for its deadline and for cancel
 
 
@@ -118,41 +117,14 @@ def version() -> str | None:
     return match.group(1) if match else None
 
 
-def _free_port(bind: str) -> int:
-    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((bind, 0))
-        return int(sock.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    return any(
-        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in psutil.net_connections("tcp")
-    )
-
-
 def serve(params: Iperf3Params, *, bind: str, deadline: float) -> Target:
     """Start a one-off iperf3 server on a free port; it is killed by `timeout` at the deadline."""
-    lifetime = max(1, int(deadline - time.time()) + 1)
-    last_error = ""
-    for _attempt in range(3):
-        port = _free_port(bind)
-        cmd = ["timeout", "-s", "KILL", str(lifetime), _program(), "-s", "-1", "-J", "-B", bind, "-p", str(port)]
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # outlives the agent; `timeout` is its dead-man switch
-        )
-        give_up = time.monotonic() + _SERVER_START_TIMEOUT
-        while time.monotonic() < give_up and proc.poll() is None:
-            if _listening(port):
-                return Target(host=bind, port=port)
-            time.sleep(0.02)
-        proc.kill()
-        last_error = (proc.communicate()[1] or b"").decode(errors="replace").strip()
-    raise WorkloadError(f"iperf3 server did not start on {bind}: {last_error or 'no listener appeared'}")
+    return start_server(
+        lambda port: [_program(), "-s", "-1", "-J", "-B", bind, "-p", str(port)],
+        bind=bind,
+        deadline=deadline,
+        what="iperf3 server",
+    )
 
 
 def _command(params: Iperf3Params, target: Target, duration: float) -> list[str]:

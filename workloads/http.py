@@ -1,0 +1,262 @@
+"""HTTP load with locust: GETs of the RFC 9411 object sizes (keep-alive: transactions/s; one request per
+connection: connections/s), uploads, or a custom locustfile chosen by name from the agent's own directory.
+
+The server side is vtax's built-in target (`workloads.http_target`), started on the server agent like an
+iperf3 server. Latency percentiles come from merged histograms of all agents and seconds, never from
+averaged percentiles; RFC 9411's validity rules (failures above 0.001 %, a steady rate varying more than
+5 %) and a saturated generator or target are reported as warnings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from workloads import histogram
+from workloads.base import MetricInfo, RunContext, Sample, Target, WorkloadError, WorkloadParams
+from workloads.http_target import SIZES
+from workloads.serving import start_server
+
+KIND = "http"
+HAS_SERVER = True
+PERCENTILES = {"latency_p50_ms": 50.0, "latency_p90_ms": 90.0, "latency_p99_ms": 99.0, "latency_p999_ms": 99.9}
+SATURATED_PCT = 85.0  # generator or target CPU in the steady phase above which the result is suspect
+RFC9411_MAX_FAILURE_PCT = 0.001
+RFC9411_MAX_RATE_DEVIATION_PCT = 5.0
+
+METRICS: dict[str, MetricInfo] = {
+    "rps": MetricInfo(unit="1/s", across_agents="sum", better="higher", description="requests completed per second"),
+    "throughput_gbps": MetricInfo(
+        unit="Gbit/s", across_agents="sum", better="higher", description="response bytes received"
+    ),
+    "failures_per_s": MetricInfo(unit="1/s", across_agents="sum", better="lower", description="failed requests"),
+    "failure_pct": MetricInfo(unit="%", across_agents="sum", better="lower", description="failed / all requests"),
+    **{
+        name: MetricInfo(unit="ms", across_agents="mean", better="lower", description=f"latency p{q:g}, merged")
+        for name, q in PERCENTILES.items()
+    },
+    "rate_deviation_pct": MetricInfo(
+        unit="%", across_agents="mean", better="lower", description="largest steady-phase second off the mean rate"
+    ),
+    "generator_cpu_pct": MetricInfo(
+        unit="% of a core", across_agents="mean", better="lower", description="locust process CPU"
+    ),
+    "target_cpu_pct": MetricInfo(
+        unit="% of a core", across_agents="mean", better="lower", description="built-in target CPU, all workers"
+    ),
+}
+
+
+class HttpParams(WorkloadParams):
+    """What each agent's locust does."""
+
+    scenario: Literal["get", "connections", "upload", "locustfile"] = Field(
+        "get", description="get: keep-alive GETs; connections: one request per connection; upload: POSTs"
+    )
+    object_size: Literal["1k", "16k", "64k", "256k"] = Field("16k", description="object (or upload) size, RFC 9411")
+    users: int = Field(10, ge=1, le=10_000, description="concurrent locust users on each agent")
+    spawn_rate: float = Field(100.0, gt=0, description="users started per second from the trial start")
+    user_class: Literal["fast", "http"] = Field("fast", description="FastHttpUser or HttpUser")
+    wait_s: float = Field(0.0, ge=0, description="think time between one user's requests")
+    locustfile: str | None = Field(
+        None, description="scenario locustfile: a file NAME in the agent's locustfile directory (never a path)"
+    )
+    target: str | None = Field(None, description="an existing server http://host:port; then no server agent is used")
+    target_workers: int = Field(1, ge=1, le=64, description="processes of the built-in target")
+
+    @model_validator(mode="after")
+    def _check(self) -> HttpParams:
+        if (self.scenario == "locustfile") != (self.locustfile is not None):
+            raise ValueError("locustfile is required with scenario locustfile, and only then")
+        if self.locustfile is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.py", self.locustfile):
+            raise ValueError(f"locustfile must be a file name like mytest.py, not a path: {self.locustfile!r}")
+        if self.target is not None:
+            _parse_target(self.target)
+        return self
+
+
+Params = HttpParams
+
+
+def _parse_target(url: str) -> Target:
+    match = re.fullmatch(r"http://(\[[^\]]+\]|[^:/]+):(\d+)/?", url)
+    if match is None:
+        raise ValueError(f"target must look like http://host:port, got {url!r}")
+    return Target(host=match.group(1).strip("[]"), port=int(match.group(2)))
+
+
+def external_target(params: HttpParams) -> Target | None:
+    return _parse_target(params.target) if params.target else None
+
+
+def serve(params: HttpParams, *, bind: str, deadline: float) -> Target:
+    """Start the built-in target; `timeout` ends it at the deadline."""
+    return start_server(
+        lambda port: [
+            sys.executable,
+            "-m",
+            "workloads.http_target",
+            "--bind",
+            bind,
+            "--port",
+            str(port),
+            "--workers",
+            str(params.target_workers),
+        ],
+        bind=bind,
+        deadline=deadline,
+        what="http target",
+    )
+
+
+def _locustfile(params: HttpParams, directory: Path | None) -> str | None:
+    """The custom locustfile's path, only if it is a file inside the agent's own locustfile directory."""
+    if params.locustfile is None:
+        return None
+    if directory is None:
+        raise WorkloadError("refused: this agent has no locustfile directory (vtax agent --locustfiles DIR)")
+    path = (directory / params.locustfile).resolve()
+    if path.parent != directory.resolve() or not path.is_file():
+        raise WorkloadError(f"refused: locustfile {params.locustfile!r} is not in this agent's directory {directory}")
+    return str(path)
+
+
+def _target_cpu(target: Target) -> float | None:
+    try:
+        with urllib.request.urlopen(f"http://{target['host']}:{target['port']}/_vtax/stats", timeout=1) as reply:
+            return float(json.load(reply)["cpu_s"])
+    except (OSError, ValueError, KeyError):
+        return None  # not vtax's built-in target
+
+
+def run(params: HttpParams, ctx: RunContext) -> Iterator[Sample]:
+    """Run locust in a child process and yield its per-second samples as they arrive."""
+    if ctx.target is None:
+        raise WorkloadError("http client has no target server")
+    config = {
+        **params.model_dump(),
+        "host": f"http://{ctx.target['host']}:{ctx.target['port']}",
+        "object_bytes": SIZES[params.object_size],
+        "locustfile": _locustfile(params, ctx.locustfile_dir),
+        "start_at": ctx.start_at,
+        "duration": ctx.duration,
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", "workloads.locust_child", json.dumps(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    target_cpu, target_t = _target_cpu(ctx.target), time.time()
+    try:
+        for line in _lines(child, ctx):
+            window = json.loads(line)
+            dt = max(window["dt"], 1e-6)
+            values = {
+                "rps": window["requests"] / dt,
+                "throughput_gbps": window["bytes"] * 8 / dt / 1e9,
+                "failures_per_s": window["failures"] / dt,
+                "generator_cpu_pct": float(window["cpu_pct"]),
+                "cpu_warning": 1.0 if window["cpu_warning"] else 0.0,
+            }
+            now_cpu, now = _target_cpu(ctx.target), time.time()
+            if now_cpu is not None and target_cpu is not None:
+                values["target_cpu_pct"] = 100.0 * (now_cpu - target_cpu) / max(now - target_t, 1e-6)
+            target_cpu, target_t = now_cpu, now
+            ctx.progress({"rps": values["rps"]})
+            yield Sample(t=window["t"], dt=dt, values=values, histogram=window["hist"])
+    finally:
+        if child.poll() is None:
+            child.kill()
+        _, err = child.communicate()
+    if child.returncode not in (0, -9):
+        raise WorkloadError(f"locust exited {child.returncode}: {err.decode(errors='replace').strip()[-300:]}")
+
+
+def _lines(child: subprocess.Popen[bytes], ctx: RunContext) -> Iterator[bytes]:
+    """The child's stdout lines as they come; stops the child at the deadline or on cancel."""
+    assert child.stdout is not None
+    buffer = b""
+    while True:
+        ctx.check_stop()
+        readable, _, _ = select.select([child.stdout], [], [], 0.25)
+        if not readable:
+            continue
+        chunk = child.stdout.read1(65536)  # type: ignore[attr-defined]
+        if not chunk:
+            return
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        yield from (line for line in lines if line.strip())
+
+
+def trial_kpis(samples: list[Sample], per_second: dict[str, list[float]]) -> dict[str, float]:
+    """Merged-histogram percentiles, the failure ratio and the rate's steadiness of one trial."""
+    kpis: dict[str, float] = {}
+    merged = histogram.merge(s.get("histogram", {}) for s in samples)
+    for name, q in PERCENTILES.items():
+        value = histogram.percentile(merged, q)
+        if value is not None:
+            kpis[name] = value
+    requests = sum(s["values"].get("rps", 0.0) * s["dt"] for s in samples)
+    failures = sum(s["values"].get("failures_per_s", 0.0) * s["dt"] for s in samples)
+    if requests:
+        kpis["failure_pct"] = 100.0 * failures / requests
+    rates = per_second.get("rps", [])
+    if rates and sum(rates):
+        mean = sum(rates) / len(rates)
+        kpis["rate_deviation_pct"] = 100.0 * max(abs(r - mean) for r in rates) / mean
+    return kpis
+
+
+def warnings(kpis: dict[str, float], params: HttpParams, cpu_warned: bool) -> list[tuple[str, str]]:
+    """Validity findings of one trial: (code, message)."""
+    found = []
+    if kpis.get("failure_pct", 0.0) > RFC9411_MAX_FAILURE_PCT:
+        found.append(("http_failures", f"{kpis['failure_pct']:.4f} % of requests failed (RFC 9411 allows 0.001 %)"))
+    if kpis.get("rate_deviation_pct", 0.0) > RFC9411_MAX_RATE_DEVIATION_PCT:
+        found.append(
+            (
+                "http_rate_unsteady",
+                f"the request rate varied by {kpis['rate_deviation_pct']:.1f} % in the "
+                f"steady phase (RFC 9411 allows {RFC9411_MAX_RATE_DEVIATION_PCT:g} %)",
+            )
+        )
+    if cpu_warned or kpis.get("generator_cpu_pct", 0.0) > SATURATED_PCT:
+        found.append(
+            ("generator_saturated", "load generator saturated: this measures the generator, not the appliance")
+        )
+    if kpis.get("target_cpu_pct", 0.0) > SATURATED_PCT * params.target_workers:
+        found.append(
+            (
+                "target_saturated",
+                f"the built-in HTTP target used {kpis['target_cpu_pct']:.0f} % CPU over "
+                f"{params.target_workers} worker(s): raise params.target_workers",
+            )
+        )
+    return found
+
+
+def summarize(params: HttpParams, samples: list[Sample]) -> dict[str, float]:
+    merged = histogram.merge(s.get("histogram", {}) for s in samples)
+    summary = {
+        key: sum(s["values"][key] for s in samples) / len(samples)
+        for key in ("rps", "throughput_gbps", "generator_cpu_pct")
+        if all(key in s["values"] for s in samples)
+    }
+    for name, q in PERCENTILES.items():
+        value = histogram.percentile(merged, q)
+        if value is not None:
+            summary[name] = value
+    return summary

@@ -123,3 +123,35 @@ def test_lab_refuses_a_second_up(tmp_path) -> None:
     vtax = Vtax(tmp_path)
     again = vtax("lab", "up", "--guests", "1")
     assert again.returncode == 2 and "already up" in again.stderr
+
+
+def test_http_latency_across_a_delaying_appliance(lab: tuple[Vtax, str]) -> None:
+    """The latency increase matches the injected delay.
+
+    Keep-alive GET: one round trip per request. The appliance delays A→B by d = 5 ms and leaves B→A alone,
+    so each request takes d longer, plus the userspace delayer's own 0.1–0.5 ms per packet (this kernel
+    has no netem). The histogram's buckets are ~1 % wide, under 0.1 ms here. Hence 5.0–6.5 ms at p50.
+    """
+    vtax, broker = lab
+    spec = vtax.spec("""\
+        name: http-delay
+        agents: [{name: g1}, {name: g2}]
+        conditions:
+          - {name: direct, baseline: true, setup: "vtax lab appliance --off"}
+          - name: delayed
+            setup: "vtax lab appliance --delay 5"
+            teardown: "vtax lab appliance --off"
+        workloads:
+          - kind: http
+            agents: [g1]
+            server: g2
+            params: {scenario: get, object_size: 1k, users: 2}
+        timing: {warmup: 1, steady: 2, cooldown: 0, lead: 0.5}
+        repetitions: 2
+        """)
+    done, result = vtax.run_json(spec, "--broker", broker)
+    assert [t["status"] for t in result["trials"]] == ["ok"] * 4, done.stdout + done.stderr
+    p50 = result["metrics"]["http.latency_p50_ms"]
+    increase = p50["overhead"]["delayed"]["delta"]
+    assert 5.0 <= increase <= 6.5, increase
+    assert result["metrics"]["http.failure_pct"]["by_condition"]["delayed"]["mean"] == 0

@@ -1,0 +1,103 @@
+"""HTTP load through locust against vtax's built-in target, in the embedded engine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.tasks import TASKS
+from tests.conftest import Vtax
+
+HTTP_SPEC = """\
+name: http
+agents: [{name: client, locustfiles: LOCUSTFILES}, {name: server}]
+conditions:
+  - {name: direct, baseline: true}
+  - {name: relay, appliance: relay}
+workloads:
+  - kind: http
+    agents: [client]
+    server: server
+    params: PARAMS
+timing: {warmup: 1, steady: 2, cooldown: 0, lead: 0.5}
+repetitions: 2
+"""
+
+
+def http_spec(params: str = "{scenario: get, object_size: 16k, users: 2}", locustfiles: str = "null") -> str:
+    return HTTP_SPEC.replace("PARAMS", params).replace("LOCUSTFILES", locustfiles)
+
+
+def test_http_run_reports_rps_and_merged_percentiles_with_cis(vtax: Vtax) -> None:
+    done, result = vtax.run_json(vtax.spec(http_spec()))
+    assert done.returncode in (0, 1), done.stderr
+    assert [t["status"] for t in result["trials"]] == ["ok"] * 4
+    metrics = result["metrics"]
+    for name in ("http.rps", "http.latency_p50_ms", "http.latency_p99_ms", "http.latency_p999_ms", "http.failure_pct"):
+        described = metrics[name]["by_condition"]["direct"]
+        assert described["n"] == 2 and described["ci95"] is not None, name
+        assert "relay" in metrics[name]["overhead"]
+    direct = {k: metrics[k]["by_condition"]["direct"]["mean"] for k in metrics}
+    assert direct["http.rps"] > 100
+    assert direct["http.failure_pct"] == 0
+    assert direct["http.latency_p50_ms"] <= direct["http.latency_p99_ms"] <= direct["http.latency_p999_ms"]
+    # 16 KiB per response: the byte rate and the request rate must agree
+    assert direct["http.throughput_gbps"] == pytest.approx(direct["http.rps"] * 16 * 1024 * 8 / 1e9, rel=0.05)
+    assert metrics["http.target_cpu_pct"]["by_condition"]["direct"]["mean"] > 0
+
+
+@pytest.mark.parametrize("scenario", ["connections", "upload"])
+def test_connections_and_upload_scenarios(vtax: Vtax, scenario: str) -> None:
+    spec = http_spec(f"{{scenario: {scenario}, object_size: 1k, users: 2}}").replace("repetitions: 2", "repetitions: 1")
+    spec = spec.replace("  - {name: relay, appliance: relay}\n", "")
+    done, result = vtax.run_json(vtax.spec(spec))
+    assert result["trials"][0]["status"] == "ok", done.stderr
+    kpis = result["trials"][0]["kpis"]
+    assert kpis["http.rps"] > 50 and kpis["http.failure_pct"] == 0
+
+
+def test_a_custom_locustfile_by_name_from_the_agents_directory(vtax: Vtax, tmp_path: Path) -> None:
+    files = tmp_path / "locustfiles"
+    files.mkdir()
+    (files / "small.py").write_text(
+        "from locust import FastHttpUser, constant, task\n\n"
+        "class Small(FastHttpUser):\n"
+        "    wait_time = constant(0.01)\n\n"
+        "    @task\n"
+        "    def one(self):\n"
+        "        self.client.get('/1k')\n"
+    )
+    spec = http_spec("{scenario: locustfile, locustfile: small.py, users: 2}", locustfiles=str(files))
+    done, result = vtax.run_json(vtax.spec(spec.replace("repetitions: 2", "repetitions: 1")))
+    assert [t["status"] for t in result["trials"]] == ["ok", "ok"], done.stderr
+    assert result["trials"][0]["kpis"]["http.throughput_gbps"] == pytest.approx(
+        result["trials"][0]["kpis"]["http.rps"] * 1024 * 8 / 1e9, rel=0.05
+    )
+
+
+def test_a_path_is_not_a_locustfile_name(vtax: Vtax) -> None:
+    done = vtax("validate", str(vtax.spec(http_spec("{scenario: locustfile, locustfile: ../../etc/evil.py}"))))
+    assert done.returncode == 2 and "workloads[0].params" in done.stderr and "not a path" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("directory", "reason"), [(None, "no locustfile directory"), ("elsewhere", "not in this agent")]
+)
+def test_a_locustfile_outside_the_configured_directory_is_refused(tmp_path: Path, directory: str | None, reason: str):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "outside.py").write_text("raise SystemExit('must never run')\n")
+    now = time.time()
+    result = TASKS["vtax.run_workload"](
+        agent="a",
+        workload="http",
+        kind="http",
+        params={"scenario": "locustfile", "locustfile": "outside.py"},
+        target={"host": "127.0.0.1", "port": 9},
+        start_at=now,
+        duration=1,
+        deadline=now + 10,
+        locustfile_dir=tmp_path / directory if directory else None,
+    )
+    assert result["status"] == "error" and "refused" in result["reason"] and reason in result["reason"]

@@ -1,0 +1,143 @@
+"""HTTP fidelity: does running locust through vtax change the request rate it reaches?
+
+Interleaved pairs (the order alternates to cancel drift): a bare `locust --headless` run and the same
+GET scenario as vtax's `http` workload in the embedded engine, each against a fresh built-in target.
+Prints one JSON object with the median RPS ratio vtax/bare (goal >= 0.97) and its geometric mean with
+a 95 % CI.
+
+    .venv/bin/python benchmarks/http_fidelity.py --pairs 5 --seconds 5 --users 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from controller.engine import AgentSettings, EmbeddedEngine
+from controller.runloop import RunLoop
+from controller.spec import parse
+from controller.store import Store
+from workloads import http
+
+GOAL = 0.97
+LOCUSTFILE = """
+from locust import FastHttpUser, constant, task
+
+class Get(FastHttpUser):
+    wait_time = constant(0)
+
+    @task
+    def one(self):
+        self.client.get("/{size}")
+"""
+
+
+def bare_rps(locustfile: Path, seconds: int, users: int, size: str) -> float:
+    """One bare headless locust run against a fresh built-in target: requests / run time."""
+    target = http.serve(http.HttpParams(), bind="127.0.0.1", deadline=time.time() + seconds + 30)
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{seconds}s",
+        "--host",
+        f"http://127.0.0.1:{target['port']}",
+        "--json",
+        "--only-summary",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    entries = json.loads(out.stdout)
+    return sum(e["num_requests"] for e in entries) / seconds
+
+
+def vtax_rps(seconds: int, users: int, size: str, store: Store) -> float:
+    spec = parse(
+        json.dumps(
+            {
+                "name": "http-fidelity",
+                "agents": [{"name": "client"}, {"name": "server"}],
+                "conditions": [{"name": "direct", "baseline": True}],
+                "workloads": [
+                    {
+                        "kind": "http",
+                        "agents": ["client"],
+                        "server": "server",
+                        "params": {"scenario": "get", "object_size": size, "users": users},
+                    }
+                ],
+                "timing": {"warmup": 0, "steady": seconds, "cooldown": 0, "lead": 0.5},
+                "repetitions": 1,
+            }
+        ),
+        "<http_fidelity>",
+    )
+    engine = EmbeddedEngine({a.name: AgentSettings(allow=a.allow) for a in spec.agents})
+    run_id = RunLoop(spec, store=store, engine=engine, spec_path=None).execute()
+    samples = store.samples(run_id)
+    return sum(s["values"]["rps"] * s["dt"] for s in samples) / sum(s["dt"] for s in samples)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--size", default="16k", choices=sorted(http.SIZES))
+    args = parser.parse_args()
+    bare: list[float] = []
+    through_vtax: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="vtax-http-fidelity-") as tmp:
+        locustfile = Path(tmp) / "get.py"
+        locustfile.write_text(LOCUSTFILE.format(size=args.size))
+        store = Store(Path(tmp) / "h.db")
+        for i in range(args.pairs):
+            for side in ("bare", "vtax") if i % 2 == 0 else ("vtax", "bare"):
+                if side == "bare":
+                    bare.append(bare_rps(locustfile, args.seconds, args.users, args.size))
+                else:
+                    through_vtax.append(vtax_rps(args.seconds, args.users, args.size, store))
+            print(f"pair {i + 1}: bare {bare[-1]:.0f} rps, vtax {through_vtax[-1]:.0f} rps", file=sys.stderr)
+    ratios = [v / b for v, b in zip(through_vtax, bare, strict=True)]
+    logs = np.log(ratios)
+    half = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+    result = {
+        "benchmark": "http_fidelity",
+        "pairs": args.pairs,
+        "seconds": args.seconds,
+        "users": args.users,
+        "object_size": args.size,
+        "bare_rps": [round(x, 1) for x in bare],
+        "vtax_rps": [round(x, 1) for x in through_vtax],
+        "ratios": [round(x, 4) for x in ratios],
+        "median_ratio": round(statistics.median(ratios), 4),
+        "geomean_ratio": round(float(np.exp(logs.mean())), 4),
+        "geomean_ratio_ci95": [
+            round(float(np.exp(logs.mean() - half)), 4),
+            round(float(np.exp(logs.mean() + half)), 4),
+        ],
+        "goal": GOAL,
+        "meets_goal": statistics.median(ratios) >= GOAL,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -26,7 +27,9 @@ repetitions: 2
 """
 
 
-def http_spec(params: str = "{scenario: get, object_size: 16k, users: 2}", locustfiles: str = "null") -> str:
+def http_spec(
+    params: str = "{scenario: get, object_size: 16k, users: 2, target_server: python}", locustfiles: str = "null"
+) -> str:
     return HTTP_SPEC.replace("PARAMS", params).replace("LOCUSTFILES", locustfiles)
 
 
@@ -48,9 +51,14 @@ def test_http_run_reports_rps_and_merged_percentiles_with_cis(vtax: Vtax) -> Non
     assert metrics["http.target_cpu_pct"]["by_condition"]["direct"]["mean"] > 0
 
 
-@pytest.mark.parametrize("scenario", ["connections", "upload"])
-def test_connections_and_upload_scenarios(vtax: Vtax, scenario: str) -> None:
-    spec = http_spec(f"{{scenario: {scenario}, object_size: 1k, users: 2}}").replace("repetitions: 2", "repetitions: 1")
+SERVERS = ["python", pytest.param("nginx", marks=pytest.mark.skipif(shutil.which("nginx") is None, reason="no nginx"))]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("scenario", ["get", "connections", "upload"])
+def test_scenarios_against_both_targets(vtax: Vtax, scenario: str, server: str) -> None:
+    params = f"{{scenario: {scenario}, object_size: 1k, users: 2, target_server: {server}}}"
+    spec = http_spec(params).replace("repetitions: 2", "repetitions: 1")
     spec = spec.replace("  - {name: relay, appliance: relay}\n", "")
     done, result = vtax.run_json(vtax.spec(spec))
     assert result["trials"][0]["status"] == "ok", done.stderr

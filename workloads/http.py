@@ -1,10 +1,11 @@
 """HTTP load with locust: GETs of the RFC 9411 object sizes (keep-alive: transactions/s; one request per
 connection: connections/s), uploads, or a custom locustfile chosen by name from the agent's own directory.
 
-The server side is vtax's built-in target (`workloads.http_target`), started on the server agent like an
-iperf3 server. Latency percentiles come from merged histograms of all agents and seconds, never from
-averaged percentiles; RFC 9411's validity rules (failures above 0.001 %, a steady rate varying more than
-5 %) and a saturated generator or target are reported as warnings.
+The server side is nginx where the server agent has it, else vtax's built-in Python target
+(`workloads.http_target`), started on the server agent like an iperf3 server. Latency percentiles come
+from merged histograms of all agents and seconds, never from averaged percentiles; RFC 9411's validity
+rules (failures above 0.001 %, a steady rate varying more than 5 %) and a saturated generator or target
+are reported as warnings. Only the Python target reports its own CPU (`target_cpu_pct`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from __future__ import annotations
 import json
 import re
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
+import psutil
 from pydantic import Field, model_validator
 
 from workloads import histogram
@@ -72,7 +76,10 @@ class HttpParams(WorkloadParams):
         None, description="scenario locustfile: a file NAME in the agent's locustfile directory (never a path)"
     )
     target: str | None = Field(None, description="an existing server http://host:port; then no server agent is used")
-    target_workers: int = Field(1, ge=1, le=64, description="processes of the built-in target")
+    target_workers: int = Field(1, ge=1, le=64, description="processes of the built-in Python target")
+    target_server: Literal["auto", "nginx", "python"] = Field(
+        "auto", description="the server agent's target: nginx where installed (auto), else vtax's Python server"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> HttpParams:
@@ -100,23 +107,60 @@ def external_target(params: HttpParams) -> Target | None:
 
 
 def serve(params: HttpParams, *, bind: str, deadline: float) -> Target:
-    """Start the built-in target; `timeout` ends it at the deadline."""
+    """Start the target (nginx where installed, else vtax's Python server); `timeout` ends it at the deadline."""
+    nginx = shutil.which("nginx") if params.target_server in ("auto", "nginx") else None
+    if params.target_server == "nginx" and nginx is None:
+        raise WorkloadError("target_server nginx: nginx is not installed on this agent")
+    if nginx is not None:
+        return start_server(lambda port: _nginx_command(nginx, bind, port), bind=bind, deadline=deadline, what="nginx")
     return start_server(
         lambda port: [
-            sys.executable,
-            "-m",
-            "workloads.http_target",
-            "--bind",
-            bind,
-            "--port",
-            str(port),
-            "--workers",
-            str(params.target_workers),
+            *(sys.executable, "-m", "workloads.http_target", "--bind", bind),
+            *("--port", str(port), "--workers", str(params.target_workers)),
         ],
         bind=bind,
         deadline=deadline,
         what="http target",
     )
+
+
+NGINX_HOME = Path(tempfile.gettempdir()) / "vtax-nginx"
+
+
+def _nginx_command(program: str, bind: str, port: int) -> list[str]:
+    """nginx as one foreground process (no master: `timeout` must be able to kill all of it) serving the sizes.
+
+    The objects are shared by every trial; each server gets a small directory of its own, and the
+    directories of servers that have ended are removed here, so a soak test leaves nothing growing.
+    """
+    objects = NGINX_HOME / "objects"
+    objects.mkdir(parents=True, exist_ok=True)
+    for name, size in SIZES.items():
+        if not (objects / name).exists() or (objects / name).stat().st_size != size:
+            (objects / name).write_bytes(b"x" * size)
+    for old in NGINX_HOME.glob("port-*"):
+        pid_file = old / "nginx.pid"
+        if pid_file.exists() and not psutil.pid_exists(int(pid_file.read_text().strip() or 0)):
+            shutil.rmtree(old, ignore_errors=True)
+    own = NGINX_HOME / f"port-{port}"
+    own.mkdir(exist_ok=True)
+    listen = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
+    temp_paths = " ".join(
+        f"{kind}_temp_path {own}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (own / "nginx.conf").write_text(
+        f"""daemon off; master_process off; worker_processes 1; pid {own}/nginx.pid; error_log {own}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; keepalive_requests 1000000; default_type application/octet-stream; {temp_paths}
+  server {{
+    listen {listen} reuseport; root {objects};
+    location = /upload {{ client_max_body_size 16m; client_body_buffer_size 1m; return 200; }}
+  }}
+}}
+"""
+    )
+    return [program, "-c", str(own / "nginx.conf"), "-p", str(own), "-e", str(own / "error.log")]
 
 
 def _locustfile(params: HttpParams, directory: Path | None) -> str | None:

@@ -1,7 +1,8 @@
 """HTTP fidelity: does running locust through vtax change the request rate it reaches?
 
 Interleaved pairs (the order alternates to cancel drift): a bare `locust --headless` run and the same
-GET scenario as vtax's `http` workload in the embedded engine, each against a fresh built-in target.
+GET scenario as vtax's `http` workload in the embedded engine, each against a fresh target of the
+same kind (nginx where installed, else vtax's Python target).
 Prints one JSON object with the median RPS ratio vtax/bare (goal >= 0.97) and its geometric mean with
 a 95 % CI.
 
@@ -42,7 +43,7 @@ class Get(FastHttpUser):
 
 
 def bare_rps(locustfile: Path, seconds: int, users: int, size: str) -> float:
-    """One bare headless locust run against a fresh built-in target: requests / run time."""
+    """One bare headless locust run against a fresh target: requests / run time."""
     target = http.serve(http.HttpParams(), bind="127.0.0.1", deadline=time.time() + seconds + 30)
     cmd = [
         sys.executable,

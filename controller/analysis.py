@@ -65,7 +65,7 @@ def trial_kpis(
     throughput = sum(v for k, v in kpis.items() if k.endswith(".throughput_gbps"))
     if "host.cpu_pct" in kpis and throughput > 0:
         kpis["host.cpu_per_gbps"] = kpis["host.cpu_pct"] / throughput
-    return kpis
+    return {name: value for name, value in kpis.items() if name in catalogue}  # internal fields stay internal
 
 
 def _mean(values: list[float]) -> float:

@@ -15,18 +15,29 @@ from pathlib import Path
 from typing import Any
 
 from agent.safety import Allowlist
+from agent.sink import InfluxConfig, InfluxSink
 from agent.tasks import AgentHost, execute
 
 
 def agent_main(
-    name: str, allow: list[str], locustfiles: str | None, inbox: Queue[str | None], outbox: Queue[str]
+    name: str,
+    allow: list[str],
+    locustfiles: str | None,
+    influx: InfluxConfig | None,
+    inbox: Queue[str | None],
+    outbox: Queue[str],
 ) -> None:
     """Serve tasks until a None arrives. Runs as its own process group, so the whole agent can be killed."""
     os.setpgid(0, 0)
-    host = AgentHost(name=name, allowlist=Allowlist(allow), locustfile_dir=Path(locustfiles) if locustfiles else None)
+    sink = InfluxSink(influx.model_copy(update={"spool_dir": influx.spool_dir / name})) if influx else None
+    host = AgentHost(
+        name=name, allowlist=Allowlist(allow), locustfile_dir=Path(locustfiles) if locustfiles else None, sink=sink
+    )
 
     def send(message: dict[str, Any]) -> None:
         outbox.put(json.dumps(message))
 
     while (message := inbox.get()) is not None:
         threading.Thread(target=execute, args=(json.loads(message), host, send), daemon=True).start()
+    if sink is not None:
+        sink.close()

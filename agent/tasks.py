@@ -7,6 +7,7 @@ nothing from the wire is trusted, and nothing from it is ever unpickled or execu
 from __future__ import annotations
 
 import dataclasses
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import workloads
+from agent.points import phase_of, sample_line
 from agent.safety import Allowlist, TargetRefused
+from agent.sink import InfluxSink
 from workloads.base import Cancelled, DeadlineExceeded, RunContext, Sample, Target, WorkloadError
+
+_HOSTNAME = socket.gethostname()
 
 
 def serve(*, kind: str, params: dict[str, Any], bind: str, deadline: float) -> Target:
@@ -38,12 +43,17 @@ def run_workload(
     progress: Callable[[dict[str, float]], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
     locustfile_dir: Path | None = None,
+    tags: dict[str, Any] | None = None,
+    warmup: float = 0.0,
+    steady: float = 0.0,
+    sink: InfluxSink | None = None,
 ) -> dict[str, Any]:
     """Wait for the common start, run the load, and return its samples and summary.
 
     Never raises for a workload failure: the status says what happened and the samples measured so far
     are kept. The deadline is enforced here, by the agent, whatever the controller does. `progress` and
-    `cancelled` and `locustfile_dir` are supplied by the process hosting the agent (never by a message).
+    `cancelled`, `locustfile_dir` and `sink` are supplied by the process hosting the agent (never by a
+    message); with a sink, every sample is streamed to InfluxDB as it arrives, tagged with `tags`.
     """
     module = workloads.get(kind)
     checked = module.Params.model_validate(params)
@@ -61,7 +71,11 @@ def run_workload(
     if cancelled is not None:
         ctx = dataclasses.replace(ctx, cancelled=cancelled)
     try:
-        samples.extend(module.run(checked, ctx))
+        for sample in module.run(checked, ctx):
+            samples.append(sample)
+            if sink is not None and tags is not None:
+                phase = phase_of(sample["t"], sample["dt"], start_at=start_at, warmup=warmup, steady=steady)
+                sink.submit([sample_line(sample, {**tags, "agent": agent, "host": _HOSTNAME}, phase)])
     except DeadlineExceeded as exc:
         status, reason = "deadline_exceeded", str(exc)
     except Cancelled as exc:
@@ -105,6 +119,7 @@ class AgentHost:
     allowlist: Allowlist = field(default_factory=Allowlist)
     is_cancelled: Callable[[str], bool] = field(default=lambda run_id: False)
     locustfile_dir: Path | None = None
+    sink: InfluxSink | None = None
 
 
 def execute(request: dict[str, Any], host: AgentHost, send: Callable[[dict[str, Any]], None]) -> None:
@@ -126,6 +141,7 @@ def execute(request: dict[str, Any], host: AgentHost, send: Callable[[dict[str, 
             kwargs["progress"] = lambda values: send({**reply, "workload": workload, "progress": values})
             kwargs["cancelled"] = lambda: host.is_cancelled(run_id)
             kwargs["locustfile_dir"] = host.locustfile_dir
+            kwargs["sink"] = host.sink
         reply["result"] = task(**kwargs)
         reply["ok"] = True
     except TargetRefused as exc:

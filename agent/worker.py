@@ -21,6 +21,7 @@ import redis
 from agent.broker import AGENT_KEY, CANCEL_KEY, HEARTBEAT_S, HEARTBEAT_TTL_S, make_app, queue_for
 from agent.identity import identity
 from agent.safety import Allowlist
+from agent.sink import InfluxConfig, InfluxSink
 from agent.tasks import TASKS, AgentHost, execute
 
 log = logging.getLogger("vtax.agent")
@@ -63,11 +64,14 @@ class BrokerLink:
             self._cancel_cache[run_id] = (time.monotonic(), value)
         return value
 
-    def heartbeat_forever(self, name: str, ident: dict[str, Any], stop: threading.Event) -> None:
+    def heartbeat_forever(
+        self, name: str, ident: dict[str, Any], stop: threading.Event, sink: InfluxSink | None = None
+    ) -> None:
         key = AGENT_KEY.format(name=name)
         while not stop.is_set():
+            beat = {**ident, "heartbeat": time.time(), "sink": sink.stats() if sink else None}
             try:
-                self.redis.set(key, json.dumps({**ident, "heartbeat": time.time()}), ex=HEARTBEAT_TTL_S)
+                self.redis.set(key, json.dumps(beat), ex=HEARTBEAT_TTL_S)
             except redis.RedisError as exc:
                 log.warning("heartbeat failed (broker unreachable?): %s", exc)
             stop.wait(HEARTBEAT_S)
@@ -83,6 +87,7 @@ def run_agent(
     allow: list[str],
     address: str | None = None,
     locustfiles: Path | None = None,
+    influx: InfluxConfig | None = None,
     concurrency: int = 64,
 ) -> None:
     """Register, heartbeat, and serve these agents' queues until SIGTERM/SIGINT.
@@ -91,8 +96,11 @@ def run_agent(
     """
     allowlist = Allowlist(allow)
     link = BrokerLink(broker)
+    sink = InfluxSink(influx) if influx else None
     hosts = {
-        name: AgentHost(name=name, allowlist=allowlist, is_cancelled=link.is_cancelled, locustfile_dir=locustfiles)
+        name: AgentHost(
+            name=name, allowlist=allowlist, is_cancelled=link.is_cancelled, locustfile_dir=locustfiles, sink=sink
+        )
         for name in names
     }
     app = make_app(broker)
@@ -103,7 +111,7 @@ def run_agent(
     beats = [
         threading.Thread(
             target=link.heartbeat_forever,
-            args=(name, identity(name=name, zone=zone, allow=allowed, address=address), stop),
+            args=(name, identity(name=name, zone=zone, allow=allowed, address=address), stop, sink),
             name=f"heartbeat-{name}",
             daemon=True,
         )
@@ -127,6 +135,8 @@ def run_agent(
         stop.set()
         for beat in beats:
             beat.join(5)
+        if sink is not None:
+            sink.close()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 

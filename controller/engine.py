@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.local import agent_main
+from agent.sink import InfluxConfig
 from controller.errors import InfrastructureError, InputError
 
 ProgressCallback = Callable[[str, str, dict[str, float]], None]
@@ -116,6 +117,7 @@ class AgentSettings:
 
     allow: list[str]
     locustfiles: str | None = None
+    influx: InfluxConfig | None = None
 
 
 class EmbeddedEngine(Engine):
@@ -140,9 +142,10 @@ class EmbeddedEngine(Engine):
 
     def _spawn(self, name: str) -> None:
         inbox = self._context.Queue()
+        settings = self._allow[name]
         process = self._context.Process(
             target=agent_main,
-            args=(name, self._allow[name].allow, self._allow[name].locustfiles, inbox, self._outbox),
+            args=(name, settings.allow, settings.locustfiles, settings.influx, inbox, self._outbox),
             name=f"vtax-agent-{name}",
             daemon=True,
         )

@@ -1,0 +1,90 @@
+"""vtax's InfluxDB schema: the measurements, tags and fields every writer uses (documented in the README).
+
+- vtax_sample   one workload sample: tags run, trial, condition, repetition, phase, agent, host, zone,
+                workload, kind, role; one float field per sample value, plus latency_p50_ms/p99_ms
+                of that second where the sample has a histogram
+- vtax_host     one second of host counters: tags run, trial, condition, repetition, phase, host
+- vtax_host_net the same per interface: tag iface
+- vtax_trial    trial start/end markers for annotations: tags run, trial, condition, repetition, event;
+                fields status, title
+- vtax_kpi      a run's final KPIs: tags run, metric, condition, unit; fields mean, ci95_low, ci95_high, n,
+                and for non-baseline conditions overhead_pct, overhead_ci95_low/high, p_value
+Timestamps are microseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from influxdb_client import Point, WritePrecision
+
+from workloads import histogram
+
+
+def phase_of(t: float, dt: float, *, start_at: float, warmup: float, steady: float) -> str:
+    middle = t + dt / 2 - start_at
+    if middle < warmup:
+        return "warmup"
+    return "steady" if middle < warmup + steady else "cooldown"
+
+
+def _point(measurement: str, tags: dict[str, Any], t: float) -> Point:
+    point = Point(measurement).time(round(t * 1_000_000), WritePrecision.US)
+    for key, value in tags.items():
+        if value is not None and value != "":
+            point.tag(key, str(value))
+    return point
+
+
+def sample_line(sample: dict[str, Any], tags: dict[str, Any], phase: str) -> str:
+    point = _point("vtax_sample", {**tags, "phase": phase}, sample["t"])
+    for field, value in sample["values"].items():
+        point.field(field, float(value))
+    if sample.get("histogram"):
+        point.field("latency_p50_ms", histogram.percentile(sample["histogram"], 50))
+        point.field("latency_p99_ms", histogram.percentile(sample["histogram"], 99))
+    return point.to_line_protocol()
+
+
+def host_lines(sample: dict[str, Any], tags: dict[str, Any], phase: str) -> list[str]:
+    base = {**tags, "phase": phase}
+    point = _point("vtax_host", base, sample["t"])
+    for field, value in sample["values"].items():
+        point.field(field.removeprefix("host."), float(value))
+    lines = [point.to_line_protocol()]
+    for iface, counters in sample.get("net", {}).items():
+        net = _point("vtax_host_net", {**base, "iface": iface}, sample["t"])
+        for field, value in counters.items():
+            net.field(field, float(value))
+        lines.append(net.to_line_protocol())
+    return lines
+
+
+def marker_line(tags: dict[str, Any], *, event: str, t: float, status: str) -> str:
+    point = _point("vtax_trial", {**tags, "event": event}, t)
+    title = f"{tags.get('condition')} #{tags.get('repetition')} {event}"
+    return point.field("status", status).field("title", title).to_line_protocol()
+
+
+def kpi_lines(result: dict[str, Any], t: float) -> list[str]:
+    lines = []
+    for metric, info in result["metrics"].items():
+        for condition, described in info["by_condition"].items():
+            if described["mean"] is None:
+                continue
+            point = _point(
+                "vtax_kpi", {"run": result["run_id"], "metric": metric, "condition": condition, "unit": info["unit"]}, t
+            )
+            point.field("mean", float(described["mean"])).field("n", int(described["n"]))
+            if described["ci95"]:
+                point.field("ci95_low", float(described["ci95"][0])).field("ci95_high", float(described["ci95"][1]))
+            over = info["overhead"].get(condition)
+            if over and over["pct"] is not None:
+                point.field("overhead_pct", float(over["pct"]))
+                if over["ci95_pct"]:
+                    point.field("overhead_ci95_low", float(over["ci95_pct"][0]))
+                    point.field("overhead_ci95_high", float(over["ci95_pct"][1]))
+                if over["p_value"] is not None:
+                    point.field("p_value", float(over["p_value"]))
+            lines.append(point.to_line_protocol())
+    return lines

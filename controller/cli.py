@@ -14,15 +14,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.points import kpi_lines
 from agent.safety import LOOPBACK
+from agent.sink import InfluxConfig, InfluxSink, load_config
 from controller import lab
 from controller import spec as spec_module
 from controller.analysis import analyse
 from controller.demo import demo_experiment
 from controller.distributed import CeleryEngine, connect, list_agents
 from controller.engine import AgentSettings, EmbeddedEngine, Engine
-from controller.errors import InputError, VtaxError
+from controller.errors import InfrastructureError, InputError, VtaxError
 from controller.events import Events
+from controller.export import run_lines
 from controller.report import LiveDisplay, print_result
 from controller.runloop import RunLoop
 from controller.store import DEFAULT_PATH, Store
@@ -45,6 +48,13 @@ BrokerOption = Annotated[
 BrokerOption = Annotated[
     str | None, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL of the distributed engine")
 ]
+InfluxOption = Annotated[
+    str | None, typer.Option("--influx", help="InfluxDB URL to stream to (or VTAX_INFLUX_URL; settings: README)")
+]
+InfluxConfigOption = Annotated[
+    Path | None,
+    typer.Option("--influx-config", envvar="VTAX_INFLUX_CONFIG", help="YAML file of InfluxDB settings"),
+]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="write the run's result object to this file")]
 INTERRUPTED = 130
 
@@ -60,7 +70,26 @@ def _write_json(path: Path | None, result: dict[str, Any]) -> None:
         console.print(f"result written to {path}")
 
 
-def _engine(experiment: spec_module.Experiment, broker: str | None) -> Engine:
+def _influx(url: str | None, config_file: Path | None) -> InfluxConfig | None:
+    try:
+        return load_config(url, config_file)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _report_sink(sink: InfluxSink) -> None:
+    """What reached InfluxDB; anything left is in the spool, never silently gone."""
+    sink.close(timeout=30)
+    stats = sink.stats()
+    console.print(f"InfluxDB: {stats['sent']} points written, {stats['rejected']} rejected")
+    if stats["spooled_bytes"] or stats["spool_dropped"]:
+        errors.print(
+            f"vtax: {stats['spooled_bytes']} bytes of points wait in {sink.config.spool_dir} (last error: "
+            f"{stats['last_error']}); they are sent at the next run, or with `vtax export`"
+        )
+
+
+def _engine(experiment: spec_module.Experiment, broker: str | None, influx: InfluxConfig | None) -> Engine:
     if broker:
         relayed = [c.name for c in experiment.conditions if c.appliance == "relay"]
         if relayed:
@@ -69,7 +98,9 @@ def _engine(experiment: spec_module.Experiment, broker: str | None) -> Engine:
                 "the embedded engine; with --broker, put a real appliance in the path with setup hooks"
             )
         return CeleryEngine(broker, [a.name for a in experiment.agents])
-    return EmbeddedEngine({a.name: AgentSettings(allow=a.allow, locustfiles=a.locustfiles) for a in experiment.agents})
+    return EmbeddedEngine(
+        {a.name: AgentSettings(allow=a.allow, locustfiles=a.locustfiles, influx=influx) for a in experiment.agents}
+    )
 
 
 def _execute(
@@ -78,9 +109,11 @@ def _execute(
     store_path: str,
     json_path: Path | None,
     broker: str | None = None,
+    influx: InfluxConfig | None = None,
 ) -> None:
     _check_writable(json_path)
     store = Store(store_path)
+    sink = InfluxSink(influx.model_copy(update={"spool_dir": influx.spool_dir / "controller"})) if influx else None
     events = Events()
     LiveDisplay(console, events, warmup=experiment.timing.warmup, steady=experiment.timing.steady)
     plan_size = len(experiment.conditions) * experiment.repetitions
@@ -88,16 +121,24 @@ def _execute(
         f"[bold]{experiment.name}[/]: {len(experiment.conditions)} conditions × {experiment.repetitions} repetitions "
         f"= {plan_size} trials of {experiment.timing.duration:g} s, {experiment.order} order"
     )
-    loop = RunLoop(experiment, store=store, engine=_engine(experiment, broker), spec_path=spec_path, events=events)
+    engine = _engine(experiment, broker, influx)
+    loop = RunLoop(experiment, store=store, engine=engine, spec_path=spec_path, events=events, sink=sink)
     try:
         run_id = loop.execute()
-    except KeyboardInterrupt:
-        errors.print(f"vtax: interrupted; teardown hooks ran; run {loop.run_id} kept in {store.path} as interrupted")
-        raise typer.Exit(INTERRUPTED) from None
-    except VtaxError as exc:
+    except (KeyboardInterrupt, VtaxError) as exc:
+        if sink is not None:
+            _report_sink(sink)  # what was measured before the stop still reaches InfluxDB
+        if isinstance(exc, KeyboardInterrupt):
+            errors.print(
+                f"vtax: interrupted; teardown hooks ran; run {loop.run_id} kept in {store.path} as interrupted"
+            )
+            raise typer.Exit(INTERRUPTED) from None
         errors.print(f"vtax: run {loop.run_id} aborted, kept in {store.path}")
-        raise exc
+        raise
     result = analyse(store, run_id)
+    if sink is not None:
+        sink.submit(kpi_lines(result, time.time()))
+        _report_sink(sink)
     print_result(console, result)
     _write_json(json_path, result)
     raise typer.Exit(0 if result["passed"] else 1)
@@ -109,19 +150,47 @@ def run(
     json_path: JsonOption = None,
     store: StoreOption = DEFAULT_PATH,
     broker: BrokerOption = None,
+    influx: InfluxOption = None,
+    influx_config: InfluxConfigOption = None,
 ) -> None:
     """Run an experiment and print its summary. Exit 1 when an SLA or validity check fails.
 
     Without --broker, agents run as local processes (embedded engine); with it, the spec's agents are
     `vtax agent` workers registered with that broker (distributed engine).
     """
-    _execute(spec_module.load(spec), str(spec), store, json_path, broker)
+    _execute(spec_module.load(spec), str(spec), store, json_path, broker, _influx(influx, influx_config))
 
 
 @app.command()
-def demo(json_path: JsonOption = None, store: StoreOption = DEFAULT_PATH) -> None:
+def demo(
+    json_path: JsonOption = None,
+    store: StoreOption = DEFAULT_PATH,
+    influx: InfluxOption = None,
+    influx_config: InfluxConfigOption = None,
+) -> None:
     """Run the built-in demo: iperf3 over loopback, direct against a userspace relay appliance."""
-    _execute(demo_experiment(), None, store, json_path)
+    _execute(demo_experiment(), None, store, json_path, None, _influx(influx, influx_config))
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="run id or a unique prefix of it")],
+    influx: InfluxOption = None,
+    influx_config: InfluxConfigOption = None,
+    store: StoreOption = DEFAULT_PATH,
+) -> None:
+    """Write a stored run to InfluxDB: samples, host counters, trial markers and KPIs (a backfill)."""
+    config = _influx(influx, influx_config)
+    if config is None:
+        raise InputError("--influx: an InfluxDB URL is required (or VTAX_INFLUX_URL, or url in --influx-config)")
+    opened = Store(store)
+    result = analyse(opened, run_id)
+    lines = run_lines(opened, result)
+    sink = InfluxSink(config.model_copy(update={"spool_dir": config.spool_dir / "export"}))
+    sink.submit(lines)
+    _report_sink(sink)
+    if sink.stats()["spooled_bytes"]:
+        raise InfrastructureError(f"InfluxDB at {config.url} did not take every point")
 
 
 @app.command()

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import workloads
+from agent.points import host_lines, marker_line, phase_of
+from agent.sink import InfluxSink
 from controller import clock
 from controller.analysis import trial_kpis
 from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
@@ -56,6 +58,7 @@ class RunLoop:
         engine: Engine,
         spec_path: str | None,
         events: Events | None = None,
+        sink: InfluxSink | None = None,
     ) -> None:
         self.experiment = experiment
         self.store = store
@@ -65,6 +68,7 @@ class RunLoop:
         self.run_id = new_run_id()
         self.agents: dict[str, AgentInfo] = {}
         self.clocks: dict[str, clock.ClockReading] = {}
+        self.sink = sink
         engine.on_progress = self._progress
 
     def execute(self) -> str:
@@ -114,6 +118,9 @@ class RunLoop:
             )
         return table
 
+    def _tags(self, trial: Trial) -> dict[str, Any]:
+        return {"run": self.run_id, "trial": trial.index, "condition": trial.condition, "repetition": trial.repetition}
+
     def _progress(self, agent: str, workload: str, values: dict[str, float]) -> None:
         self.events.agent_progress.fire(agent=agent, workload=workload, values=values)
 
@@ -139,6 +146,7 @@ class RunLoop:
             "ended": None,
         }
         hook_args = {"condition": condition.name, "env": env, "timeout": self.experiment.hook_timeout}
+        tags = self._tags(trial)
         try:
             run_hooks(condition.setup, stage="setup", **hook_args)
             self._measure(trial, total, condition, flows, row)
@@ -152,6 +160,8 @@ class RunLoop:
         finally:
             row["ended"] = row["ended"] or time.time()
             self.store.add_trial(self.run_id, row)
+            if self.sink is not None:
+                self.sink.submit([marker_line(tags, event="end", t=row["ended"], status=row["status"])])
             try:
                 run_hooks(condition.teardown, stage="teardown", **hook_args)
             finally:
@@ -185,12 +195,20 @@ class RunLoop:
             deadline = start_at + timing.duration + timing.grace
             row.update(start_at=start_at, deadline=deadline)
             self.events.trial_start.fire(trial=trial, total=total, start_at=start_at, duration=timing.duration)
-            collector = LocalHostCollector(
-                start_at=start_at,
-                seconds=timing.duration,
-                on_sample=lambda sample: self.events.host_sample.fire(trial=trial, sample=sample),
-            ).start()
-            calls = self._dispatch(flows, targets, start_at, deadline)
+            tags = self._tags(trial)
+            if self.sink is not None:
+                self.sink.submit([marker_line(tags, event="start", t=start_at, status="running")])
+
+            def on_host_sample(sample: dict[str, Any]) -> None:
+                self.events.host_sample.fire(trial=trial, sample=sample)
+                if self.sink is not None:
+                    phase = phase_of(
+                        sample["t"], sample["dt"], start_at=start_at, warmup=timing.warmup, steady=timing.steady
+                    )
+                    self.sink.submit(host_lines(sample, {**tags, "host": collector.host}, phase))
+
+            collector = LocalHostCollector(start_at=start_at, seconds=timing.duration, on_sample=on_host_sample).start()
+            calls = self._dispatch(trial, flows, targets, start_at, deadline)
             results = self._collect(calls, start_at, deadline)
         finally:
             host_samples = collector.stop() if collector else []
@@ -241,7 +259,12 @@ class RunLoop:
         return targets
 
     def _dispatch(
-        self, flows: list[Flow], targets: dict[tuple[str, str, str | None], Target], start_at: float, deadline: float
+        self,
+        trial: Trial,
+        flows: list[Flow],
+        targets: dict[tuple[str, str, str | None], Target],
+        start_at: float,
+        deadline: float,
     ) -> list[tuple[Flow, Future[Any]]]:
         """Every client at once; times travel in each agent's own clock."""
         calls = []
@@ -260,6 +283,15 @@ class RunLoop:
                     "duration": self.experiment.timing.duration,
                     "deadline": deadline + offset,
                     "run_id": self.run_id,
+                    "tags": {
+                        **self._tags(trial),
+                        "zone": self.agents[flow.client].zone,
+                        "workload": flow.workload.label,
+                        "kind": flow.workload.kind,
+                        "role": "client",
+                    },
+                    "warmup": self.experiment.timing.warmup,
+                    "steady": self.experiment.timing.steady,
                 },
             )
             calls.append((flow, future))

@@ -4,7 +4,9 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := iperf3 python3-venv python3-pip python3-dev gcc redis-server iproute2 nftables iptables \
-	libnetfilter-queue-dev
+	libnetfilter-queue-dev victoria-metrics influxdb
+# servers the tests start themselves: when make installs them, it keeps Debian from running them as services
+TEST_SERVICES := redis-server influxdb victoria-metrics
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint setup system-packages clean
@@ -26,6 +28,8 @@ system-packages:
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		for svc in $(TEST_SERVICES); do case " $$missing " in *" $$svc "*) \
+			systemctl disable --now $$svc >/dev/null 2>&1 || true;; esac; done; \
 	fi
 
 $(STAMP): pyproject.toml

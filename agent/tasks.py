@@ -46,6 +46,7 @@ def run_workload(
     tags: dict[str, Any] | None = None,
     warmup: float = 0.0,
     steady: float = 0.0,
+    clock_offset: float = 0.0,
     sink: InfluxSink | None = None,
 ) -> dict[str, Any]:
     """Wait for the common start, run the load, and return its samples and summary.
@@ -53,7 +54,8 @@ def run_workload(
     Never raises for a workload failure: the status says what happened and the samples measured so far
     are kept. The deadline is enforced here, by the agent, whatever the controller does. `progress` and
     `cancelled`, `locustfile_dir` and `sink` are supplied by the process hosting the agent (never by a
-    message); with a sink, every sample is streamed to InfluxDB as it arrives, tagged with `tags`.
+    message); with a sink, every sample is streamed to InfluxDB as it arrives, tagged with `tags`, in the
+    controller's clock (`clock_offset` = this agent's clock − the controller's), as the run store keeps it.
     """
     module = workloads.get(kind)
     checked = module.Params.model_validate(params)
@@ -75,7 +77,8 @@ def run_workload(
             samples.append(sample)
             if sink is not None and tags is not None:
                 phase = phase_of(sample["t"], sample["dt"], start_at=start_at, warmup=warmup, steady=steady)
-                sink.submit([sample_line(sample, {**tags, "agent": agent, "host": _HOSTNAME}, phase)])
+                in_controller_clock = {**sample, "t": sample["t"] - clock_offset}
+                sink.submit([sample_line(in_controller_clock, {**tags, "agent": agent, "host": _HOSTNAME}, phase)])
     except DeadlineExceeded as exc:
         status, reason = "deadline_exceeded", str(exc)
     except Cancelled as exc:

@@ -292,6 +292,7 @@ class RunLoop:
                     },
                     "warmup": self.experiment.timing.warmup,
                     "steady": self.experiment.timing.steady,
+                    "clock_offset": offset,
                 },
             )
             calls.append((flow, future))

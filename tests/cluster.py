@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,67 @@ class Agents:
     def stop_all(self) -> None:
         for name in list(self.procs):
             self.kill(name)
+
+
+class TimeSeriesServer:
+    """victoria-metrics or influxd (1.x) on a free loopback port, with its data in the test's directory."""
+
+    def __init__(self, workdir: Path, kind: str) -> None:
+        self.kind, self.port = kind, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data = workdir / f"{kind}-data"
+        self.data.mkdir()
+        self.proc: subprocess.Popen[bytes] | None = None
+        if kind == "influxd":
+            (self.data / "influxd.conf").write_text(
+                f'reporting-disabled = true\nbind-address = "127.0.0.1:{free_port()}"\n'
+                f'[meta]\n  dir = "{self.data}/meta"\n'
+                f'[data]\n  dir = "{self.data}/data"\n  wal-dir = "{self.data}/wal"\n'
+                f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            )
+
+    def start(self) -> TimeSeriesServer:
+        program = shutil.which("victoria-metrics" if self.kind == "victoria-metrics" else "influxd")
+        if program is None:
+            pytest.fail(f"{self.kind} is not installed (apt-get install victoria-metrics influxdb, or `make test`)")
+        if self.kind == "victoria-metrics":
+            cmd = [program, f"-storageDataPath={self.data}", f"-httpListenAddr=127.0.0.1:{self.port}"]
+        else:
+            cmd = [program, "-config", str(self.data / "influxd.conf")]
+        with (self.data.parent / f"{self.kind}.log").open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        give_up = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/ping", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.1)
+        if self.kind == "influxd":
+            self.influxql("CREATE DATABASE vtax")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+    def influxql(self, query: str) -> dict:
+        data = urllib.parse.urlencode({"q": query, "db": "vtax", "epoch": "u"}).encode()
+        with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=10) as reply:
+            return json.load(reply)
+
+    def export(self, name: str, wait: float = 5.0) -> list[dict]:
+        """victoria-metrics: every series of a metric, after a forced flush; new series take a moment to be
+        searchable, so an empty answer is asked again for up to `wait` seconds."""
+        data = urllib.parse.urlencode({"match[]": f'{{__name__="{name}"}}'}).encode()
+        give_up = time.monotonic() + wait
+        while True:
+            urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).close()
+            with urllib.request.urlopen(f"{self.url}/api/v1/export", data=data, timeout=10) as reply:
+                series = [json.loads(line) for line in reply.read().splitlines() if line.strip()]
+            if series or time.monotonic() > give_up:
+                return series
+            time.sleep(0.5)

@@ -31,6 +31,7 @@ class Vtax:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.store = workdir / "runs.db"
+        self.spool = workdir / "spool"
 
     def spec(self, text: str, name: str = "spec.yaml") -> Path:
         path = self.workdir / name
@@ -41,6 +42,7 @@ class Vtax:
     def env(self) -> dict[str, str]:
         return {
             "VTAX_STORE": str(self.store),
+            "VTAX_INFLUX_SPOOL_DIR": str(self.spool),
             "PATH": f"{Path(VTAX).parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
         }
 

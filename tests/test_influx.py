@@ -1,0 +1,131 @@
+"""Streaming to real time-series servers: victoria-metrics (InfluxDB v2 write API) and influxd 1.x (v1 /write)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.sink import InfluxConfig, InfluxSink, detect_kind
+from tests.cluster import TimeSeriesServer
+from tests.conftest import Vtax
+
+CPU_SPEC = """\
+name: influx
+agents: [{name: busy, zone: web}]
+conditions: [{name: idle, baseline: true}, {name: loaded}]
+workloads: [{kind: cpu, name: burn, agents: [busy], params: {workers: 1, percent: 20}}]
+timing: {warmup: 1.5, steady: STEADY, cooldown: 0, lead: 0.3}
+repetitions: 1
+"""
+TAGS = {"run", "trial", "condition", "repetition", "phase", "agent", "host", "zone", "workload", "kind", "role"}
+
+
+@pytest.fixture
+def vm(tmp_path: Path) -> Iterator[TimeSeriesServer]:
+    server = TimeSeriesServer(tmp_path, "victoria-metrics").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def influxd(tmp_path: Path) -> Iterator[TimeSeriesServer]:
+    server = TimeSeriesServer(tmp_path, "influxd").start()
+    yield server
+    server.stop()
+
+
+def _stored(vtax: Vtax, run_id: str) -> Counter:
+    import sqlite3
+
+    db = sqlite3.connect(vtax.store)
+    rows = db.execute("SELECT trial_idx, agent FROM samples WHERE run_id = ?", (run_id,))
+    return Counter((str(trial), agent) for trial, agent in rows)
+
+
+def _run(vtax: Vtax, url: str, steady: float = 2) -> dict:
+    done, result = vtax.run_json(
+        vtax.spec(CPU_SPEC.replace("STEADY", str(steady))), "--influx", url, "--store", str(vtax.store)
+    )
+    assert done.returncode in (0, 1), done.stderr
+    assert "points written" in done.stdout
+    return result
+
+
+def test_every_sample_arrives_with_its_tags(vtax: Vtax, vm: TimeSeriesServer) -> None:
+    result = _run(vtax, vm.url)
+    series = vm.export("vtax_sample_achieved_pct")
+    assert series and all(set(s["metric"]) >= TAGS for s in series)
+    assert {s["metric"]["zone"] for s in series} == {"web"} and {s["metric"]["kind"] for s in series} == {"cpu"}
+    arrived = Counter()
+    for s in series:
+        if s["metric"]["run"] == result["run_id"]:
+            arrived[(s["metric"]["trial"], s["metric"]["agent"])] += len(s["values"])
+    assert arrived == _stored(vtax, result["run_id"])
+    assert {s["metric"]["phase"] for s in series} >= {"warmup", "steady"}
+    assert vm.export("vtax_host_cpu_pct") and vm.export("vtax_kpi_mean")
+    markers = vm.export("vtax_trial_status")
+    assert {s["metric"]["event"] for s in markers} == {"start", "end"}
+
+
+def test_an_outage_mid_run_loses_no_point(vtax: Vtax, vm: TimeSeriesServer) -> None:
+    proc = vtax.start("run", str(vtax.spec(CPU_SPEC.replace("STEADY", "8"))), "--influx", vm.url, "--json", "out.json")
+    give_up = time.monotonic() + 30
+    while not vm.export("vtax_sample_achieved_pct", wait=0):
+        assert time.monotonic() < give_up, "no live sample arrived"
+        time.sleep(0.2)
+    vm.stop()  # points measured now can only go to the spool
+    time.sleep(3)
+    vm.start()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 1), err
+    result = json.loads((vtax.workdir / "out.json").read_text())
+    arrived = Counter()
+    for s in vm.export("vtax_sample_achieved_pct"):
+        arrived[(s["metric"]["trial"], s["metric"]["agent"])] += len(s["values"])
+    assert arrived == _stored(vtax, result["run_id"])
+    assert not any(vtax.spool.glob("**/*.lp"))
+
+
+def test_influxdb_1_6_gets_v1_writes_with_microseconds(vtax: Vtax, influxd: TimeSeriesServer) -> None:
+    assert detect_kind(InfluxConfig(url=influxd.url)) == "v1"  # 1.6 has no /api/v2/write
+    result = _run(vtax, influxd.url)
+    reply = influxd.influxql(f"SELECT achieved_pct, agent, phase FROM vtax_sample WHERE run = '{result['run_id']}'")
+    rows = reply["results"][0]["series"][0]["values"]
+    assert len(rows) == sum(_stored(vtax, result["run_id"]).values())
+    import sqlite3
+
+    stored = {round(t * 1_000_000) for (t,) in sqlite3.connect(vtax.store).execute("SELECT t FROM samples")}
+    assert {row[0] for row in rows} == stored  # precision=u: microseconds survive the round trip
+
+
+def test_a_rejected_point_is_logged_counted_and_not_retried(tmp_path: Path, influxd: TimeSeriesServer) -> None:
+    now = int(time.time() * 1_000_000)
+    influxd_line = f'vtax_sample,run=r1,agent=a note="text" {now}'  # `note` is a string field from now on
+    sink = InfluxSink(InfluxConfig(url=influxd.url, spool_dir=tmp_path / "spool"))
+    sink.submit([influxd_line])
+    assert sink.flush(10)
+    good = [f"vtax_sample,run=r1,agent=b rps={i}.0 {now + i}" for i in range(1, 6)]
+    sink.submit([*good[:2], f"vtax_sample,run=r1,agent=a note=3.0 {now + 10}", *good[2:]])  # type conflict
+    assert sink.flush(10)
+    time.sleep(1.5)  # several flush periods: nothing is sent again
+    stats = sink.stats()
+    sink.close()
+    assert stats["rejected"] == 1 and stats["spooled_bytes"] == 0
+    assert stats["sent"] == 1 + 5  # the first string point and the five good ones, each once
+    rows = influxd.influxql("SELECT rps FROM vtax_sample WHERE agent = 'b'")["results"][0]["series"][0]["values"]
+    assert len(rows) == 5
+
+
+def test_secrets_are_never_printed_and_bad_settings_name_the_field(vtax: Vtax, vm: TimeSeriesServer) -> None:
+    config = vtax.workdir / "influx.yaml"
+    config.write_text(f"url: {vm.url}\ntoken: s3cr3t-token\n")
+    done, _ = vtax.run_json(vtax.spec(CPU_SPEC.replace("STEADY", "1")), "--influx-config", str(config))
+    assert "s3cr3t" not in done.stdout + done.stderr
+    config.write_text("url: http://x\nspool_max_mb: lots\n")
+    bad = vtax("run", str(vtax.spec(CPU_SPEC.replace("STEADY", "1"))), "--influx-config", str(config))
+    assert bad.returncode == 2 and "influx.yaml: spool_max_mb:" in bad.stderr

@@ -129,3 +129,39 @@ def test_secrets_are_never_printed_and_bad_settings_name_the_field(vtax: Vtax, v
     config.write_text("url: http://x\nspool_max_mb: lots\n")
     bad = vtax("run", str(vtax.spec(CPU_SPEC.replace("STEADY", "1"))), "--influx-config", str(config))
     assert bad.returncode == 2 and "influx.yaml: spool_max_mb:" in bad.stderr
+
+
+def _dashboard_queries() -> list[tuple[str, str]]:
+    """(where, InfluxQL) of every query in the shipped Grafana dashboards."""
+    found = []
+    for path in sorted((Path(__file__).parent.parent / "deploy" / "grafana" / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            found += [(f"{path.name}: {panel['title']}", t["query"]) for t in panel["targets"]]
+        found += [
+            (f"{path.name}: annotation {a['name']}", a["query"]) for a in board.get("annotations", {}).get("list", [])
+        ]
+        found += [(f"{path.name}: variable {v['name']}", v["query"]) for v in board["templating"]["list"]]
+    return found
+
+
+def test_the_grafana_dashboards_query_what_a_run_writes(vtax: Vtax, influxd: TimeSeriesServer) -> None:
+    result = _run(vtax, influxd.url)
+    answered = {}
+    for where, query in _dashboard_queries():
+        concrete = (
+            query.replace("$timeFilter", "time > now() - 1h")
+            .replace("$__interval", "1s")
+            .replace("/^$run$/", f"/^{result['run_id']}$/")
+            .replace("/^($run)$/", f"/^({result['run_id']})$/")
+            .replace("/^($metric)$/", "/.*/")
+        )
+        reply = influxd.influxql(concrete)["results"][0]
+        assert "error" not in reply, f"{where}: {reply.get('error')}"
+        answered[where] = bool(reply.get("series"))
+    assert answered["vtax-live.json: Host CPU"]
+    assert answered["vtax-live.json: annotation trials"]
+    assert answered[
+        "vtax-compare.json: KPIs per run, metric and condition (mean, 95 % CI, overhead against the baseline)"
+    ]
+    assert answered["vtax-live.json: variable run"]

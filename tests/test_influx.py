@@ -165,3 +165,17 @@ def test_the_grafana_dashboards_query_what_a_run_writes(vtax: Vtax, influxd: Tim
         "vtax-compare.json: KPIs per run, metric and condition (mean, 95 % CI, overhead against the baseline)"
     ]
     assert answered["vtax-live.json: variable run"]
+
+
+def test_export_backfills_a_run_made_without_influxdb(vtax: Vtax, vm: TimeSeriesServer) -> None:
+    done, result = vtax.run_json(vtax.spec(CPU_SPEC.replace("STEADY", "1")))
+    assert done.returncode in (0, 1), done.stderr
+    exported = vtax("export", result["run_id"], "--influx", vm.url)
+    assert exported.returncode == 0, exported.stderr
+    arrived = Counter()
+    for s in vm.export("vtax_sample_achieved_pct"):
+        arrived[(s["metric"]["trial"], s["metric"]["agent"])] += len(s["values"])
+    assert arrived == _stored(vtax, result["run_id"])
+    assert len(vm.export("vtax_trial_status")) == 4  # start and end of both trials
+    missing = vtax("export", result["run_id"])
+    assert missing.returncode == 2 and "--influx" in missing.stderr

@@ -263,6 +263,8 @@ def agent(
         Path | None,
         typer.Option("--locustfiles", envvar="VTAX_LOCUSTFILES", help="directory of custom locustfiles specs may name"),
     ] = None,
+    influx: InfluxOption = None,
+    influx_config: InfluxConfigOption = None,
 ) -> None:
     """Run an agent: a Celery worker that executes load tasks from its own queue on the broker."""
     from agent.worker import run_agent
@@ -281,6 +283,7 @@ def agent(
             allow=allow or list(LOOPBACK),
             address=address,
             locustfiles=locustfiles,
+            influx=_influx(influx, influx_config),
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

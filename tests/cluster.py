@@ -78,12 +78,15 @@ class Agents:
         allow: list[str] | None = None,
         address: str = "127.0.0.1",
         netns: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         cmd = agent_command(broker.url, name, zone=zone, allow=allow or ["127.0.0.0/8"], address=address)
         if netns:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         with self.log(name).open("ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=log, start_new_session=True, env={**os.environ, **(env or {})}
+            )
         self.procs[name] = proc
         give_up = time.monotonic() + 30
         while name not in broker.agents():

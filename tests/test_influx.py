@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.sink import InfluxConfig, InfluxSink, detect_kind
-from tests.cluster import TimeSeriesServer
+from tests.cluster import Agents, RedisServer, TimeSeriesServer
 from tests.conftest import Vtax
 
 CPU_SPEC = """\
@@ -179,3 +179,36 @@ def test_export_backfills_a_run_made_without_influxdb(vtax: Vtax, vm: TimeSeries
     assert len(vm.export("vtax_trial_status")) == 4  # start and end of both trials
     missing = vtax("export", result["run_id"])
     assert missing.returncode == 2 and "--influx" in missing.stderr
+
+
+def test_distributed_agents_stream_live_with_their_zones(
+    vtax: Vtax, vm: TimeSeriesServer, broker: RedisServer, agents: Agents
+) -> None:
+    env = {"VTAX_INFLUX_URL": vm.url, "VTAX_INFLUX_SPOOL_DIR": str(vtax.workdir / "agent-spool")}
+    agents.start("w1", broker, zone="web", env=env)
+    agents.start("d1", broker, zone="db", env=env)
+    spec = vtax.spec("""\
+        name: live
+        agents: [{name: w1}, {name: d1}]
+        conditions: [{name: only, baseline: true}]
+        workloads: [{kind: cpu, name: burn, agents: [w1, d1], params: {workers: 1, percent: 10}}]
+        timing: {warmup: 1, steady: 6, cooldown: 0, lead: 0.5}
+        repetitions: 1
+        """)
+    proc = vtax.start("run", str(spec), "--broker", broker.url, "--influx", vm.url, "--json", "out.json")
+    seen_live = False
+    while proc.poll() is None:
+        series = vm.export("vtax_sample_achieved_pct", wait=0)
+        if {s["metric"]["agent"] for s in series} == {"w1", "d1"}:
+            seen_live = True
+            break
+        time.sleep(0.3)
+    assert seen_live, "samples reached InfluxDB only after the run"
+    _, err = proc.communicate(timeout=60)
+    result = json.loads((vtax.workdir / "out.json").read_text())
+    series = vm.export("vtax_sample_achieved_pct")
+    assert {(s["metric"]["agent"], s["metric"]["zone"]) for s in series} == {("w1", "web"), ("d1", "db")}
+    arrived = Counter()
+    for s in series:
+        arrived[(s["metric"]["trial"], s["metric"]["agent"])] += len(s["values"])
+    assert arrived == _stored(vtax, result["run_id"]), err

@@ -40,4 +40,4 @@ def agent_main(
     while (message := inbox.get()) is not None:
         threading.Thread(target=execute, args=(json.loads(message), host, send), daemon=True).start()
     if sink is not None:
-        sink.close()
+        sink.close(timeout=1.0)  # what InfluxDB does not take at once waits in the spool, not in memory

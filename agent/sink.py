@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import ssl
 import threading
 import time
 import urllib.error
@@ -93,12 +94,20 @@ class Rejected(Exception):
     """The server refused the points for good (400)."""
 
 
+def _tls(config: InfluxConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if not config.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def detect_kind(config: InfluxConfig) -> Literal["v1", "v2"]:
     """v1 for InfluxDB 1.x before 1.8 (no /api/v2/write), v2 for everything else."""
     if config.kind != "auto":
         return config.kind
     try:
-        with urllib.request.urlopen(f"{config.url.rstrip('/')}/ping", timeout=5) as reply:
+        with urllib.request.urlopen(f"{config.url.rstrip('/')}/ping", timeout=5, context=_tls(config)) as reply:
             version = reply.headers.get("X-Influxdb-Version", "")
     except (OSError, urllib.error.URLError) as exc:
         raise TransientError(f"/ping failed: {exc}") from None
@@ -150,7 +159,7 @@ class Writer:
             secret = base64.b64encode(f"{self.config.username}:{password}".encode()).decode()
             request.add_header("Authorization", f"Basic {secret}")
         try:
-            with urllib.request.urlopen(request, timeout=10):
+            with urllib.request.urlopen(request, timeout=10, context=_tls(self.config)):
                 return
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
@@ -253,7 +262,9 @@ class InfluxSink:
             try:
                 self._drain()
                 backoff = FLUSH_S
-            except TransientError as exc:
+            except Exception as exc:  # TransientError, or anything unforeseen: the writer thread never dies
+                if not isinstance(exc, TransientError):
+                    log.exception("InfluxDB sink: unexpected error; points are kept in the spool")
                 self.last_error = str(exc)
                 with self._lock:
                     pending, self._queue = self._queue, []

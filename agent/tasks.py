@@ -89,6 +89,7 @@ def run_workload(
         status, reason = "error", f"{type(exc).__name__}: {exc}"
     return {
         "agent": agent,
+        "host": _HOSTNAME,
         "workload": workload,
         "kind": kind,
         "status": status,

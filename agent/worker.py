@@ -96,7 +96,8 @@ def run_agent(
     """
     allowlist = Allowlist(allow)
     link = BrokerLink(broker)
-    sink = InfluxSink(influx) if influx else None
+    # a spool directory belongs to one process: this agent's own, under the configured one
+    sink = InfluxSink(influx.model_copy(update={"spool_dir": influx.spool_dir / names[0]})) if influx else None
     hosts = {
         name: AgentHost(
             name=name, allowlist=allowlist, is_cancelled=link.is_cancelled, locustfile_dir=locustfiles, sink=sink

@@ -17,6 +17,7 @@ def run_lines(store: Store, result: dict[str, Any]) -> list[str]:
     zones = {a.name: a.zone for a in experiment.agents}
     kinds = {w.label: w.kind for w in experiment.workloads}
     trials = {t["idx"]: t for t in store.trials(run["id"])}
+    hosts = {(r["trial_idx"], r["agent"]): r["host"] for r in store.agent_results(run["id"])}
     lines: list[str] = []
 
     def tags_of(idx: int) -> dict[str, Any]:
@@ -37,6 +38,7 @@ def run_lines(store: Store, result: dict[str, Any]) -> list[str]:
         tags = {
             **tags_of(sample["trial_idx"]),
             "agent": sample["agent"],
+            "host": hosts.get((sample["trial_idx"], sample["agent"])),
             "zone": zones.get(sample["agent"]),
             "workload": sample["workload"],
             "kind": kinds.get(sample["workload"]),

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS trials (
 CREATE TABLE IF NOT EXISTS agent_results (
     run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, agent TEXT NOT NULL, workload TEXT NOT NULL,
     status TEXT NOT NULL, reason TEXT, started_at REAL, ended_at REAL, agent_cpu_s REAL, summary_json TEXT,
-    start_skew_s REAL
+    start_skew_s REAL, host TEXT
 );
 CREATE TABLE IF NOT EXISTS agent_clocks (
     run_id TEXT NOT NULL, agent TEXT NOT NULL, offset_s REAL NOT NULL, uncertainty_s REAL NOT NULL,
@@ -50,6 +50,7 @@ CREATE INDEX IF NOT EXISTS host_by_run ON host_counters (run_id, trial_idx);
 _ADDED_COLUMNS = [
     ("agent_results", "start_skew_s", "REAL"),
     ("samples", "histogram_json", "TEXT"),
+    ("agent_results", "host", "TEXT"),
 ]  # (table, column, type), oldest first
 _TRIAL_COLUMNS = ("idx", "condition", "repetition", "status", "reason", "start_at", "deadline", "ended")
 
@@ -105,7 +106,7 @@ class Store:
         with self._db:
             self._db.execute(
                 "INSERT INTO agent_results (run_id, trial_idx, agent, workload, status, reason, started_at, ended_at,"
-                " agent_cpu_s, summary_json, start_skew_s) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " agent_cpu_s, summary_json, start_skew_s, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     trial_idx,
@@ -118,6 +119,7 @@ class Store:
                     result.get("agent_cpu_s"),
                     json.dumps(result.get("summary", {})),
                     result.get("start_skew_s"),
+                    result.get("host"),
                 ),
             )
             self._db.executemany(

@@ -177,6 +177,7 @@ def test_export_backfills_a_run_made_without_influxdb(vtax: Vtax, vm: TimeSeries
         arrived[(s["metric"]["trial"], s["metric"]["agent"])] += len(s["values"])
     assert arrived == _stored(vtax, result["run_id"])
     assert len(vm.export("vtax_trial_status")) == 4  # start and end of both trials
+    assert all(set(s["metric"]) >= TAGS for s in vm.export("vtax_sample_achieved_pct"))  # the same tags as live
     missing = vtax("export", result["run_id"])
     assert missing.returncode == 2 and "--influx" in missing.stderr
 

@@ -3,6 +3,9 @@
 - vtax_sample   one workload sample: tags run, trial, condition, repetition, phase, agent, host, zone,
                 workload, kind, role; one float field per sample value, plus latency_p50_ms/p99_ms
                 of that second where the sample has a histogram
+- vtax_live     a running workload's provisional reading (what the live display shows), once a second, with
+                the tags of vtax_sample: live even where samples come late (iperf3 before 3.17 reports its
+                intervals only when it exits)
 - vtax_host     one second of host counters: tags run, trial, condition, repetition, phase, host
 - vtax_host_net the same per interface: tag iface
 - vtax_trial    trial start/end markers for annotations: tags run, trial, condition, repetition, event;
@@ -43,6 +46,13 @@ def sample_line(sample: dict[str, Any], tags: dict[str, Any], phase: str) -> str
     if sample.get("histogram"):
         point.field("latency_p50_ms", histogram.percentile(sample["histogram"], 50))
         point.field("latency_p99_ms", histogram.percentile(sample["histogram"], 99))
+    return point.to_line_protocol()
+
+
+def live_line(values: dict[str, float], tags: dict[str, Any], t: float, phase: str) -> str:
+    point = _point("vtax_live", {**tags, "phase": phase}, t)
+    for field, value in values.items():
+        point.field(field, float(value))
     return point.to_line_protocol()
 
 

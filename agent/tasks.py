@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import workloads
-from agent.points import phase_of, sample_line
+from agent.points import live_line, phase_of, sample_line
 from agent.safety import Allowlist, TargetRefused
 from agent.sink import InfluxSink
 from workloads.base import Cancelled, DeadlineExceeded, RunContext, Sample, Target, WorkloadError
@@ -68,6 +68,9 @@ def run_workload(
     ctx = RunContext(
         start_at=start_at, duration=duration, deadline=deadline, target=target, locustfile_dir=locustfile_dir
     )
+    if sink is not None and tags is not None:
+        tags = {**tags, "agent": agent, "host": _HOSTNAME}
+        progress = _streaming(progress, sink, tags, start_at - clock_offset, warmup, steady, clock_offset)
     if progress is not None:
         ctx = dataclasses.replace(ctx, progress=progress)
     if cancelled is not None:
@@ -78,7 +81,7 @@ def run_workload(
             if sink is not None and tags is not None:
                 phase = phase_of(sample["t"], sample["dt"], start_at=start_at, warmup=warmup, steady=steady)
                 in_controller_clock = {**sample, "t": sample["t"] - clock_offset}
-                sink.submit([sample_line(in_controller_clock, {**tags, "agent": agent, "host": _HOSTNAME}, phase)])
+                sink.submit([sample_line(in_controller_clock, tags, phase)])
     except DeadlineExceeded as exc:
         status, reason = "deadline_exceeded", str(exc)
     except Cancelled as exc:
@@ -101,6 +104,26 @@ def run_workload(
         "summary": module.summarize(checked, samples) if samples else {},
         "agent_cpu_s": time.process_time() - cpu_before,
     }
+
+
+def _streaming(
+    progress: Callable[[dict[str, float]], None] | None,
+    sink: InfluxSink,
+    tags: dict[str, Any],
+    start_at: float,
+    warmup: float,
+    steady: float,
+    clock_offset: float,
+) -> Callable[[dict[str, float]], None]:
+    """A progress callback that also writes each live reading to InfluxDB (vtax_live), in the controller's clock."""
+
+    def report(values: dict[str, float]) -> None:
+        now = time.time() - clock_offset
+        sink.submit([live_line(values, tags, now, phase_of(now, 0.0, start_at=start_at, warmup=warmup, steady=steady))])
+        if progress is not None:
+            progress(values)
+
+    return report
 
 
 def ping() -> dict[str, float]:

@@ -68,6 +68,7 @@ def test_every_sample_arrives_with_its_tags(vtax: Vtax, vm: TimeSeriesServer) ->
     assert arrived == _stored(vtax, result["run_id"])
     assert {s["metric"]["phase"] for s in series} >= {"warmup", "steady"}
     assert vm.export("vtax_host_cpu_pct") and vm.export("vtax_kpi_mean")
+    assert vm.export("vtax_live_achieved_pct")  # the live display's readings, as they happen
     markers = vm.export("vtax_trial_status")
     assert {s["metric"]["event"] for s in markers} == {"start", "end"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,8 +14,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from controller.distributed import connect, list_agents
+from controller.distributed import list_agents, wait_for_broker
 from controller.lab import agent_command, redis_command
+from controller.spec import Experiment, parse
+
+
+def noop_experiment(name: str, agents: list[str], *, steady: float, lead: float, trials: int) -> Experiment:
+    """One condition, every agent running the noop workload: vtax's own orchestration and nothing else."""
+    spec = {
+        "name": name,
+        "agents": [{"name": n} for n in agents],
+        "conditions": [{"name": "only", "baseline": True}],
+        "workloads": [{"kind": "noop", "agents": agents}],
+        "timing": {"warmup": 0, "steady": steady, "cooldown": 0, "lead": lead},
+        "repetitions": trials,
+    }
+    return parse(json.dumps(spec), f"<{name}>")
 
 
 @contextmanager
@@ -30,15 +45,7 @@ def local_cluster(workers: list[list[str]]) -> Iterator[str]:
     logs = Path(tempfile.mkdtemp(prefix="vtax-bench-"))
     procs = [subprocess.Popen(redis_command(program, "127.0.0.1", port), stdout=subprocess.DEVNULL)]
     try:
-        give_up = time.monotonic() + 10
-        while True:
-            try:
-                client = connect(url)
-                break
-            except Exception:
-                if time.monotonic() > give_up:
-                    raise
-                time.sleep(0.05)
+        client = wait_for_broker(url)
         for i, names in enumerate(workers):
             cmd = agent_command(url, names[0], zone="bench", allow=["127.0.0.0/8"], address="127.0.0.1")
             for name in names[1:]:

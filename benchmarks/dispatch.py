@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _local_cluster import local_cluster
+from _local_cluster import local_cluster, noop_experiment
 
 from controller.distributed import CeleryEngine
 from controller.events import Events
 from controller.runloop import RunLoop
-from controller.spec import parse
 from controller.store import Store
 
 GOAL_S = 1.0
@@ -40,19 +39,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=5)
     args = parser.parse_args()
     names = [f"a{i}" for i in range(1, args.agents + 1)]
-    spec = parse(
-        json.dumps(
-            {
-                "name": "dispatch",
-                "agents": [{"name": n} for n in names],
-                "conditions": [{"name": "only", "baseline": True}],
-                "workloads": [{"kind": "noop", "agents": names}],
-                "timing": {"warmup": 0, "steady": STEADY_S, "cooldown": 0, "lead": LEAD_S},
-                "repetitions": args.trials,
-            }
-        ),
-        "<dispatch>",
-    )
+    spec = noop_experiment("dispatch", names, steady=STEADY_S, lead=LEAD_S, trials=args.trials)
     marks: list[float] = []
     events = Events()
     events.run_start.add_listener(lambda **_: marks.append(time.monotonic()))

@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats
-
+from controller.engine import EmbeddedEngine
 from controller.runloop import RunLoop
 from controller.spec import parse
+from controller.stats import geometric_mean_ci
 from controller.store import Store
 from workloads import iperf3
 
@@ -85,7 +84,9 @@ def vtax_trial(spec_text: str, store: Store) -> tuple[float, float, float]:
     """One trial through the embedded engine: (mean Gbit/s over all samples, agent CPU s, wall s)."""
     experiment = parse(spec_text, "<fidelity>")
     began = time.monotonic()
-    run_id = RunLoop(experiment, store=store, spec_path=None).execute()
+    run_id = RunLoop(
+        experiment, store=store, engine=EmbeddedEngine.for_experiment(experiment), spec_path=None
+    ).execute()
     wall = time.monotonic() - began
     trials = store.trials(run_id)
     bad = [t for t in trials if t["status"] != "ok"]
@@ -94,14 +95,6 @@ def vtax_trial(spec_text: str, store: Store) -> tuple[float, float, float]:
         raise RuntimeError(f"vtax trial failed: {reason}")
     cpu = sum(r["agent_cpu_s"] or 0.0 for r in store.agent_results(run_id))
     return mean_throughput(store.samples(run_id)), cpu, wall
-
-
-def _geometric_mean_ci(ratios: list[float]) -> tuple[float, list[float]]:
-    """Geometric mean of the pair ratios with a 95 % t-interval: tells a real cost from noise."""
-    logs = np.log(ratios)
-    half = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
-    centre = logs.mean()
-    return float(np.exp(centre)), [float(np.exp(centre - half)), float(np.exp(centre + half))]
 
 
 def main() -> int:
@@ -147,7 +140,7 @@ def main() -> int:
 
     ratios = [v / b for v, b in zip(through_vtax, bare, strict=True)]
     median_ratio = statistics.median(ratios)
-    mean_ratio, ratio_ci = _geometric_mean_ci(ratios)
+    mean_ratio, ratio_ci = geometric_mean_ci(ratios)
     result = {
         "benchmark": "fidelity",
         "pairs": args.pairs,
@@ -158,7 +151,7 @@ def main() -> int:
         "ratios": [round(x, 4) for x in ratios],
         "median_ratio": round(median_ratio, 4),
         "geomean_ratio": round(mean_ratio, 4),
-        "geomean_ratio_ci95": [round(x, 4) for x in ratio_ci],
+        "geomean_ratio_ci95": [round(x, 4) for x in ratio_ci or []],
         "goal": GOAL,
         "meets_goal": median_ratio >= GOAL,
         "agent_cpu_s_per_trial": {

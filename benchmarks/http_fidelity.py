@@ -20,12 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
-
-from controller.engine import AgentSettings, EmbeddedEngine
+from controller.engine import EmbeddedEngine
 from controller.runloop import RunLoop
 from controller.spec import parse
+from controller.stats import geometric_mean_ci
 from controller.store import Store
 from workloads import http
 
@@ -89,8 +87,7 @@ def vtax_rps(seconds: int, users: int, size: str, store: Store) -> float:
         ),
         "<http_fidelity>",
     )
-    engine = EmbeddedEngine({a.name: AgentSettings(allow=a.allow) for a in spec.agents})
-    run_id = RunLoop(spec, store=store, engine=engine, spec_path=None).execute()
+    run_id = RunLoop(spec, store=store, engine=EmbeddedEngine.for_experiment(spec), spec_path=None).execute()
     samples = store.samples(run_id)
     return sum(s["values"]["rps"] * s["dt"] for s in samples) / sum(s["dt"] for s in samples)
 
@@ -116,8 +113,7 @@ def main() -> int:
                     through_vtax.append(vtax_rps(args.seconds, args.users, args.size, store))
             print(f"pair {i + 1}: bare {bare[-1]:.0f} rps, vtax {through_vtax[-1]:.0f} rps", file=sys.stderr)
     ratios = [v / b for v, b in zip(through_vtax, bare, strict=True)]
-    logs = np.log(ratios)
-    half = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
+    mean_ratio, ratio_ci = geometric_mean_ci(ratios)
     result = {
         "benchmark": "http_fidelity",
         "pairs": args.pairs,
@@ -128,11 +124,8 @@ def main() -> int:
         "vtax_rps": [round(x, 1) for x in through_vtax],
         "ratios": [round(x, 4) for x in ratios],
         "median_ratio": round(statistics.median(ratios), 4),
-        "geomean_ratio": round(float(np.exp(logs.mean())), 4),
-        "geomean_ratio_ci95": [
-            round(float(np.exp(logs.mean() - half)), 4),
-            round(float(np.exp(logs.mean() + half)), 4),
-        ],
+        "geomean_ratio": round(mean_ratio, 4),
+        "geomean_ratio_ci95": [round(x, 4) for x in ratio_ci or []],
         "goal": GOAL,
         "meets_goal": statistics.median(ratios) >= GOAL,
     }

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _local_cluster import local_cluster
+from _local_cluster import local_cluster, noop_experiment
 
 from controller.distributed import CeleryEngine
 from controller.runloop import RunLoop
-from controller.spec import parse
 from controller.store import Store
 
 GOAL_MAX_MS = 5.0
@@ -36,19 +35,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=10)
     args = parser.parse_args()
     names = [f"a{i}" for i in range(1, args.agents + 1)]
-    spec = parse(
-        json.dumps(
-            {
-                "name": "start-skew",
-                "agents": [{"name": n} for n in names],
-                "conditions": [{"name": "only", "baseline": True}],
-                "workloads": [{"kind": "noop", "agents": names}],
-                "timing": {"warmup": 0, "steady": 0.5, "cooldown": 0, "lead": 1.0},
-                "repetitions": args.trials,
-            }
-        ),
-        "<start_skew>",
-    )
+    spec = noop_experiment("start-skew", names, steady=0.5, lead=1.0, trials=args.trials)
     with local_cluster([[n] for n in names]) as broker, tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "skew.db")
         run_id = RunLoop(spec, store=store, engine=CeleryEngine(broker, names), spec_path=None).execute()

@@ -22,7 +22,7 @@ from controller import spec as spec_module
 from controller.analysis import analyse
 from controller.demo import demo_experiment
 from controller.distributed import CeleryEngine, connect, list_agents
-from controller.engine import AgentSettings, EmbeddedEngine, Engine
+from controller.engine import EmbeddedEngine, Engine
 from controller.errors import InfrastructureError, InputError, VtaxError
 from controller.events import Events
 from controller.export import run_lines
@@ -98,9 +98,7 @@ def _engine(experiment: spec_module.Experiment, broker: str | None, influx: Infl
                 "the embedded engine; with --broker, put a real appliance in the path with setup hooks"
             )
         return CeleryEngine(broker, [a.name for a in experiment.agents])
-    return EmbeddedEngine(
-        {a.name: AgentSettings(allow=a.allow, locustfiles=a.locustfiles, influx=influx) for a in experiment.agents}
-    )
+    return EmbeddedEngine.for_experiment(experiment, influx)
 
 
 def _execute(

@@ -34,6 +34,18 @@ def connect(broker: str) -> redis.Redis:
     return client
 
 
+def wait_for_broker(broker: str, timeout: float = 10.0) -> redis.Redis:
+    """A client for a broker that is starting: retried until it answers or `timeout` passes."""
+    give_up = time.monotonic() + timeout
+    while True:
+        try:
+            return connect(broker)
+        except InfrastructureError:
+            if time.monotonic() > give_up:
+                raise
+            time.sleep(0.05)
+
+
 def list_agents(client: redis.Redis) -> list[dict[str, Any]]:
     """Identities of the agents whose heartbeat is current, sorted by name."""
     agents = []

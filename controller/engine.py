@@ -24,6 +24,7 @@ from typing import Any
 from agent.local import agent_main
 from agent.sink import InfluxConfig
 from controller.errors import InfrastructureError, InputError
+from controller.spec import Experiment
 
 ProgressCallback = Callable[[str, str, dict[str, float]], None]
 
@@ -133,6 +134,13 @@ class EmbeddedEngine(Engine):
         self._agents: dict[str, tuple[Any, Any]] = {}  # name -> (process, inbox)
         self._allow = agents
         self._receiver = threading.Thread(target=self._receive, name="engine-replies", daemon=True)
+
+    @classmethod
+    def for_experiment(cls, experiment: Experiment, influx: InfluxConfig | None = None) -> EmbeddedEngine:
+        """Local agents as the spec describes them, each writing to `influx` when given."""
+        return cls(
+            {a.name: AgentSettings(allow=a.allow, locustfiles=a.locustfiles, influx=influx) for a in experiment.agents}
+        )
 
     def __enter__(self) -> EmbeddedEngine:
         for name in self._allow:

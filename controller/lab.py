@@ -148,7 +148,7 @@ def _add_guest(guest: Guest) -> None:
 
 
 def _start_agents(state: dict[str, Any], port: int) -> None:
-    from controller.distributed import connect, list_agents
+    from controller.distributed import list_agents, wait_for_broker
 
     redis_server = shutil.which("redis-server")
     if redis_server is None:
@@ -157,15 +157,7 @@ def _start_agents(state: dict[str, Any], port: int) -> None:
     state["broker"] = broker
     state["pids"]["redis"] = _spawn(redis_command(redis_server, f"{MGMT_NET}.1", port), STATE_DIR / "redis.log")
     _save(state)
-    give_up = time.monotonic() + 10
-    while True:
-        try:
-            client = connect(broker)
-            break
-        except InfrastructureError:
-            if time.monotonic() > give_up:
-                raise
-            time.sleep(0.1)
+    client = wait_for_broker(broker)
     for i in range(1, state["guests"] + 1):
         guest = Guest(index=i)
         state["pids"][guest.name] = _spawn(

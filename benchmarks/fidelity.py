@@ -23,10 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _pairs import interleaved, ratio_summary
+
 from controller.engine import EmbeddedEngine
 from controller.runloop import RunLoop
 from controller.spec import parse
-from controller.stats import geometric_mean_ci
 from controller.store import Store
 from workloads import iperf3
 
@@ -114,33 +116,28 @@ def main() -> int:
         parser.error("iperf3 is not installed (Debian/Ubuntu: apt-get install iperf3)")
 
     spec_text = SPEC.format(host=HOST, streams=args.streams, seconds=args.seconds)
-    bare: list[float] = []
-    through_vtax: list[float] = []
-    cpu: list[float] = []
-    wall: list[float] = []
+
+    def report(i: int, bare_gbps: float, trial: tuple[float, float, float]) -> None:
+        gbps, cpu_s, wall_s = trial
+        log(
+            f"pair {i + 1}/{args.pairs}: bare {bare_gbps:.2f} Gbit/s, vtax {gbps:.2f} Gbit/s,"
+            f" agent CPU {cpu_s:.3f} s, vtax wall {wall_s:.2f} s"
+        )
+
     with tempfile.TemporaryDirectory(prefix="vtax-fidelity-") as tmp:
         store = Store(Path(tmp) / "fidelity.db")
         try:
-            for i in range(args.pairs):
-                order = ("bare", "vtax") if i % 2 == 0 else ("vtax", "bare")
-                for side in order:
-                    if side == "bare":
-                        bare.append(bare_trial(program, args.seconds, args.streams))
-                    else:
-                        gbps, cpu_s, wall_s = vtax_trial(spec_text, store)
-                        through_vtax.append(gbps)
-                        cpu.append(cpu_s)
-                        wall.append(wall_s)
-                log(
-                    f"pair {i + 1}/{args.pairs} ({' then '.join(order)}): bare {bare[-1]:.2f} Gbit/s,"
-                    f" vtax {through_vtax[-1]:.2f} Gbit/s, agent CPU {cpu[-1]:.3f} s, vtax wall {wall[-1]:.2f} s"
-                )
+            bare, trials = interleaved(
+                args.pairs,
+                lambda: bare_trial(program, args.seconds, args.streams),
+                lambda: vtax_trial(spec_text, store),
+                report,
+            )
         finally:
             store.close()
-
-    ratios = [v / b for v, b in zip(through_vtax, bare, strict=True)]
-    median_ratio = statistics.median(ratios)
-    mean_ratio, ratio_ci = geometric_mean_ci(ratios)
+    through_vtax = [gbps for gbps, _, _ in trials]
+    cpu = [cpu_s for _, cpu_s, _ in trials]
+    wall = [wall_s for _, _, wall_s in trials]
     result = {
         "benchmark": "fidelity",
         "pairs": args.pairs,
@@ -148,12 +145,7 @@ def main() -> int:
         "streams": args.streams,
         "bare_gbps": [round(x, 4) for x in bare],
         "vtax_gbps": [round(x, 4) for x in through_vtax],
-        "ratios": [round(x, 4) for x in ratios],
-        "median_ratio": round(median_ratio, 4),
-        "geomean_ratio": round(mean_ratio, 4),
-        "geomean_ratio_ci95": [round(x, 4) for x in ratio_ci or []],
-        "goal": GOAL,
-        "meets_goal": median_ratio >= GOAL,
+        **ratio_summary(bare, through_vtax, GOAL),
         "agent_cpu_s_per_trial": {
             "median": round(statistics.median(cpu), 4),
             "max": round(max(cpu), 4),

@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _pairs import interleaved, ratio_summary
+
 from controller.engine import EmbeddedEngine
 from controller.runloop import RunLoop
 from controller.spec import parse
-from controller.stats import geometric_mean_ci
 from controller.store import Store
 from workloads import http
 
@@ -99,21 +100,16 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--size", default="16k", choices=sorted(http.SIZES))
     args = parser.parse_args()
-    bare: list[float] = []
-    through_vtax: list[float] = []
     with tempfile.TemporaryDirectory(prefix="vtax-http-fidelity-") as tmp:
         locustfile = Path(tmp) / "get.py"
         locustfile.write_text(LOCUSTFILE.format(size=args.size))
         store = Store(Path(tmp) / "h.db")
-        for i in range(args.pairs):
-            for side in ("bare", "vtax") if i % 2 == 0 else ("vtax", "bare"):
-                if side == "bare":
-                    bare.append(bare_rps(locustfile, args.seconds, args.users, args.size))
-                else:
-                    through_vtax.append(vtax_rps(args.seconds, args.users, args.size, store))
-            print(f"pair {i + 1}: bare {bare[-1]:.0f} rps, vtax {through_vtax[-1]:.0f} rps", file=sys.stderr)
-    ratios = [v / b for v, b in zip(through_vtax, bare, strict=True)]
-    mean_ratio, ratio_ci = geometric_mean_ci(ratios)
+        bare, through_vtax = interleaved(
+            args.pairs,
+            lambda: bare_rps(locustfile, args.seconds, args.users, args.size),
+            lambda: vtax_rps(args.seconds, args.users, args.size, store),
+            lambda i, b, v: print(f"pair {i + 1}: bare {b:.0f} rps, vtax {v:.0f} rps", file=sys.stderr),
+        )
     result = {
         "benchmark": "http_fidelity",
         "pairs": args.pairs,
@@ -122,12 +118,7 @@ def main() -> int:
         "object_size": args.size,
         "bare_rps": [round(x, 1) for x in bare],
         "vtax_rps": [round(x, 1) for x in through_vtax],
-        "ratios": [round(x, 4) for x in ratios],
-        "median_ratio": round(statistics.median(ratios), 4),
-        "geomean_ratio": round(mean_ratio, 4),
-        "geomean_ratio_ci95": [round(x, 4) for x in ratio_ci or []],
-        "goal": GOAL,
-        "meets_goal": statistics.median(ratios) >= GOAL,
+        **ratio_summary(bare, through_vtax, GOAL),
     }
     print(json.dumps(result))
     return 0

@@ -132,7 +132,7 @@ class EmbeddedEngine(Engine):
         self._context = multiprocessing.get_context("spawn")
         self._outbox = self._context.Queue()
         self._agents: dict[str, tuple[Any, Any]] = {}  # name -> (process, inbox)
-        self._allow = agents
+        self._settings = agents
         self._receiver = threading.Thread(target=self._receive, name="engine-replies", daemon=True)
 
     @classmethod
@@ -143,14 +143,14 @@ class EmbeddedEngine(Engine):
         )
 
     def __enter__(self) -> EmbeddedEngine:
-        for name in self._allow:
+        for name in self._settings:
             self._spawn(name)
         self._receiver.start()
         return self
 
     def _spawn(self, name: str) -> None:
         inbox = self._context.Queue()
-        settings = self._allow[name]
+        settings = self._settings[name]
         process = self._context.Process(
             target=agent_main,
             args=(name, settings.allow, settings.locustfiles, settings.influx, inbox, self._outbox),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import ssl
 import threading
 import time
@@ -24,11 +23,12 @@ import urllib.request
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from agent.settings import load_settings
 
 log = logging.getLogger("vtax.sink")
 
@@ -57,33 +57,10 @@ class InfluxConfig(BaseModel):
 
 
 def load_config(url: str | None, config_file: Path | None) -> InfluxConfig | None:
-    """From a YAML file, then VTAX_INFLUX_<FIELD> environment variables, then the URL flag; None without a URL.
-
-    ValueError names the source and the field.
-    """
-    data: dict[str, object] = {}
-    if config_file is not None:
-        try:
-            loaded = yaml.safe_load(config_file.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{config_file}: cannot read: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{config_file}: expected a mapping of settings")
-        data.update(loaded)
-    for field in InfluxConfig.model_fields:
-        value = os.environ.get(f"VTAX_INFLUX_{field.upper()}")
-        if value is not None:
-            data[field] = value
-    if url:
-        data["url"] = url
-    if not data.get("url"):
-        return None
-    try:
-        return InfluxConfig.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"])
-        raise ValueError(f"{config_file or 'InfluxDB settings'}: {field}: {error['msg']}") from None
+    """From a YAML file, then VTAX_INFLUX_<FIELD> environment variables, then the URL flag; None without a URL."""
+    return load_settings(
+        InfluxConfig, env_prefix="VTAX_INFLUX_", config_file=config_file, flags={"url": url}, what="InfluxDB settings"
+    )
 
 
 class TransientError(Exception):

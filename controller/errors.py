@@ -25,3 +25,7 @@ class InfrastructureError(VtaxError):
     """Something vtax depends on failed: a hook, an agent, a broker (exit 3)."""
 
     exit_code = 3
+
+
+class HookError(InfrastructureError):
+    """A condition hook (a shell command or a vSphere action) failed or timed out."""

@@ -1,4 +1,5 @@
-"""Condition hooks: shell commands that put the system under test into a condition and take it out."""
+"""Condition hooks: shell commands or vSphere actions that put the system under test into a condition and
+take it out."""
 
 from __future__ import annotations
 
@@ -6,16 +7,26 @@ import os
 import subprocess
 from collections.abc import Mapping
 
-from controller.errors import InfrastructureError
+from controller.errors import HookError
+from controller.spec import Hook, VsphereAction
+from controller.vactions import run_action
+from controller.vsphere import Vsphere
 
 
-class HookError(InfrastructureError):
-    """A hook command failed or timed out."""
-
-
-def run_hooks(commands: list[str], *, stage: str, condition: str, env: Mapping[str, str], timeout: float) -> None:
-    """Run each command with /bin/sh; the first failure raises HookError with its output's tail."""
-    for command in commands:
+def run_hooks(
+    hooks: list[Hook],
+    *,
+    stage: str,
+    condition: str,
+    env: Mapping[str, str],
+    timeout: float,
+    vsphere: Vsphere | None = None,
+) -> None:
+    """Run each hook in order: commands with /bin/sh, actions through vCenter; the first failure raises HookError."""
+    for command in hooks:
+        if isinstance(command, VsphereAction):
+            run_action(vsphere, command, stage=stage, condition=condition)
+            continue
         try:
             done = subprocess.run(
                 command,

@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 import workloads
 from controller.errors import SpecError
@@ -39,6 +50,11 @@ class AgentSpec(Strict):
         "engine, the first address the agent registered in the distributed engine",
     )
     zone: str | None = Field(None, description="security zone, e.g. web or db; default: what the agent registered")
+    vm: str | None = Field(
+        None,
+        description="with --vcenter: the agent's VM, by name or BIOS UUID; default: the UUID the agent reports, "
+        "then a VM named like the agent, then one with the agent's address",
+    )
     labels: dict[str, str] = Field(default_factory=dict, description="free labels, selectable as label:KEY=VALUE")
     allow: list[str] = Field(
         ["127.0.0.0/8", "::1/128"],
@@ -47,6 +63,26 @@ class AgentSpec(Strict):
     locustfiles: str | None = Field(
         None, description="embedded engine: directory of custom locustfiles (distributed agents take --locustfiles)"
     )
+    hypervisor: bool = Field(
+        False,
+        description="this agent runs on a Linux/KVM hypervisor, not in a guest: it is that host's counter source. "
+        "It runs load only where a workload names it; zone: and label: selectors skip it",
+    )
+    appliance_processes: str | None = Field(
+        None,
+        description="hypervisor agents: a regular expression searched for in each process's name and command line; "
+        "the matching processes' CPU is appliance.cpu_pct (e.g. 'qemu.*guest=fw01' for a KVM appliance VM)",
+    )
+
+    @field_validator("appliance_processes")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
     @field_validator("allow")
     @classmethod
@@ -59,14 +95,56 @@ class AgentSpec(Strict):
         return value
 
 
+class VsphereAction(Strict):
+    """A built-in vSphere action used as a hook (needs --vcenter): the condition's state set through the API."""
+
+    vsphere: Literal["power_on", "power_off", "relocate", "set_attribute", "wait"]
+    vms: list[str] = Field(
+        min_length=1,
+        description="VM names or shell-style patterns; `agents` is every agent's VM, `appliances` every appliance VM",
+    )
+    host: str | None = Field(None, description="relocate: the destination host")
+    cluster: str | None = Field(None, description="relocate: the destination cluster (its least busy host)")
+    attribute: str | None = Field(None, description="set_attribute: the custom attribute's name (created if new)")
+    value: str | None = Field(None, description="set_attribute: the value")
+    state: Literal["poweredOn", "poweredOff", "toolsRunning"] | None = Field(None, description="wait: the state")
+    timeout: float = Field(300.0, gt=0, description="seconds the action (and its tasks) may take")
+
+    @field_validator("vms", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _arguments(self) -> VsphereAction:
+        needed = {"relocate": (), "set_attribute": ("attribute", "value"), "wait": ("state",)}.get(self.vsphere, ())
+        for field in needed:
+            if getattr(self, field) is None:
+                raise ValueError(f"{self.vsphere} needs {field}")
+        if self.vsphere == "relocate" and (self.host is None) == (self.cluster is None):
+            raise ValueError("relocate needs exactly one of host and cluster")
+        return self
+
+    def __str__(self) -> str:
+        return f"vsphere {self.vsphere} {','.join(self.vms)}"
+
+
+Hook = Annotated[
+    Annotated[str, Tag("shell")] | Annotated[VsphereAction, Tag("vsphere")],
+    Discriminator(lambda value: "shell" if isinstance(value, str) else "vsphere"),
+]
+
+
 class ConditionSpec(Strict):
     """A state of the system under test, entered and left around every trial by hooks."""
 
     name: Name
     baseline: bool = Field(False, description="the condition every other is compared with; exactly one")
     description: str | None = None
-    setup: list[str] = Field(default_factory=list, description="shell commands run before each trial")
-    teardown: list[str] = Field(default_factory=list, description="shell commands run after each trial")
+    setup: list[Hook] = Field(
+        default_factory=list, description="run before each trial: shell commands, or vSphere actions"
+    )
+    teardown: list[Hook] = Field(default_factory=list, description="run after each trial, like setup")
     appliance: Literal["relay"] | None = Field(
         None, description="a built-in reference appliance in the path: 'relay' is vtax's userspace TCP relay"
     )
@@ -156,6 +234,66 @@ class SlaRule(Strict):
     )
 
 
+class ZoneSource(Strict):
+    """Where an agent VM's security zone comes from in vSphere."""
+
+    source: Literal["attribute", "folder", "portgroup"] = Field(
+        "attribute", alias="from", description="a custom attribute, the VM's folder, or its port group's name"
+    )
+    attribute: str = Field("vtax.zone", description="from: attribute — the custom attribute's name")
+    pattern: str = Field(
+        r"(?P<zone>.+)",
+        description="from: portgroup or folder — regex on the name; its `zone` group (or the whole match) is the zone",
+    )
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
+class ApplianceSelector(Strict):
+    """Which VMs are the security appliances (one per host, typically); any rule that matches selects a VM."""
+
+    name_pattern: str | None = Field(None, description="regex on the VM name, e.g. ^sva-")
+    attribute: str | None = Field(None, description="custom attribute NAME=VALUE, e.g. vtax.role=appliance")
+    vms: list[str] = Field(default_factory=list, description="explicit VM names")
+
+    @field_validator("name_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @field_validator("attribute")
+    @classmethod
+    def _pair(cls, value: str | None) -> str | None:
+        if value is not None and "=" not in value:
+            raise ValueError("expected NAME=VALUE")
+        return value
+
+
+class VsphereSpec(Strict):
+    """How agents map to vSphere (used with --vcenter): zones, appliances, what a migration means."""
+
+    zones: ZoneSource | None = Field(None, description="read agents' zones from vSphere (the spec's zone wins)")
+    appliances: ApplianceSelector = Field(default_factory=ApplianceSelector)
+    on_migration: Literal["exclude", "keep"] = Field(
+        "exclude", description="a trial during which an agent or appliance VM moved host: left out of the statistics, "
+        "or kept (flagged either way)"
+    )
+
+
 class Experiment(Strict):
     """An experiment: who runs what load, under which conditions, how often, in which order."""
 
@@ -175,6 +313,7 @@ class Experiment(Strict):
         "continue", description="when an agent dies mid-trial: store the trial as incomplete and go on, or abort"
     )
     sla: dict[str, SlaRule] = Field(default_factory=dict, description="thresholds keyed by metric name")
+    vsphere: VsphereSpec = Field(default_factory=VsphereSpec)
 
     @property
     def baseline(self) -> ConditionSpec:
@@ -316,6 +455,14 @@ def _check_references(source: str, experiment: Experiment) -> None:
         raise SpecError(
             source, f"conditions[{baselines[1]}].baseline", f"more than one baseline ({names}); exactly one must be"
         )
+
+    for i, agent in enumerate(experiment.agents):
+        if agent.appliance_processes is not None and not agent.hypervisor:
+            raise SpecError(
+                source,
+                f"agents[{i}].appliance_processes",
+                "only a hypervisor agent sees the host's processes; set `hypervisor: true` on this agent",
+            )
 
     known = [a.name for a in experiment.agents]
     for i, entry in enumerate(experiment.workloads):

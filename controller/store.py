@@ -42,7 +42,17 @@ CREATE TABLE IF NOT EXISTS host_counters (
     run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, host TEXT NOT NULL, t REAL NOT NULL, dt REAL NOT NULL,
     values_json TEXT NOT NULL, detail_json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vsphere_counters (
+    run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, role TEXT NOT NULL, entity TEXT NOT NULL, moid TEXT NOT NULL,
+    host TEXT, counter TEXT NOT NULL, instance TEXT NOT NULL, t REAL NOT NULL, dt REAL NOT NULL, raw REAL NOT NULL,
+    value REAL NOT NULL, unit TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trial_flags (
+    run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL,
+    message TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS samples_by_run ON samples (run_id, trial_idx);
+CREATE INDEX IF NOT EXISTS vsphere_by_run ON vsphere_counters (run_id, trial_idx);
 CREATE INDEX IF NOT EXISTS host_by_run ON host_counters (run_id, trial_idx);
 """
 
@@ -164,7 +174,7 @@ class Store:
                         s["t"],
                         s["dt"],
                         json.dumps(s["values"]),
-                        json.dumps({k: v for k, v in s.items() if k not in ("t", "dt", "values")}),
+                        json.dumps({k: v for k, v in s.items() if k not in ("t", "dt", "values", "host")}),
                     )
                     for s in samples
                 ],
@@ -221,3 +231,25 @@ class Store:
             }
             for r in rows
         ]
+
+    def add_vsphere_samples(self, run_id: str, trial_idx: int, rows: list[dict[str, Any]]) -> None:
+        """Raw and converted vSphere counter values, each with its entity's role (host, agent_vm, appliance)."""
+        columns = ("role", "entity", "moid", "host", "counter", "instance", "t", "dt", "raw", "value", "unit")
+        with self._db:
+            self._db.executemany(
+                f"INSERT INTO vsphere_counters VALUES (?,?,{','.join('?' * len(columns))})",
+                [(run_id, trial_idx, *(row[c] for c in columns)) for row in rows],
+            )
+
+    def vsphere_samples(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM vsphere_counters WHERE run_id = ? ORDER BY trial_idx, t", (run_id,))
+        return [dict(r) for r in rows]
+
+    def add_flag(self, run_id: str, trial_idx: int, *, kind: str, severity: str, message: str) -> None:
+        """Something about a trial that the analysis must know: a VM migrated, counters incomplete."""
+        with self._db:
+            self._db.execute("INSERT INTO trial_flags VALUES (?,?,?,?,?)", (run_id, trial_idx, kind, severity, message))
+
+    def flags(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM trial_flags WHERE run_id = ? ORDER BY trial_idx", (run_id,))
+        return [dict(r) for r in rows]

@@ -50,10 +50,12 @@ type change struct {
 
 // perfManager replaces the simulator's PerformanceManager: same counters, time-true samples.
 type perfManager struct {
-	*simulator.PerformanceManager
-	refresh    int32
-	maxMetrics int
-	started    time.Time
+	simulator.PerformanceManager // by value: the simulator digs the mo type out of the first field
+	refresh                      int32
+	maxMetrics                   int
+	started                      time.Time
+
+	summation map[int32]bool // counters whose values are totals over their interval
 
 	mu      sync.Mutex
 	history map[string][]change // "moid/counterKey/instance" → value changes in time order
@@ -110,17 +112,19 @@ func (p *perfManager) value(entity types.ManagedObjectReference, id types.PerfMe
 	return int64(weighted/total + 0.5)
 }
 
-// stockValue is the simulator's recorded sample pattern, without its random noise, so runs repeat.
+// stockValue is the simulator's recorded 20 s sample pattern, without its random noise, so runs repeat;
+// summation counters (totals per interval) are scaled to the interval asked for.
 func (p *perfManager) stockValue(kind string, counter int32, end time.Time, interval int32) int64 {
 	points := vpx.MetricData[kind][counter]
 	if len(points) == 0 {
 		return 0
 	}
-	return points[(end.Unix()/int64(interval))%int64(len(points))]
+	value := points[(end.Unix()/int64(interval))%int64(len(points))]
+	if p.summation[counter] {
+		value = value * int64(interval) / realtimeInterval
+	}
+	return value
 }
-
-// Get lets the property collector read the wrapped PerformanceManager's properties.
-func (p *perfManager) Get() mo.Reference { return p.PerformanceManager }
 
 func (p *perfManager) QueryPerfProviderSummary(ctx *simulator.Context, req *types.QueryPerfProviderSummary) soap.HasFault {
 	body := p.PerformanceManager.QueryPerfProviderSummary(ctx, req).(*methods.QueryPerfProviderSummaryBody)
@@ -174,7 +178,7 @@ func (p *perfManager) QueryPerf(ctx *simulator.Context, req *types.QueryPerf) so
 
 func (p *perfManager) entityMetrics(qs types.PerfQuerySpec, now time.Time) types.BasePerfEntityMetricBase {
 	interval, oldest := qs.IntervalId, p.started
-	if interval == realtimeInterval || interval <= 0 {
+	if interval == realtimeInterval || interval == p.refresh || interval <= 0 {
 		interval = p.refresh
 		if limit := now.Add(-realtimeRetention * time.Second); limit.After(oldest) {
 			oldest = limit
@@ -364,8 +368,11 @@ func main() {
 	}
 
 	stock := simulator.Map.Get(*model.ServiceContent.PerfManager).(*simulator.PerformanceManager)
-	perf := &perfManager{PerformanceManager: stock, refresh: int32(*refresh), maxMetrics: *maxMetrics,
-		started: time.Now().Add(-2 * realtimeRetention * time.Second), history: map[string][]change{}}
+	perf := &perfManager{PerformanceManager: *stock, refresh: int32(*refresh), maxMetrics: *maxMetrics,
+		started: time.Now().Add(-2 * realtimeRetention * time.Second), history: map[string][]change{}, summation: map[int32]bool{}}
+	for _, c := range perf.PerfCounter {
+		perf.summation[c.Key] = c.RollupType == types.PerfSummaryTypeSummation
+	}
 	simulator.Map.Put(perf)
 	options := simulator.Map.OptionManager()
 	options.Setting = append(options.Setting, &types.OptionValue{Key: maxQueryMetricsOp, Value: strconv.Itoa(*maxMetrics)})

@@ -1,0 +1,160 @@
+"""The connection to vCenter or an ESXi host: settings, TLS, login, and one-line errors for what goes wrong."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import ssl
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim, vmodl
+
+from agent.settings import load_settings
+from controller.errors import InfrastructureError, InputError
+
+
+class VcenterConfig(BaseModel):
+    """Where vCenter is and how to log in. The password is a SecretStr: never printed, never logged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="https://vcenter.example[:port][/sdk], or an ESXi host")
+    user: str = Field(description="e.g. vtax@vsphere.local; read-only is enough unless hooks use vSphere actions")
+    password: SecretStr
+    ca_bundle: Path | None = Field(None, description="PEM file of the CA(s) that signed the server's certificate")
+    insecure: bool = Field(False, description="skip TLS verification (a lab with self-signed certificates)")
+    timeout: float = Field(60.0, gt=0, description="seconds a call may take")
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value if "://" in value else f"https://{value}")
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("expected https://HOST[:PORT][/sdk]")
+        return parts.geturl()
+
+    @property
+    def host(self) -> str:
+        return urllib.parse.urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urllib.parse.urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def load_config(
+    url: str | None,
+    config_file: Path | None,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    ca_bundle: Path | None = None,
+    insecure: bool | None = None,
+) -> VcenterConfig | None:
+    """YAML file, then VTAX_VCENTER_<FIELD> environment variables, then flags; None when no URL is given."""
+    try:
+        return load_settings(
+            VcenterConfig,
+            env_prefix="VTAX_VCENTER_",
+            config_file=config_file,
+            flags={"url": url, "user": user, "password": password, "ca_bundle": ca_bundle, "insecure": insecure},
+            what="vCenter settings",
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+class VcenterError(InfrastructureError):
+    """vCenter is unreachable or failed a call (exit 3)."""
+
+
+class VcenterLoginError(InputError):
+    """Credentials or TLS settings are wrong: fixed by configuration (exit 2)."""
+
+
+def _tls(config: VcenterConfig) -> ssl.SSLContext:
+    if config.insecure:
+        return ssl._create_unverified_context()
+    if config.ca_bundle is not None and not config.ca_bundle.is_file():
+        raise VcenterLoginError(f"vCenter settings: ca_bundle: {config.ca_bundle} is not a file")
+    return ssl.create_default_context(cafile=str(config.ca_bundle) if config.ca_bundle else None)
+
+
+class Vcenter:
+    """A logged-in session; use as a context manager so the session is closed."""
+
+    def __init__(self, *, config: VcenterConfig) -> None:
+        self.config = config
+        try:
+            self.si = SmartConnect(
+                host=config.host,
+                port=config.port,
+                user=config.user,
+                pwd=config.password.get_secret_value(),
+                sslContext=_tls(config),
+                protocol="https" if config.url.startswith("https") else "http",
+                path=urllib.parse.urlsplit(config.url).path or "/sdk",
+                httpConnectionTimeout=config.timeout,
+                disableSslCertValidation=config.insecure,
+            )
+        except vim.fault.InvalidLogin:
+            raise VcenterLoginError(
+                f"vCenter {config.url}: login as {config.user!r} refused: wrong user or password"
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise VcenterLoginError(
+                f"vCenter {config.url}: TLS certificate not trusted ({exc.verify_message}); "
+                "give its CA with --vcenter-ca-bundle, or --vcenter-insecure in a lab"
+            ) from None
+        except ssl.SSLError as exc:
+            raise VcenterError(f"vCenter {config.url}: TLS handshake failed: {exc.reason or exc}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+            raise VcenterError(f"vCenter {config.url}: unreachable: {reason}") from None
+        except vmodl.MethodFault as exc:
+            raise VcenterError(f"vCenter {config.url}: {exc.msg or type(exc).__name__}") from None
+        self.content = self.si.RetrieveContent()
+
+    def __enter__(self) -> Vcenter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, vmodl.MethodFault, http.client.HTTPException):
+            Disconnect(self.si)  # else the session ends with the server's timeout
+
+    @property
+    def about(self) -> str:
+        return f"{self.content.about.fullName} ({self.content.about.apiType})"
+
+    def now(self) -> float:
+        """The server's clock, as a Unix time: windows are asked for in it."""
+        return self.si.CurrentTime().timestamp()
+
+    def option(self, key: str) -> Any:
+        """A vCenter advanced setting, or None where it does not exist (ESXi, or not set)."""
+        manager = self.content.setting
+        if manager is None:
+            return None
+        try:
+            found = manager.QueryOptions(name=key)
+        except vim.fault.InvalidName:
+            return None
+        return found[0].value if found else None
+
+
+def describe_fault(exc: BaseException) -> str:
+    """One line for a vSphere fault or a transport error."""
+    if isinstance(exc, vmodl.MethodFault):
+        return exc.msg or type(exc).__name__
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

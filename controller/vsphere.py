@@ -1,0 +1,312 @@
+"""vSphere in a run: agents mapped to VMs, hosts and zones; hypervisor counters for every trial window;
+VMs that moved host during a trial flagged.
+
+The counters of the hosts running agents, the agents' VMs and the appliance VMs on those hosts are read
+once a trial is over (vCenter publishes a realtime sample only after its 20 s interval ends), converted,
+stored raw, and summarised per host and sample as host samples the analysis aligns to the steady phase.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from controller.errors import InputError
+from controller.inventory import AgentVm, Inventory, VmInfo, map_agents
+from controller.spec import VsphereSpec
+from controller.store import Store
+from controller.vcenter import Vcenter, VcenterError, describe_fault
+from controller.vperf import PerfReader, PerfSample
+from workloads.base import MetricInfo
+
+log = logging.getLogger("vtax.vsphere")
+
+VSPHERE_METRICS: dict[str, MetricInfo] = {
+    "host.cpu_mhz": MetricInfo(unit="MHz", across_agents="mean", better="lower", description="ESXi host CPU used"),
+    "host.mem_pct": MetricInfo(unit="%", across_agents="mean", better="lower", description="ESXi host memory used"),
+    "host.net_rx_mbps": MetricInfo(unit="Mbit/s", across_agents="sum", better="higher", description="host receive"),
+    "host.net_tx_mbps": MetricInfo(unit="Mbit/s", across_agents="sum", better="higher", description="host send"),
+    "host.net_packets_per_s": MetricInfo(
+        unit="1/s", across_agents="sum", better="higher", description="host packets received + sent"
+    ),
+    "host.net_dropped_per_s": MetricInfo(
+        unit="1/s", across_agents="sum", better="lower", description="host packets dropped (receive + send)"
+    ),
+    "vm.cpu_pct": MetricInfo(unit="%", across_agents="mean", better="lower", description="agent VMs' CPU usage"),
+    "vm.ready_pct": MetricInfo(
+        unit="% per vCPU", across_agents="mean", better="lower", description="agent VMs' CPU ready time per vCPU"
+    ),
+    "vm.costop_pct": MetricInfo(
+        unit="% per vCPU", across_agents="mean", better="lower", description="agent VMs' co-stop time per vCPU"
+    ),
+    "vm.cpu_latency_pct": MetricInfo(
+        unit="%", across_agents="mean", better="lower", description="agent VMs' CPU latency (time not run)"
+    ),
+    "appliance.cpu_pct": MetricInfo(
+        unit="%", across_agents="mean", better="lower", description="appliance VMs' CPU usage"
+    ),
+    "appliance.cpu_mhz": MetricInfo(
+        unit="MHz", across_agents="sum", better="lower", description="appliance VMs' CPU used, all hosts"
+    ),
+    "appliance.ready_pct": MetricInfo(
+        unit="% per vCPU", across_agents="mean", better="lower", description="appliance VMs' CPU ready per vCPU"
+    ),
+    "appliance.net_dropped_per_s": MetricInfo(
+        unit="1/s", across_agents="sum", better="lower", description="packets the appliance VMs dropped"
+    ),
+}
+
+MIGRATION_EVENTS = ["VmMigratedEvent", "DrsVmMigratedEvent", "VmRelocatedEvent", "VmBeingHotMigratedEvent"]
+
+
+class Vsphere:
+    """One run's view of vSphere: the connection, the inventory, where each agent lives."""
+
+    def __init__(self, *, vcenter: Vcenter, spec: VsphereSpec) -> None:
+        self.vcenter = vcenter
+        self.spec = spec
+        self.inventory = Inventory(vcenter=vcenter)
+        self.agents: dict[str, AgentVm] = {}
+        self._reader: PerfReader | None = None
+
+    @property
+    def reader(self) -> PerfReader:
+        if self._reader is None:
+            self._reader = PerfReader(vcenter=self.vcenter)
+        return self._reader
+
+    def map(self, agents: list[dict[str, Any]]) -> dict[str, AgentVm]:
+        """Map agents (name, vm, vm_uuid, address) to VMs; an agent without a VM is an input error."""
+        self.agents = map_agents(self.inventory, agents=agents, zones=self.spec.zones)
+        lost = [a for a in self.agents.values() if a.vm is None]
+        if lost:
+            names = ", ".join(f"{a.agent} ({a.how})" for a in lost)
+            raise InputError(
+                f"vCenter: no VM found for agent(s) {names}; set `vm:` (name or BIOS UUID) on the agent in the spec"
+            )
+        return self.agents
+
+    def agent_vms(self) -> list[VmInfo]:
+        return [a.vm for a in self.agents.values() if a.vm is not None]
+
+    def appliance_vms(self, hosts: set[str] | None = None) -> list[VmInfo]:
+        return self.inventory.appliances(self.spec.appliances, hosts)
+
+
+@dataclass
+class _Window:
+    trial_idx: int
+    run_id: str
+    start_at: float
+    end: float
+    hosts: dict[str, str | None]  # VM moid → host moid at the start
+    roles: dict[str, str]  # moid → host / agent_vm / appliance
+
+
+class VsphereHostSource:
+    """Host counters from vCenter for each trial window (a HostCounterSource)."""
+
+    def __init__(self, *, vsphere: Vsphere, store: Store, max_wait_s: float | None = None) -> None:
+        self.vsphere = vsphere
+        self.store = store
+        self.max_wait_s = max_wait_s
+        self._window: _Window | None = None
+        self._on_sample: Any = None
+
+    def begin(self, *, trial: Any, tags: dict[str, Any], start_at: float, seconds: float, on_sample: Any) -> None:
+        vms = self.vsphere.agent_vms()
+        hosts = self.vsphere.inventory.current_hosts(vms)
+        appliances = self.vsphere.appliance_vms({h for h in hosts.values() if h})
+        hosts |= self.vsphere.inventory.current_hosts(appliances)
+        roles = {vm.moid: "agent_vm" for vm in vms} | {vm.moid: "appliance" for vm in appliances}
+        roles |= {host: "host" for host in set(hosts.values()) if host}
+        self._window = _Window(
+            trial_idx=tags["trial"],
+            run_id=tags["run"],
+            start_at=start_at,
+            end=start_at + seconds,
+            hosts=hosts,
+            roles=roles,
+        )
+        self._on_sample = on_sample
+
+    def end(self) -> list[dict[str, Any]]:
+        window, self._window = self._window, None
+        if window is None:
+            return []
+        try:
+            samples = self._read(window)
+            self._check_migrations(window)
+        except (VcenterError, vmodl.MethodFault, OSError) as exc:
+            message = f"vCenter counters not read: {describe_fault(exc)}"
+            log.warning("trial %d: %s", window.trial_idx, message)
+            self.store.add_flag(
+                window.run_id, window.trial_idx, kind="vsphere_missing", severity="warning", message=message
+            )
+            return []
+        self._store(window, samples)
+        host_samples = self._host_samples(window, samples)
+        for sample in host_samples:
+            if self._on_sample is not None:
+                self._on_sample(sample)
+        return host_samples
+
+    def _entities(self, window: _Window) -> list[Any]:
+        inventory = self.vsphere.inventory
+        refs = []
+        for moid, role in window.roles.items():
+            found = inventory.hosts.get(moid) if role == "host" else inventory.vms.get(moid)
+            if found is not None:
+                refs.append(found.ref)
+        return refs
+
+    def _read(self, window: _Window) -> list[PerfSample]:
+        """Wait until the sample holding the window's end is published, then read the whole window."""
+        entities = self._entities(window)
+        if not entities:
+            return []
+        reader = self.vsphere.reader
+        interval, why = reader.interval_for(entities[0], window.start_at)
+        if why is not None:
+            self.store.add_flag(
+                window.run_id,
+                window.trial_idx,
+                kind="vsphere_resolution",
+                severity="warning",
+                message=f"vCenter counters: {why}",
+            )
+        max_wait = self.max_wait_s if self.max_wait_s is not None else 2 * interval + 10
+        last_end = (window.end // interval + 1) * interval  # the sample holding the window's end ends here
+        give_up = time.time() + max(0.0, last_end - time.time()) + max_wait
+        while True:
+            time.sleep(max(0.0, last_end + 0.5 - time.time()))
+            samples = reader.read(entities, start=window.start_at, end=last_end + 0.5, interval=interval)
+            newest = max((s.t for s in samples), default=0.0)
+            if newest >= last_end - 0.5 or time.time() >= give_up:
+                break
+            time.sleep(min(interval / 2, 5.0))
+        if newest < last_end - 0.5:
+            self.store.add_flag(
+                window.run_id,
+                window.trial_idx,
+                kind="vsphere_missing",
+                severity="warning",
+                message=f"vCenter had not published the samples up to the trial's end after {max_wait:g} s",
+            )
+        return samples
+
+    def _store(self, window: _Window, samples: list[PerfSample]) -> None:
+        inventory = self.vsphere.inventory
+        rows = []
+        for s in samples:
+            role = window.roles.get(s.entity, "")
+            if role == "host":
+                name, host = inventory.hosts[s.entity].name, inventory.hosts[s.entity].name
+            else:
+                vm_host = window.hosts.get(s.entity)
+                name = inventory.vms[s.entity].name
+                host = inventory.hosts[vm_host].name if vm_host in inventory.hosts else None
+            rows.append({"role": role, "entity": name, "moid": s.entity, "host": host} | vars(s) | {"t": s.t - s.dt})
+        self.store.add_vsphere_samples(window.run_id, window.trial_idx, rows)
+
+    def _host_samples(self, window: _Window, samples: list[PerfSample]) -> list[dict[str, Any]]:
+        """Per ESXi host and sample interval: the host's counters and its agent and appliance VMs' summaries."""
+        inventory = self.vsphere.inventory
+        values: dict[tuple[str, float, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for s in samples:
+            role = window.roles.get(s.entity)
+            host = s.entity if role == "host" else window.hosts.get(s.entity)
+            if host is None or role is None:
+                continue
+            per_vcpu = s.value / inventory.vms[s.entity].num_cpu if role != "host" else s.value
+            for name, value in _summaries(role, s.counter, s.value, per_vcpu):
+                values[(host, s.t - s.dt, s.dt)][name].append(value)
+        result = []
+        for (host, t, dt), named in sorted(values.items(), key=lambda item: item[0][1]):
+            combined = {}
+            for name, found in named.items():
+                total = VSPHERE_METRICS.get(name)
+                combined[name] = (
+                    sum(found) if total is not None and total.across_agents == "sum" else sum(found) / len(found)
+                )
+            result.append({"host": inventory.hosts[host].name, "t": t, "dt": dt, "values": combined})
+        return result
+
+    def _check_migrations(self, window: _Window) -> None:
+        """Flag the trial when an agent or appliance VM changed host: by its events, and by runtime.host."""
+        inventory = self.vsphere.inventory
+        watched = {moid: inventory.vms[moid] for moid, role in window.roles.items() if role != "host"}
+        moved: dict[str, str] = {}
+        begin = datetime.fromtimestamp(window.start_at + self.vsphere.reader.offset_s, UTC)
+        end = datetime.fromtimestamp(window.end + self.vsphere.reader.offset_s, UTC)
+        manager = self.vsphere.vcenter.content.eventManager
+        if manager is not None:
+            spec = vim.event.EventFilterSpec(
+                eventTypeId=MIGRATION_EVENTS, time=vim.event.EventFilterSpec.ByTime(beginTime=begin, endTime=end)
+            )
+            for event in manager.QueryEvents(spec) or []:
+                vm = event.vm.vm._moId if event.vm is not None else None
+                if vm in watched and begin <= event.createdTime <= end:
+                    kind = "DRS migration" if isinstance(event, vim.event.DrsVmMigratedEvent) else "migration"
+                    source = getattr(getattr(event, "sourceHost", None), "name", "?")
+                    target = event.host.name if event.host is not None else "?"
+                    moved[vm] = f"{kind} {source} → {target} at {event.createdTime:%H:%M:%S}"
+        now = inventory.current_hosts(list(watched.values()))
+        for moid, host in now.items():
+            if moid not in moved and host != window.hosts.get(moid):
+                before = inventory.hosts.get(window.hosts.get(moid) or "")
+                after = inventory.hosts.get(host or "")
+                moved[moid] = (
+                    f"on {before.name if before else '?'} at the start, {after.name if after else '?'} at the end"
+                )
+        for moid, how in moved.items():
+            vm = watched[moid]
+            self.store.add_flag(
+                window.run_id,
+                window.trial_idx,
+                kind="vm_migrated",
+                severity="error",
+                message=f"{window.roles[moid].replace('_', ' ')} {vm.name} moved host: {how}",
+            )
+
+
+def _summaries(role: str, counter: str, value: float, per_vcpu: float) -> list[tuple[str, float]]:
+    """The vtax metrics one counter value feeds, by the role of its entity."""
+    if role == "host":
+        return [(name, value) for name in _HOST_COUNTERS.get(counter, ())]
+    prefix = "vm" if role == "agent_vm" else "appliance"
+    names = _VM_COUNTERS.get(counter, ())
+    return [
+        (f"{prefix}.{name}", per_vcpu if name in _PER_VCPU else value)
+        for name in names
+        if f"{prefix}.{name}" in VSPHERE_METRICS
+    ]
+
+
+_HOST_COUNTERS = {
+    "cpu.usage.average": ("host.cpu_pct",),
+    "cpu.usagemhz.average": ("host.cpu_mhz",),
+    "mem.usage.average": ("host.mem_pct",),
+    "net.received.average": ("host.net_rx_mbps",),
+    "net.transmitted.average": ("host.net_tx_mbps",),
+    "net.packetsRx.summation": ("host.net_packets_per_s",),
+    "net.packetsTx.summation": ("host.net_packets_per_s",),
+    "net.droppedRx.summation": ("host.net_dropped_per_s",),
+    "net.droppedTx.summation": ("host.net_dropped_per_s",),
+}
+_VM_COUNTERS = {
+    "cpu.usage.average": ("cpu_pct",),
+    "cpu.usagemhz.average": ("cpu_mhz",),
+    "cpu.ready.summation": ("ready_pct",),
+    "cpu.costop.summation": ("costop_pct",),
+    "cpu.latency.average": ("cpu_latency_pct",),
+    "net.droppedRx.summation": ("net_dropped_per_s",),
+    "net.droppedTx.summation": ("net_dropped_per_s",),
+}
+_PER_VCPU = {"ready_pct", "costop_pct"}

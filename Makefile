@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := iperf3 python3-venv python3-pip python3-dev gcc redis-server iproute2 nftables iptables \
-	libnetfilter-queue-dev victoria-metrics influxdb golang-go golang-github-vmware-govmomi-dev
+	libnetfilter-queue-dev victoria-metrics influxdb golang-go golang-github-vmware-govmomi-dev openssl
 # servers the tests start themselves: when make installs them, it keeps Debian from running them as services
 TEST_SERVICES := redis-server influxdb victoria-metrics
 STAMP := $(VENV)/.installed

@@ -158,11 +158,12 @@ class PerfReader:
         server_end = datetime.fromtimestamp(end + self.offset_s, UTC)
         for entity in entities:
             ids = self._metric_ids(entity, interval)
-            if ids:
+            step = self.max_metrics or len(ids) or 1
+            for first in range(0, len(ids), step):  # an entity with more counters than one call may hold is split
                 specs.append(
                     vim.PerformanceManager.QuerySpec(
                         entity=entity,
-                        metricId=ids,
+                        metricId=ids[first : first + step],
                         intervalId=interval,
                         startTime=server_start,
                         endTime=server_end,

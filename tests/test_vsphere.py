@@ -1,0 +1,316 @@
+"""vSphere against a real vCenter simulator (vtax-vcsim, built from govmomi's source by the tests).
+
+The simulator keeps real time at a 1 s refresh interval (vCenter: 20 s), so short trials get several samples
+each, and a test can set what a counter reads for an entity: known load must land in the right trial,
+entity and unit.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.inventory import swapped_uuid
+from controller.spec import VsphereAction, VsphereSpec
+from controller.store import Store
+from controller.vactions import run_action
+from controller.vcenter import Vcenter, VcenterConfig
+from controller.vcsim import VcSim
+from controller.vperf import HISTORICAL_INTERVAL_S, PerfReader, convert
+from controller.vsphere import Vsphere
+from tests.conftest import VTAX, Vtax
+
+HOST, OTHER_HOST = "DC0_C0_H0", "DC0_C0_H1"
+VM = [f"DC0_C0_RP0_VM{i}" for i in range(4)]  # VM0, VM1: agents; VM3: the appliance
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1: the CA bundle that makes the simulator trusted."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def sim(certificate: tuple[Path, Path]) -> Iterator[VcSim]:
+    """One cluster of two hosts and four VMs, every VM moved to the first host."""
+    with VcSim(clusters=1, hosts=2, vms=4, refresh=1, tls_cert=certificate[0], tls_key=certificate[1]) as server:
+        with _vsphere(server, certificate[0]) as vsphere:
+            run_action(vsphere, VsphereAction(vsphere="relocate", vms=["*"], host=HOST), stage="setup", condition="t")
+        yield server
+
+
+class _vsphere:
+    """A Vsphere session to the simulator, closed on exit."""
+
+    def __init__(self, server: VcSim, ca: Path, spec: VsphereSpec | None = None) -> None:
+        config = VcenterConfig(url=server.url, user=server.user, password=server.password, ca_bundle=ca)
+        self.vsphere = Vsphere(vcenter=Vcenter(config=config), spec=spec or VsphereSpec())
+
+    def __enter__(self) -> Vsphere:
+        return self.vsphere
+
+    def __exit__(self, *exc: object) -> None:
+        self.vsphere.vcenter.close()
+
+
+def _flags(sim: VcSim, certificate: tuple[Path, Path]) -> list[str]:
+    return ["--vcenter", sim.url, "--vcenter-user", sim.user, "--vcenter-ca-bundle", str(certificate[0])]
+
+
+def _set(sim: VcSim, *settings: str) -> str:
+    """A hook command that sets simulator counters."""
+    return f"python -m controller.vcsim {sim.control} {' '.join(settings)}"
+
+
+def test_tls_is_verified_by_default_and_errors_are_one_line(
+    vtax: Vtax, sim: VcSim, certificate: tuple[Path, Path]
+) -> None:
+    spec = vtax.spec(
+        f"""
+        name: inv
+        agents: [{{name: a1, vm: {VM[0]}}}]
+        conditions: [{{name: base, baseline: true}}]
+        workloads: [{{kind: noop, agents: [a1]}}]
+        """
+    )
+    env_password = {"VTAX_VCENTER_PASSWORD": sim.password}  # as the README recommends: not in `ps`
+
+    def inventory(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [VTAX, "inventory", str(spec), "--vcenter", sim.url, "--vcenter-user", sim.user, *flags],
+            capture_output=True, text=True, env={**vtax.env, **env_password}, timeout=60, check=False,
+        )  # fmt: skip
+
+    untrusted = inventory()
+    assert untrusted.returncode == 2, untrusted.stderr
+    assert "TLS certificate not trusted" in untrusted.stderr and "--vcenter-ca-bundle" in untrusted.stderr
+    assert len(untrusted.stderr.strip().splitlines()) == 1 and "Traceback" not in untrusted.stderr
+
+    trusted = inventory("--vcenter-ca-bundle", str(certificate[0]))
+    assert trusted.returncode == 0, trusted.stderr
+    assert VM[0] in trusted.stdout
+
+    insecure = inventory("--vcenter-insecure")
+    assert insecure.returncode == 0 and "not verifying the TLS certificate" in insecure.stderr
+
+    wrong = inventory("--vcenter-ca-bundle", str(certificate[0]), "--vcenter-password", "wrong")
+    assert wrong.returncode == 2 and "login as 'user' refused" in wrong.stderr
+    assert "wrong" not in wrong.stderr.replace("wrong user", "")  # the password is never printed
+
+    down = vtax("inventory", str(spec), "--vcenter", "https://127.0.0.1:9/sdk", "--vcenter-user", "u",
+                "--vcenter-password", "p")  # fmt: skip
+    assert down.returncode == 3 and "unreachable" in down.stderr and "Traceback" not in down.stderr
+
+
+def test_agents_map_by_bios_uuid_in_either_byte_order_and_zones_come_from_an_attribute(
+    vtax: Vtax, sim: VcSim, certificate: tuple[Path, Path]
+) -> None:
+    with _vsphere(sim, certificate[0]) as vsphere:
+        uuid = vsphere.inventory.vm_named(VM[1]).uuid
+        for vm, zone in ((VM[0], "web"), (VM[1], "db")):
+            action = VsphereAction(vsphere="set_attribute", vms=[vm], attribute="vtax.zone", value=zone)
+            run_action(vsphere, action, stage="setup", condition="zones")
+    smbios = swapped_uuid(uuid)  # what a guest with SMBIOS >= 2.6 reads from /sys/class/dmi/id/product_uuid
+    spec = vtax.spec(
+        f"""
+        name: inv
+        agents:
+          - {{name: a1, vm: {VM[0]}}}
+          - {{name: a2, vm: "{smbios}"}}
+          - {{name: a3, vm: "{uuid}"}}
+        conditions: [{{name: base, baseline: true}}]
+        workloads: [{{kind: noop, agents: [a1]}}]
+        vsphere:
+          zones: {{from: attribute, attribute: vtax.zone}}
+          appliances: {{name_pattern: "VM3$"}}
+        """
+    )
+    done = vtax("inventory", str(spec), "--json", *_flags(sim, certificate), "--vcenter-password", sim.password)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    rows = {row["agent"]: row for row in found["agents"]}
+    assert rows["a1"] == rows["a1"] | {"vm": VM[0], "found_by": "spec vm name", "host": HOST, "zone": "web"}
+    assert rows["a2"] | {"vm": VM[1], "found_by": "uuid (byte-swapped)", "zone": "db"} == rows["a2"]
+    assert rows["a3"]["vm"] == VM[1] and rows["a3"]["found_by"] == "uuid"
+    assert rows["a1"]["cluster"] == "DC0_C0"
+    assert [a["vm"] for a in found["appliances"]] == [VM[3]]
+
+    missing = vtax.spec(spec.read_text().replace(f"vm: {VM[0]}", "vm: no-such-vm"), name="missing.yaml")
+    done = vtax("inventory", str(missing), *_flags(sim, certificate), "--vcenter-password", sim.password)
+    assert done.returncode == 2 and "no VM found for agent(s) a1" in done.stderr
+
+
+def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
+    vtax: Vtax, sim: VcSim, certificate: tuple[Path, Path]
+) -> None:
+    """Host CPU 10 % / 60 %, appliance CPU 5 % / 30 %, agent VMs ready 50 / 200 ms per 1 s sample."""
+    baseline = _set(
+        sim,
+        f"{HOST}:cpu.usage.average=1000",
+        f"{VM[3]}:cpu.usage.average=500",
+        f"{VM[0]}:cpu.ready.summation=50",
+        f"{VM[1]}:cpu.ready.summation=50",
+    )
+    loaded = _set(
+        sim,
+        f"{HOST}:cpu.usage.average=6000",
+        f"{VM[3]}:cpu.usage.average=3000",
+        f"{VM[0]}:cpu.ready.summation=200",
+        f"{VM[1]}:cpu.ready.summation=200",
+    )
+    spec = vtax.spec(
+        f"""
+        name: vsphere-load
+        agents:
+          - {{name: a1, vm: {VM[0]}}}
+          - {{name: a2, vm: {VM[1]}}}
+        conditions:
+          - {{name: base, baseline: true, setup: "{baseline}"}}
+          - {{name: sva, setup: "{loaded}"}}
+        workloads:
+          - {{kind: iperf3, topology: many-to-one, agents: [a1], server: a2}}
+        timing: {{warmup: 1, steady: 3, cooldown: 0}}
+        repetitions: 2
+        vsphere:
+          appliances: {{name_pattern: "VM3$"}}
+        """
+    )
+    done, result = vtax.run_json(spec, *_flags(sim, certificate), "--vcenter-password", sim.password)
+    assert result is not None, done.stderr
+    metrics = result["metrics"]
+    host_cpu = metrics["host.cpu_pct"]
+    assert host_cpu["unit"] == "%"
+    assert host_cpu["by_condition"]["base"]["mean"] == pytest.approx(10.0, abs=0.01)
+    assert host_cpu["by_condition"]["sva"]["mean"] == pytest.approx(60.0, abs=0.01)
+    assert host_cpu["by_condition"]["sva"]["n"] == 2
+    assert metrics["appliance.cpu_pct"]["by_condition"]["base"]["mean"] == pytest.approx(5.0, abs=0.01)
+    assert metrics["appliance.cpu_pct"]["by_condition"]["sva"]["mean"] == pytest.approx(30.0, abs=0.01)
+    ready = metrics["vm.ready_pct"]
+    assert ready["unit"] == "% per vCPU"
+    assert ready["by_condition"]["base"]["mean"] == pytest.approx(5.0, abs=0.01)  # 50 ms of 1,000, one vCPU
+    assert ready["by_condition"]["sva"]["mean"] == pytest.approx(20.0, abs=0.01)
+    assert metrics["host.cpu_pct"]["overhead"]["sva"]["pct"] == pytest.approx(500.0, abs=0.5)
+    gbps = metrics["iperf3.throughput_gbps"]["by_condition"]["sva"]["mean"]
+    assert metrics["host.cpu_per_gbps"]["by_condition"]["sva"]["mean"] == pytest.approx(60.0 / gbps, rel=0.05)
+    mapped = {"vm": VM[0], "found_by": "spec vm name", "host": HOST, "cluster": "DC0_C0", "zone": None}
+    assert result["vsphere"]["agents"]["a1"] == mapped
+
+    store = Store(vtax.store)
+    rows = store.vsphere_samples(result["run_id"])
+    trials = {t["idx"]: t for t in store.trials(result["run_id"])}
+    for row in rows:
+        trial = trials[row["trial_idx"]]
+        if row["entity"] == HOST and row["counter"] == "cpu.usage.average":
+            steady = trial["start_at"] + 1 <= row["t"] and row["t"] + row["dt"] <= trial["start_at"] + 4
+            if steady:
+                assert row["value"] == (60.0 if trial["condition"] == "sva" else 10.0)
+                assert (row["raw"], row["unit"], row["role"]) == (row["value"] * 100, "%", "host")
+    roles = {(r["entity"], r["role"]) for r in rows}
+    assert {(HOST, "host"), (VM[0], "agent_vm"), (VM[1], "agent_vm"), (VM[3], "appliance")} <= roles
+    assert not any(r["entity"] in (OTHER_HOST, VM[2]) for r in rows)  # only the agents' host and its appliance
+
+
+def test_a_migration_mid_trial_flags_and_excludes_that_trial(
+    vtax: Vtax, sim: VcSim, certificate: tuple[Path, Path]
+) -> None:
+    move = f"python -m controller.vcsim {sim.control} --migrate {VM[0]}={OTHER_HOST}@1.5"
+    spec = vtax.spec(
+        f"""
+        name: vsphere-drs
+        agents: [{{name: a1, vm: {VM[0]}}}]
+        conditions:
+          - {{name: base, baseline: true}}
+          - name: drs
+            setup: "{move}"
+            teardown: [{{vsphere: relocate, vms: [{VM[0]}], host: {HOST}}}]
+        workloads: [{{kind: noop, agents: [a1]}}]
+        timing: {{warmup: 0.5, steady: 2, cooldown: 0}}
+        repetitions: 2
+        """
+    )
+    done, result = vtax.run_json(spec, *_flags(sim, certificate), "--vcenter-password", sim.password)
+    assert result is not None, done.stderr
+    assert done.returncode == 1  # a validity error
+    moved = [v for v in result["validity"] if v["code"] == "vm_migrated"]
+    assert len(moved) == 2 and all(v["level"] == "error" for v in moved)
+    assert f"agent vm {VM[0]} moved host: DRS migration {HOST} → {OTHER_HOST}" in moved[0]["message"]
+    flagged = {v["trial"] for v in moved}
+    conditions = {t["idx"]: t["condition"] for t in result["trials"]}
+    assert {conditions[i] for i in flagged} == {"drs"}
+    assert result["metrics"]["host.cpu_pct"]["by_condition"]["drs"]["n"] == 0  # excluded: on_migration exclude
+    assert result["metrics"]["host.cpu_pct"]["by_condition"]["base"]["n"] == 2
+    with _vsphere(sim, certificate[0]) as vsphere:  # the teardown action moved it back
+        assert vsphere.inventory.host_of(vsphere.inventory.vm_named(VM[0])).name == HOST
+
+
+def test_reads_batch_within_max_query_metrics_and_fall_back_to_historical_data() -> None:
+    with VcSim(clusters=1, hosts=4, vms=10, refresh=1, max_query_metrics=30) as small, _insecure(small) as vsphere:
+        reader = PerfReader(vcenter=vsphere.vcenter)
+        assert reader.max_metrics == 30
+        entities = [vm.ref for vm in vsphere.inventory.vms.values()] + [h.ref for h in vsphere.inventory.hosts.values()]
+        now = time.time()
+        samples = reader.read(entities, start=now - 5, end=now, interval=1)
+        assert {s.entity for s in samples} == {e._moId for e in entities}  # 14 entities × 13 counters, 30 per call
+        interval, why = reader.interval_for(entities[0], now - 2 * 3600)
+        assert interval == HISTORICAL_INTERVAL_S and "aged out of vCenter's realtime retention" in why
+        old = reader.read(entities[:2], start=now - 2 * 3600, end=now - 3700, interval=interval)
+        assert old and all(s.dt == HISTORICAL_INTERVAL_S for s in old)
+
+
+class _insecure(_vsphere):
+    def __init__(self, server: VcSim) -> None:
+        config = VcenterConfig(url=server.url, user=server.user, password=server.password, insecure=True)
+        self.vsphere = Vsphere(vcenter=Vcenter(config=config), spec=VsphereSpec())
+
+
+def test_summation_counters_become_percent_and_rates() -> None:
+    from controller.vperf import Counter
+
+    ready = Counter(key=1, name="cpu.ready.summation", unit="millisecond", rollup="summation")
+    assert convert(ready, 1000, 20) == (5.0, "%")  # 1,000 ms waiting in a 20 s sample
+    packets = Counter(key=2, name="net.droppedRx.summation", unit="number", rollup="summation")
+    assert convert(packets, 400, 20) == (20.0, "1/s")
+    usage = Counter(key=3, name="cpu.usage.average", unit="percent", rollup="average")
+    assert convert(usage, 4250, 20) == (42.5, "%")
+    received = Counter(key=4, name="net.received.average", unit="kiloBytesPerSecond", rollup="average")
+    assert convert(received, 125000, 20)[0] == pytest.approx(1024.0)
+
+
+def test_a_500_vm_inventory_maps_and_finds_appliances_per_host(vtax: Vtax) -> None:
+    with VcSim(clusters=5, hosts=4, vms=100) as big:
+        spec = vtax.spec(
+            """
+            name: big
+            agents:
+              - {name: DC0_C0_RP0_VM7}
+              - {name: a2, vm: DC0_C3_RP0_VM42}
+            conditions: [{name: base, baseline: true}]
+            workloads: [{kind: noop, agents: [DC0_C0_RP0_VM7]}]
+            vsphere: {appliances: {name_pattern: "VM9[0-9]$"}}
+            """
+        )
+        done = vtax("inventory", str(spec), "--json", "--vcenter", big.url, "--vcenter-user", big.user,
+                    "--vcenter-password", big.password, "--vcenter-insecure")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout)
+        assert found["server"].startswith("VMware vCenter Server")
+        rows = {row["agent"]: row for row in found["agents"]}
+        assert rows["DC0_C0_RP0_VM7"]["found_by"] == "name" and rows["a2"]["vm"] == "DC0_C3_RP0_VM42"
+        hosts = {rows["DC0_C0_RP0_VM7"]["host"], rows["a2"]["host"]}
+        assert found["appliances"] and {a["host"] for a in found["appliances"]} <= hosts
+        assert all(a["vm"][-2] == "9" for a in found["appliances"])
+        with _insecure(big) as vsphere:
+            assert len(vsphere.inventory.vms) == 500
+            assert len(vsphere.appliance_vms()) == 50

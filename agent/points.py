@@ -6,7 +6,9 @@
 - vtax_live     a running workload's provisional reading (what the live display shows), once a second, with
                 the tags of vtax_sample: live even where samples come late (iperf3 before 3.17 reports its
                 intervals only when it exits)
-- vtax_host     one second of host counters: tags run, trial, condition, repetition, phase, host
+- vtax_host     one second of host counters (cpu_pct, softirq_pct, ctx_switches_per_s, and
+                appliance_host_cpu_pct where measured): tags run, trial, condition, repetition, phase, host;
+                written by the controller for its own machine, by hypervisor agents for theirs
 - vtax_host_net the same per interface: tag iface
 - vtax_trial    trial start/end markers for annotations: tags run, trial, condition, repetition, event;
                 fields status, title
@@ -60,7 +62,7 @@ def host_lines(sample: dict[str, Any], tags: dict[str, Any], phase: str) -> list
     base = {**tags, "phase": phase}
     point = _point("vtax_host", base, sample["t"])
     for field, value in sample["values"].items():
-        point.field(field.removeprefix("host."), float(value))
+        point.field(field.removeprefix("host.").replace(".", "_"), float(value))
     lines = [point.to_line_protocol()]
     for iface, counters in sample.get("net", {}).items():
         net = _point("vtax_host_net", {**base, "iface": iface}, sample["t"])

@@ -7,7 +7,6 @@ nothing from the wire is trusted, and nothing from it is ever unpickled or execu
 from __future__ import annotations
 
 import dataclasses
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import workloads
-from agent.points import live_line, phase_of, sample_line
+from agent.hostcounters import HOSTNAME, HostSample, sample_window
+from agent.points import host_lines, live_line, phase_of, sample_line
 from agent.safety import Allowlist, TargetRefused
 from agent.sink import InfluxSink
 from workloads.base import Cancelled, DeadlineExceeded, RunContext, Sample, Target, WorkloadError
-
-_HOSTNAME = socket.gethostname()
 
 
 def serve(*, kind: str, params: dict[str, Any], bind: str, deadline: float) -> Target:
@@ -69,7 +67,7 @@ def run_workload(
         start_at=start_at, duration=duration, deadline=deadline, target=target, locustfile_dir=locustfile_dir
     )
     if sink is not None and tags is not None:
-        tags = {**tags, "agent": agent, "host": _HOSTNAME}
+        tags = {**tags, "agent": agent, "host": HOSTNAME}
         progress = _streaming(progress, sink, tags, start_at - clock_offset, warmup, steady, clock_offset)
     if progress is not None:
         ctx = dataclasses.replace(ctx, progress=progress)
@@ -92,7 +90,7 @@ def run_workload(
         status, reason = "error", f"{type(exc).__name__}: {exc}"
     return {
         "agent": agent,
-        "host": _HOSTNAME,
+        "host": HOSTNAME,
         "workload": workload,
         "kind": kind,
         "status": status,
@@ -126,6 +124,51 @@ def _streaming(
     return report
 
 
+def host_counters(
+    *,
+    start_at: float,
+    seconds: float,
+    deadline: float,
+    appliance_processes: str | None = None,
+    run_id: str = "",
+    tags: dict[str, Any] | None = None,
+    warmup: float = 0.0,
+    steady: float = 0.0,
+    clock_offset: float = 0.0,
+    on_sample: Callable[[HostSample], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    sink: InfluxSink | None = None,
+) -> dict[str, Any]:
+    """Sample the host this agent runs on once a second for a trial window; the task of a hypervisor agent.
+
+    Times are in this agent's clock, as run_workload's, and so are the samples returned. Sampling stops at
+    the window's end, the deadline or cancellation, and the status says which. `on_sample`, `cancelled`
+    and `sink` are supplied by the process hosting the agent: each sample goes to `on_sample` (the
+    controller's live view) and, with a sink, to InfluxDB as vtax_host/vtax_host_net lines tagged with
+    `tags`, in the controller's clock.
+    """
+
+    def stop() -> bool:
+        return time.time() >= deadline or (cancelled is not None and cancelled())
+
+    samples: list[HostSample] = []
+    for sample in sample_window(start_at=start_at, seconds=seconds, stop=stop, appliance=appliance_processes):
+        samples.append(sample)
+        if sink is not None and tags is not None:
+            phase = phase_of(sample["t"], sample["dt"], start_at=start_at, warmup=warmup, steady=steady)
+            in_controller_clock = {**sample, "t": sample["t"] - clock_offset}
+            sink.submit(host_lines(in_controller_clock, {**tags, "host": HOSTNAME}, phase))
+        if on_sample is not None:
+            on_sample(sample)
+    if cancelled is not None and cancelled():
+        status = "cancelled"
+    elif time.time() >= deadline:
+        status = "deadline_exceeded"
+    else:
+        status = "ok"
+    return {"host": HOSTNAME, "status": status, "samples": samples}
+
+
 def ping() -> dict[str, float]:
     """Liveness and clock reading."""
     return {"time": time.time()}
@@ -134,6 +177,7 @@ def ping() -> dict[str, float]:
 TASKS: dict[str, Callable[..., Any]] = {
     "vtax.serve": serve,
     "vtax.run_workload": run_workload,
+    "vtax.host_counters": host_counters,
     "vtax.ping": ping,
 }
 
@@ -161,14 +205,18 @@ def execute(request: dict[str, Any], host: AgentHost, send: Callable[[dict[str, 
         if task is None:
             raise LookupError(f"unknown task {request['task']!r}")
         kwargs = dict(request["kwargs"])
+        if task in (run_workload, host_counters):
+            run_id = kwargs.get("run_id", "")
+            kwargs["cancelled"] = lambda: host.is_cancelled(run_id)
+            kwargs["sink"] = host.sink
         if task is run_workload:
             if kwargs.get("target"):
                 host.allowlist.check(kwargs["target"]["host"])
-            workload, run_id = kwargs["workload"], kwargs.get("run_id", "")
+            workload = kwargs["workload"]
             kwargs["progress"] = lambda values: send({**reply, "workload": workload, "progress": values})
-            kwargs["cancelled"] = lambda: host.is_cancelled(run_id)
             kwargs["locustfile_dir"] = host.locustfile_dir
-            kwargs["sink"] = host.sink
+        elif task is host_counters:
+            kwargs["on_sample"] = lambda sample: send({**reply, "sample": sample})
         reply["result"] = task(**kwargs)
         reply["ok"] = True
     except TargetRefused as exc:

@@ -37,9 +37,10 @@ class BrokerLink:
         self._cancel_cache: dict[str, tuple[float, bool]] = {}
 
     def send(self, reply_to: str, message: dict[str, Any]) -> None:
-        """Push one message to the controller's reply list; a reply is retried, progress is not."""
+        """Push one message to the controller's reply list; a reply is retried, progress and streamed samples
+        are not (the reply carries every sample)."""
         body = json.dumps(message)
-        give_up = time.monotonic() + (0 if "progress" in message else REPLY_RETRY_S)
+        give_up = time.monotonic() + (REPLY_RETRY_S if "ok" in message else 0)
         while True:
             try:
                 with self.redis.pipeline() as pipe:

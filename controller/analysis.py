@@ -108,6 +108,7 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
             )
             continue
         validity += _trial_validity(experiment, trial, label, samples_by_trial[idx], results_by_trial[idx], kpis)
+        validity += _host_validity(experiment, trial, label, host_by_trial[idx])
         for name, value in kpis.items():
             values[name][trial["condition"]].append(value)
 
@@ -126,6 +127,7 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
             "overhead": {c: stats.overhead(values[name][baseline], values[name][c]) for c in names if c != baseline},
         }
     validity += _condition_validity(experiment, metrics)
+    validity += _appliance_validity(experiment, [s for samples in host_by_trial.values() for s in samples])
     clocks = store.clocks(run_id)
     for reading in clocks:
         if 1000 * reading["uncertainty_s"] > experiment.timing.max_start_skew_ms:
@@ -242,6 +244,49 @@ def _trial_validity(
                     f"{label}: {result['workload']} on {result['agent']} has {seconds:.1f} s of samples in a "
                     f"{experiment.timing.steady:g} s steady phase",
                     trial["idx"],
+                )
+            )
+    return issues
+
+
+def _host_validity(
+    experiment: Experiment, trial: dict[str, Any], label: str, host: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Every hypervisor agent's host counters cover the steady phase (an agent lost or late leaves gaps)."""
+    start = trial["start_at"] + experiment.timing.warmup
+    end = start + experiment.timing.steady
+    issues = []
+    for agent in experiment.agents:
+        if not agent.hypervisor:
+            continue
+        seconds = sum(s["dt"] for s in host if s.get("agent") == agent.name and _in_steady(s, start, end))
+        if seconds < experiment.timing.steady * MIN_STEADY_COVERAGE:
+            issues.append(
+                _issue(
+                    "warning",
+                    "host_counters_incomplete",
+                    f"{label}: host counters of hypervisor agent {agent.name} cover {seconds:.1f} s of a "
+                    f"{experiment.timing.steady:g} s steady phase",
+                    trial["idx"],
+                )
+            )
+    return issues
+
+
+def _appliance_validity(experiment: Experiment, host: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A pattern that matched no process in the whole run is a typo more likely than an idle appliance."""
+    issues = []
+    for agent in experiment.agents:
+        if agent.appliance_processes is None:
+            continue
+        found = [s["appliance"]["processes"] for s in host if s.get("agent") == agent.name and "appliance" in s]
+        if found and not any(found):
+            issues.append(
+                _issue(
+                    "warning",
+                    "appliance_not_found",
+                    f"hypervisor agent {agent.name}: no process matched appliance_processes "
+                    f"{agent.appliance_processes!r} in any trial, so appliance.host_cpu_pct is 0",
                 )
             )
     return issues

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from agent.broker import AGENT_KEY, AGENT_PATTERN, CANCEL_KEY, make_app, queue_for
-from controller.engine import AgentKilled, Engine, ProgressCallback
+from controller.engine import AgentKilled, Engine, ProgressCallback, SampleCallback
 from controller.errors import InfrastructureError
 
 LOST_AFTER_S = 10.0
@@ -103,8 +103,10 @@ class CeleryEngine(Engine):
     def identity(self, agent: str) -> dict[str, Any] | None:
         return self.identities.get(agent)
 
-    def call(self, agent: str, task: str, kwargs: dict[str, Any]) -> Future[Any]:
-        request_id, future = self._register(agent)
+    def call(
+        self, agent: str, task: str, kwargs: dict[str, Any], *, on_sample: SampleCallback | None = None
+    ) -> Future[Any]:
+        request_id, future = self._register(agent, on_sample)
         if agent in self._lost:
             self._fail_agent(agent, f"lost: no heartbeat for {self._lost_after:g} s")
             return future

@@ -1,7 +1,8 @@
 """Engines carry task requests to agents and their replies back; the run loop does not know which it uses.
 
 Requests and replies are JSON messages of one shape in both engines: a request {id, task, kwargs}, a reply
-{id, agent, ok, result | error}, and progress messages {id, agent, workload, progress} while load runs.
+{id, agent, ok, result | error}, progress messages {id, agent, workload, progress} while load runs, and
+streamed samples {id, agent, sample} while host counters are taken.
 The embedded engine runs each agent as a local child process; the distributed engine is in
 `controller.distributed`.
 """
@@ -27,6 +28,7 @@ from controller.errors import InfrastructureError, InputError
 from controller.spec import Experiment
 
 ProgressCallback = Callable[[str, str, dict[str, float]], None]
+SampleCallback = Callable[[dict[str, Any]], None]
 
 
 class AgentLost(InfrastructureError):
@@ -47,7 +49,7 @@ class Engine(ABC):
     kind = "abstract"
 
     def __init__(self, *, on_progress: ProgressCallback | None = None) -> None:
-        self._pending: dict[int, tuple[str, Future[Any]]] = {}
+        self._pending: dict[int, tuple[str, Future[Any], SampleCallback | None]] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.on_progress = on_progress
@@ -58,24 +60,30 @@ class Engine(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _register(self, agent: str) -> tuple[int, Future[Any]]:
+    def _register(self, agent: str, on_sample: SampleCallback | None) -> tuple[int, Future[Any]]:
         future: Future[Any] = Future()
         request_id = next(self._ids)
         with self._lock:
-            self._pending[request_id] = (agent, future)
+            self._pending[request_id] = (agent, future, on_sample)
         return request_id, future
 
     def _deliver(self, reply: dict[str, Any]) -> None:
-        """Route one reply or progress message to whoever waits for it."""
+        """Route one reply, progress message or streamed sample to whoever waits for it."""
         if "progress" in reply:
             if self.on_progress is not None:
                 self.on_progress(reply["agent"], reply["workload"], reply["progress"])
+            return
+        if "sample" in reply:
+            with self._lock:
+                entry = self._pending.get(reply["id"])
+            if entry is not None and entry[2] is not None:
+                entry[2](reply["sample"])
             return
         with self._lock:
             entry = self._pending.pop(reply["id"], None)
         if entry is None:
             return  # a reply from an agent already given up on
-        _, future = entry
+        _, future, _ = entry
         if reply["ok"]:
             future.set_result(reply["result"])
         elif reply.get("refused"):
@@ -86,7 +94,7 @@ class Engine(ABC):
     def _fail_agent(self, agent: str, reason: str, error: type[AgentLost] = AgentLost) -> None:
         """Fail every call pending on `agent`."""
         with self._lock:
-            lost = [rid for rid, (name, _) in self._pending.items() if name == agent]
+            lost = [rid for rid, (name, _, _) in self._pending.items() if name == agent]
             futures = [self._pending.pop(rid)[1] for rid in lost]
         for future in futures:
             future.set_exception(error(f"agent {agent!r} {reason}"))
@@ -96,8 +104,11 @@ class Engine(ABC):
         return None
 
     @abstractmethod
-    def call(self, agent: str, task: str, kwargs: dict[str, Any]) -> Future[Any]:
-        """Send a task; a running workload's live readings reach `on_progress(agent, workload, values)`."""
+    def call(
+        self, agent: str, task: str, kwargs: dict[str, Any], *, on_sample: SampleCallback | None = None
+    ) -> Future[Any]:
+        """Send a task; a running workload's live readings reach `on_progress(agent, workload, values)`, and
+        the samples a task streams (host counters) reach this call's `on_sample` until its reply arrives."""
 
     @abstractmethod
     def kill(self, agent: str, reason: str) -> None:
@@ -160,9 +171,11 @@ class EmbeddedEngine(Engine):
         process.start()
         self._agents[name] = (process, inbox)
 
-    def call(self, agent: str, task: str, kwargs: dict[str, Any]) -> Future[Any]:
+    def call(
+        self, agent: str, task: str, kwargs: dict[str, Any], *, on_sample: SampleCallback | None = None
+    ) -> Future[Any]:
         process, inbox = self._agents[agent]
-        request_id, future = self._register(agent)
+        request_id, future = self._register(agent, on_sample)
         if not process.is_alive():
             self._fail_agent(agent, f"is not running (exit code {process.exitcode})")
             return future

@@ -1,20 +1,28 @@
-"""Host counters of the local Linux host, once a second, aligned to the trial's start.
+"""Host counters for each trial window, from wherever the host's own view is: the sources.
 
-CPU % (total and per core, with softirq), context switches, per-interface bytes/packets/drops. In the
-embedded engine this host is the hypervisor: every agent and appliance shares its CPUs.
+- LocalHostSource: the controller's own Linux machine. In the embedded engine, and in the lab, this host is
+  the hypervisor: every agent and appliance shares its CPUs.
+- AgentHostSource: every agent marked `hypervisor: true`, each sampling the Linux/KVM host it runs on
+  through the `vtax.host_counters` task.
+Every sample names its host; samples of several hosts are combined per second by mean in the analysis.
 """
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, wait
+from typing import TYPE_CHECKING, Any, Protocol
 
-import psutil
-
+from agent.hostcounters import HostSample, sample_window
 from workloads.base import MetricInfo
+
+if TYPE_CHECKING:  # the spec imports HOST_METRICS from here
+    from controller.clock import ClockReading
+    from controller.engine import Engine
+    from controller.plan import Trial
+    from controller.spec import Experiment
 
 HOST_METRICS: dict[str, MetricInfo] = {
     "host.cpu_pct": MetricInfo(unit="%", across_agents="mean", better="lower", description="busy CPU, all cores"),
@@ -27,99 +35,155 @@ HOST_METRICS: dict[str, MetricInfo] = {
     "host.cpu_per_gbps": MetricInfo(
         unit="% per Gbit/s", across_agents="mean", better="lower", description="host CPU % per Gbit/s of goodput"
     ),
+    "appliance.host_cpu_pct": MetricInfo(
+        unit="% of all cores",
+        across_agents="mean",
+        better="lower",
+        description="CPU of the processes matching a hypervisor agent's appliance_processes, on host.cpu_pct's scale",
+    ),
 }
 
-HostSample = dict[str, Any]  # {"t", "dt", "values": {...}, "per_core": {...}, "net": {iface: {...}}}
+
+CUT_SHORT_S = 1.0  # a trial that ends this long before its window does was cut short
+ANSWER_WAIT_S = 5.0  # how long after its window a hypervisor agent's answer is waited for
 
 
-def _busy(times: Any) -> tuple[float, float, float]:
-    """(busy, softirq, total) CPU seconds of one psutil cpu_times record."""
-    total = sum(times)
-    idle = times.idle + getattr(times, "iowait", 0.0)
-    # guest time is already counted in user time on Linux
-    total -= getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
-    return total - idle, times.softirq, total
+class HostCounterSource(Protocol):
+    """Host-side counters for one trial window."""
+
+    def begin(
+        self,
+        *,
+        trial: Trial,
+        tags: dict[str, Any],
+        start_at: float,
+        seconds: float,
+        on_sample: Callable[[HostSample], None],
+    ) -> None: ...
+
+    def end(self) -> list[HostSample]: ...  # every sample carries "host"; times in the controller's clock
 
 
-class LocalHostCollector:
-    """Samples this host every second from `start_at` for `seconds`, in a background thread."""
+class LocalHostSource:
+    """The controller's own machine, sampled in a background thread."""
 
-    def __init__(self, *, start_at: float, seconds: float, on_sample: Callable[[HostSample], None] | None = None):
-        self.host = socket.gethostname()
-        self.samples: list[HostSample] = []
-        self._start_at, self._seconds, self._on_sample = start_at, seconds, on_sample
+    def __init__(self) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="host-counters", daemon=True)
+        self._samples: list[HostSample] = []
+        self._thread: threading.Thread | None = None
 
-    def start(self) -> LocalHostCollector:
+    def begin(
+        self,
+        *,
+        trial: Trial,
+        tags: dict[str, Any],
+        start_at: float,
+        seconds: float,
+        on_sample: Callable[[HostSample], None],
+    ) -> None:
+        stop, samples = threading.Event(), []
+        self._stop, self._samples = stop, samples
+
+        def collect() -> None:
+            for sample in sample_window(start_at=start_at, seconds=seconds, stop=stop.is_set):
+                samples.append(sample)
+                on_sample(sample)
+
+        self._thread = threading.Thread(target=collect, name="host-counters", daemon=True)
         self._thread.start()
-        return self
 
-    def stop(self) -> list[HostSample]:
+    def end(self) -> list[HostSample]:
         self._stop.set()
-        self._thread.join()
-        return self.samples
+        if self._thread is not None:
+            self._thread.join()
+        return self._samples
 
-    def _loop(self) -> None:
-        self._stop.wait(max(0.0, self._start_at - time.time()))
-        previous, t_prev = self._read(), time.time()
-        tick = 1
-        while not self._stop.is_set() and tick <= self._seconds + 0.5:
-            self._stop.wait(max(0.0, self._start_at + tick - time.time()))
-            if self._stop.is_set():
-                break
-            current, now = self._read(), time.time()
-            sample = self._sample(previous, current, t_prev, now)
-            self.samples.append(sample)
-            if self._on_sample:
-                self._on_sample(sample)
-            previous, t_prev, tick = current, now, tick + 1
 
-    @staticmethod
-    def _read() -> dict[str, Any]:
-        return {
-            "cpus": psutil.cpu_times(percpu=True),
-            "ctx": psutil.cpu_stats().ctx_switches,
-            "net": psutil.net_io_counters(pernic=True),
-        }
+class AgentHostSource:
+    """Every agent marked `hypervisor: true` samples the host it runs on, through `vtax.host_counters`.
 
-    @staticmethod
-    def _sample(before: dict[str, Any], after: dict[str, Any], t0: float, t1: float) -> HostSample:
-        dt = max(t1 - t0, 1e-6)
-        per_core_busy, per_core_softirq = [], []
-        busy_sum = softirq_sum = total_sum = 0.0
-        for a, b in zip(before["cpus"], after["cpus"], strict=True):
-            busy_a, soft_a, total_a = _busy(a)
-            busy_b, soft_b, total_b = _busy(b)
-            total = max(total_b - total_a, 1e-9)
-            per_core_busy.append(100.0 * (busy_b - busy_a) / total)
-            per_core_softirq.append(100.0 * (soft_b - soft_a) / total)
-            busy_sum, softirq_sum, total_sum = (
-                busy_sum + busy_b - busy_a,
-                softirq_sum + soft_b - soft_a,
-                total_sum + total,
+    The agents write their samples to their own InfluxDB sinks and stream each to the controller as it is
+    taken (for the live display); their final answers are the record. A trial cut short, or an agent that
+    does not answer, keeps what streamed in.
+    """
+
+    def __init__(self, *, engine: Engine, experiment: Experiment, clocks: Mapping[str, ClockReading]) -> None:
+        """`clocks` are the run's clock readings, filled at run start before the first trial begins."""
+        self._engine, self._clocks, self._timing = engine, clocks, experiment.timing
+        self._appliances = {a.name: a.appliance_processes for a in experiment.agents if a.hypervisor}
+        self._calls: dict[str, Future[Any]] = {}
+        self._streamed: dict[str, list[HostSample]] = {}
+        self._live = threading.Event()
+        self._end_at = 0.0
+
+    def begin(
+        self,
+        *,
+        trial: Trial,
+        tags: dict[str, Any],
+        start_at: float,
+        seconds: float,
+        on_sample: Callable[[HostSample], None],
+    ) -> None:
+        self._end_at = start_at + seconds
+        self._live = threading.Event()
+        self._live.set()
+        self._streamed = {name: [] for name in self._appliances}
+        deadline = self._end_at + self._timing.grace
+        for name, pattern in self._appliances.items():
+            offset = self._clocks[name].offset_s
+            self._calls[name] = self._engine.call(
+                name,
+                "vtax.host_counters",
+                {
+                    "start_at": start_at + offset,
+                    "seconds": seconds,
+                    "deadline": deadline + offset,
+                    "appliance_processes": pattern,
+                    "run_id": tags["run"],
+                    "tags": tags,
+                    "warmup": self._timing.warmup,
+                    "steady": self._timing.steady,
+                    "clock_offset": offset,
+                },
+                on_sample=self._receiver(name, self._streamed[name], self._live, on_sample),
             )
-        net = {}
-        for iface, b in after["net"].items():
-            a = before["net"].get(iface)
-            if a is None:
-                continue
-            net[iface] = {
-                "rx_bytes_per_s": (b.bytes_recv - a.bytes_recv) / dt,
-                "tx_bytes_per_s": (b.bytes_sent - a.bytes_sent) / dt,
-                "rx_packets_per_s": (b.packets_recv - a.packets_recv) / dt,
-                "tx_packets_per_s": (b.packets_sent - a.packets_sent) / dt,
-                "rx_drops_per_s": (b.dropin - a.dropin) / dt,
-                "tx_drops_per_s": (b.dropout - a.dropout) / dt,
-            }
-        return {
-            "t": t0,
-            "dt": dt,
-            "values": {
-                "host.cpu_pct": 100.0 * busy_sum / max(total_sum, 1e-9),
-                "host.softirq_pct": 100.0 * softirq_sum / max(total_sum, 1e-9),
-                "host.ctx_switches_per_s": (after["ctx"] - before["ctx"]) / dt,
-            },
-            "per_core": {"cpu_pct": per_core_busy, "softirq_pct": per_core_softirq},
-            "net": net,
-        }
+
+    def _receiver(
+        self, agent: str, streamed: list[HostSample], live: threading.Event, on_sample: Callable[[HostSample], None]
+    ) -> Callable[[HostSample], None]:
+        """What one agent's streamed samples go to while its trial lasts."""
+
+        def receive(sample: HostSample) -> None:
+            if live.is_set():
+                sample = self._in_controller_clock(agent, sample)
+                streamed.append(sample)
+                on_sample(sample)
+
+        return receive
+
+    def end(self) -> list[HostSample]:
+        if time.time() > self._end_at - CUT_SHORT_S:
+            wait(self._calls.values(), timeout=max(0.0, self._end_at + ANSWER_WAIT_S - time.time()))
+        self._live.clear()
+        samples: list[HostSample] = []
+        for name, future in self._calls.items():
+            if future.done() and future.exception() is None:
+                samples += [self._in_controller_clock(name, s) for s in future.result()["samples"]]
+            else:
+                samples += self._streamed[name]
+        self._calls = {}
+        return samples
+
+    def _in_controller_clock(self, agent: str, sample: HostSample) -> HostSample:
+        """The sample in the controller's clock, marked with the agent that measured it."""
+        return {**sample, "t": sample["t"] - self._clocks[agent].offset_s, "agent": agent}
+
+
+def default_sources(
+    *, experiment: Experiment, engine: Engine, clocks: Mapping[str, ClockReading]
+) -> list[HostCounterSource]:
+    """The experiment's hypervisor agents where it has any, else the controller's own machine."""
+    if any(a.hypervisor for a in experiment.agents):
+        return [AgentHostSource(engine=engine, experiment=experiment, clocks=clocks)]
+    return [LocalHostSource()]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future, wait
 from datetime import UTC, datetime
 from typing import Any
@@ -21,12 +23,13 @@ from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
 from controller.errors import InfrastructureError, VtaxError
 from controller.events import Events
 from controller.hooks import HookError, run_hooks
-from controller.hostcounters import LocalHostCollector
+from controller.hostcounters import AgentHostSource, HostCounterSource, HostSample, default_sources
 from controller.plan import Trial, make_plan
 from controller.relay import RelayProcess
 from controller.spec import ConditionSpec, Experiment
 from controller.store import Store
 from controller.topology import AgentInfo, Flow, expand
+from controller.vsphere import Vsphere
 from workloads.base import Target
 
 SERVE_TIMEOUT_S = 15.0
@@ -59,7 +62,11 @@ class RunLoop:
         spec_path: str | None,
         events: Events | None = None,
         sink: InfluxSink | None = None,
+        host_sources: list[HostCounterSource] | None = None,
+        vsphere: Vsphere | None = None,
     ) -> None:
+        """`host_sources` give each trial's host counters; by default the experiment's hypervisor agents, or
+        where it has none, the controller's own machine."""
         self.experiment = experiment
         self.store = store
         self.engine = engine
@@ -69,6 +76,12 @@ class RunLoop:
         self.agents: dict[str, AgentInfo] = {}
         self.clocks: dict[str, clock.ClockReading] = {}
         self.sink = sink
+        self.vsphere = vsphere
+        self.host_sources = (
+            default_sources(experiment=experiment, engine=engine, clocks=self.clocks)
+            if host_sources is None
+            else host_sources
+        )
         engine.on_progress = self._progress
 
     def execute(self) -> str:
@@ -86,7 +99,7 @@ class RunLoop:
             with self.engine:
                 self.agents = self._agent_table()
                 flows = expand(self.experiment, self.agents)
-                self.clocks = clock.measure(self.engine, list(self.agents))
+                self.clocks.update(clock.measure(self.engine, list(self.agents)))  # the host sources read them
                 self.store.add_clocks(self.run_id, {a: vars(c) for a, c in self.clocks.items()})
                 self.events.run_start.fire(run_id=self.run_id, trials=plan)
                 for trial in plan:
@@ -115,6 +128,7 @@ class RunLoop:
                 address=spec.address or registered.get("address") or "127.0.0.1",
                 zone=spec.zone or registered.get("zone"),
                 labels=spec.labels,
+                hypervisor=spec.hypervisor,
             )
         return table
 
@@ -179,7 +193,7 @@ class RunLoop:
         timing = self.experiment.timing
         serve_deadline = time.time() + SERVE_TIMEOUT_S + timing.lead + timing.duration + timing.grace
         relays: list[RelayProcess] = []
-        collector: LocalHostCollector | None = None
+        begun: list[HostCounterSource] = []
         try:
             try:
                 targets = self._start_servers(flows, serve_deadline)
@@ -199,23 +213,23 @@ class RunLoop:
             if self.sink is not None:
                 self.sink.submit([marker_line(tags, event="start", t=start_at, status="running")])
 
-            def on_host_sample(sample: dict[str, Any]) -> None:
-                self.events.host_sample.fire(trial=trial, sample=sample)
-                if self.sink is not None:
-                    phase = phase_of(
-                        sample["t"], sample["dt"], start_at=start_at, warmup=timing.warmup, steady=timing.steady
-                    )
-                    self.sink.submit(host_lines(sample, {**tags, "host": collector.host}, phase))
-
-            collector = LocalHostCollector(start_at=start_at, seconds=timing.duration, on_sample=on_host_sample).start()
+            for source in self.host_sources:
+                # an agent source's agents write to InfluxDB themselves
+                write = not isinstance(source, AgentHostSource)
+                on_sample = self._host_sample_handler(trial, tags, start_at, write=write)
+                source.begin(trial=trial, tags=tags, start_at=start_at, seconds=timing.duration, on_sample=on_sample)
+                begun.append(source)
             calls = self._dispatch(trial, flows, targets, start_at, deadline)
             results = self._collect(calls, start_at, deadline)
         finally:
-            host_samples = collector.stop() if collector else []
+            host_samples = [sample for source in begun for sample in source.end()]
             for relay in relays:
                 relay.stop()
-        assert collector is not None
-        self.store.add_host_samples(self.run_id, trial.index, collector.host, host_samples)
+        by_host: dict[str, list[HostSample]] = defaultdict(list)
+        for sample in host_samples:
+            by_host[sample["host"]].append(sample)
+        for host, samples_of_host in by_host.items():
+            self.store.add_host_samples(self.run_id, trial.index, host, samples_of_host)
         for result in results:
             self.store.add_agent_result(self.run_id, trial.index, result)
         samples = [{**s, "agent": r["agent"], "workload": r["workload"]} for r in results for s in r["samples"]]
@@ -228,6 +242,22 @@ class RunLoop:
             row["reason"] = f"{failed[0]['workload']} on {failed[0]['agent']}: {failed[0]['reason']}"
         else:
             row["status"] = "ok"
+
+    def _host_sample_handler(
+        self, trial: Trial, tags: dict[str, Any], start_at: float, *, write: bool
+    ) -> Callable[[HostSample], None]:
+        """Each second of host counters to the live display and, with `write`, to the controller's sink."""
+        timing = self.experiment.timing
+
+        def handle(sample: HostSample) -> None:
+            self.events.host_sample.fire(trial=trial, sample=sample)
+            if write and self.sink is not None:
+                phase = phase_of(
+                    sample["t"], sample["dt"], start_at=start_at, warmup=timing.warmup, steady=timing.steady
+                )
+                self.sink.submit(host_lines(sample, {**tags, "host": sample["host"]}, phase))
+
+        return handle
 
     def _start_servers(self, flows: list[Flow], deadline: float) -> dict[tuple[str, str, str | None], Target]:
         """One server per flow (iperf3 serves one test at a time); all started before any client."""

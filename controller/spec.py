@@ -71,7 +71,7 @@ class AgentSpec(Strict):
     appliance_processes: str | None = Field(
         None,
         description="hypervisor agents: a regular expression searched for in each process's name and command line; "
-        "the matching processes' CPU is appliance.cpu_pct (e.g. 'qemu.*guest=fw01' for a KVM appliance VM)",
+        "the matching processes' CPU is appliance.host_cpu_pct (e.g. 'qemu.*guest=fw01' for a KVM appliance VM)",
     )
 
     @field_validator("appliance_processes")

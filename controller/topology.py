@@ -1,7 +1,8 @@
 """From a workload's topology to its flows: which agent loads which server.
 
 Zones come from the spec or, in the distributed engine, from what each agent registered; selectors
-(`zone:NAME`, `label:KEY=VALUE`) are resolved here, at run start, when both are known.
+(`zone:NAME`, `label:KEY=VALUE`) are resolved here, at run start, when both are known. Selectors pick guests
+only: a hypervisor agent runs load only where a workload names it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class AgentInfo:
     address: str
     zone: str | None
     labels: dict[str, str]
+    hypervisor: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,10 +41,10 @@ def select(selector: str, agents: dict[str, AgentInfo], field: str) -> list[str]
     """Agent names a selector stands for; InputError when it selects nobody."""
     if selector.startswith("zone:"):
         zone = selector.removeprefix("zone:")
-        chosen = [a.name for a in agents.values() if a.zone == zone]
+        chosen = [a.name for a in agents.values() if a.zone == zone and not a.hypervisor]
     elif selector.startswith("label:"):
         key, _, value = selector.removeprefix("label:").partition("=")
-        chosen = [a.name for a in agents.values() if a.labels.get(key) == value]
+        chosen = [a.name for a in agents.values() if a.labels.get(key) == value and not a.hypervisor]
     else:
         chosen = [selector] if selector in agents else []
     if not chosen:

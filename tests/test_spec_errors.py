@@ -42,6 +42,18 @@ CASES = [
     ("malformed yaml", _mutate("conditions:", "conditions: [oops"), "", "malformed YAML"),
     ("empty file", "", "", "the file is empty"),
     ("bad sla metric", GOOD + "sla: {iperf3.throughput: {min: 1}}\n", "sla.iperf3.throughput", "did you mean"),
+    (
+        "appliance pattern on a guest",
+        _mutate("{name: server}", "{name: server, appliance_processes: qemu}"),
+        "agents[1].appliance_processes",
+        "set `hypervisor: true`",
+    ),
+    (
+        "bad appliance pattern",
+        _mutate("{name: server}", "{name: server, hypervisor: true, appliance_processes: 'qemu('}"),
+        "agents[1].appliance_processes",
+        "not a regular expression",
+    ),
 ]
 
 

@@ -50,6 +50,22 @@ def test_label_selector_and_no_server_kinds() -> None:
     assert _flows("{kind: cpu, agents: ['label:rack=r2']}") == [("w2", None), ("d2", None)]
 
 
+def test_selectors_skip_hypervisor_agents_and_a_name_selects_one() -> None:
+    spec = parse("""\
+name: t
+agents: [{name: w1}, {name: kvm1, hypervisor: true}]
+conditions: [{name: a, baseline: true}]
+workloads:
+  - {kind: cpu, agents: ['zone:web', 'label:rack=r1']}
+  - {kind: cpu, name: on-host, agents: [kvm1]}
+""")
+    agents = {
+        "w1": AGENTS["w1"],
+        "kvm1": AgentInfo(name="kvm1", address="127.0.0.1", zone="web", labels={"rack": "r1"}, hypervisor=True),
+    }
+    assert [(f.workload.label, f.client) for f in expand(spec, agents)] == [("cpu", "w1"), ("on-host", "kvm1")]
+
+
 def test_a_selector_that_selects_nobody_names_the_field() -> None:
     with pytest.raises(InputError, match=r"workloads\[0\].agents\[0\]: 'zone:dmz' selects no agent \(zones: db, web\)"):
         _flows("{kind: iperf3, agents: ['zone:dmz'], server: d1}")

@@ -18,6 +18,7 @@ from workloads.base import MetricInfo
 SATURATED_CPU_PCT = 90.0
 MIN_STEADY_COVERAGE = 0.8
 NOISY_CI_PCT = 10.0
+COARSE_SAMPLES = 3  # host samples a steady phase should hold at least
 
 
 def metric_catalogue(experiment: Experiment) -> dict[str, MetricInfo]:
@@ -42,19 +43,18 @@ def trial_kpis(
     end = start + experiment.timing.steady
     catalogue = metric_catalogue(experiment)
     per_second: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-    prefixed = [(f"{s['workload']}.", s) for s in samples] + [("", s) for s in host]  # host values are named
-    for prefix, sample in prefixed:
+    for sample in samples:
         if not _in_steady(sample, start, end):
             continue
         second = math.floor(sample["t"] + sample["dt"] / 2 - trial["start_at"])
         for field, value in sample["values"].items():
-            per_second[prefix + field][second].append(value)
+            per_second[f"{sample['workload']}.{field}"][second].append(value)
     combined: dict[str, list[float]] = {}
     for name, seconds in per_second.items():
         info = catalogue.get(name)
         combine = sum if info is not None and info.across_agents == "sum" else _mean
         combined[name] = [combine(seconds[second]) for second in sorted(seconds)]
-    kpis = {name: _mean(values) for name, values in combined.items()}
+    kpis = {name: _mean(values) for name, values in combined.items()} | _host_kpis(host, start, end, catalogue)
     for entry in experiment.workloads:
         hook = getattr(workloads.get(entry.kind), "trial_kpis", None)
         if hook is not None:
@@ -66,6 +66,28 @@ def trial_kpis(
     if "host.cpu_pct" in kpis and throughput > 0:
         kpis["host.cpu_per_gbps"] = kpis["host.cpu_pct"] / throughput
     return {name: value for name, value in kpis.items() if name in catalogue}  # internal fields stay internal
+
+
+def _host_kpis(
+    host: list[dict[str, Any]], start: float, end: float, catalogue: dict[str, MetricInfo]
+) -> dict[str, float]:
+    """Host counters over the steady phase: per host, each sample weighted by how much of it lies in the phase
+    (1 s Linux samples and 20 s vCenter samples alike), then the hosts combined (sum or mean)."""
+    weighted: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
+    for sample in host:
+        overlap = min(sample["t"] + sample["dt"], end) - max(sample["t"], start)
+        if overlap <= 0:
+            continue
+        for name, value in sample["values"].items():
+            total = weighted[name][sample["host"]]
+            total[0] += overlap * value
+            total[1] += overlap
+    kpis = {}
+    for name, hosts in weighted.items():
+        per_host = [value / seconds for value, seconds in hosts.values()]
+        info = catalogue.get(name)
+        kpis[name] = sum(per_host) if info is not None and info.across_agents == "sum" else _mean(per_host)
+    return kpis
 
 
 def _mean(values: list[float]) -> float:
@@ -87,6 +109,9 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
     results_by_trial: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for result in store.agent_results(run_id):
         results_by_trial[result["trial_idx"]].append(result)
+    flags_by_trial: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for flag in store.flags(run_id):
+        flags_by_trial[flag["trial_idx"]].append(flag)
 
     validity: list[dict[str, Any]] = []
     trial_rows = []
@@ -109,6 +134,12 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
             continue
         validity += _trial_validity(experiment, trial, label, samples_by_trial[idx], results_by_trial[idx], kpis)
         validity += _host_validity(experiment, trial, label, host_by_trial[idx])
+        validity += [_issue(f["severity"], f["kind"], f"{label}: {f['message']}", idx) for f in flags_by_trial[idx]]
+        if experiment.vsphere.on_migration == "exclude" and any(
+            f["kind"] == "vm_migrated" for f in flags_by_trial[idx]
+        ):
+            validity.append(_issue("error", "trial_excluded", f"{label} left out of the statistics: a VM moved", idx))
+            continue
         for name, value in kpis.items():
             values[name][trial["condition"]].append(value)
 
@@ -161,6 +192,7 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
         "metrics": metrics,
         "validity": validity,
         "sla": sla,
+        "vsphere": store.notes(run_id).get("vsphere"),
         "passed": not any(v["level"] == "error" for v in validity) and all(s["ok"] for s in sla),
     }
 
@@ -252,10 +284,23 @@ def _trial_validity(
 def _host_validity(
     experiment: Experiment, trial: dict[str, Any], label: str, host: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Every hypervisor agent's host counters cover the steady phase (an agent lost or late leaves gaps)."""
+    """Every hypervisor agent's host counters cover the steady phase (an agent lost or late leaves gaps), and
+    host samples are fine enough for it (vCenter's are 20 s long)."""
     start = trial["start_at"] + experiment.timing.warmup
     end = start + experiment.timing.steady
     issues = []
+    coarsest = max((s["dt"] for s in host), default=0.0)
+    if coarsest * COARSE_SAMPLES > experiment.timing.steady:
+        issues.append(
+            _issue(
+                "warning",
+                "host_counters_coarse",
+                f"{label}: host counters come in {coarsest:g} s samples, too coarse for a "
+                f"{experiment.timing.steady:g} s steady phase: warm-up and cool-down leak into them; make the steady "
+                f"phase at least {COARSE_SAMPLES * coarsest:g} s",
+                trial["idx"],
+            )
+        )
     for agent in experiment.agents:
         if not agent.hypervisor:
             continue

@@ -29,6 +29,9 @@ from controller.export import run_lines
 from controller.report import LiveDisplay, print_result
 from controller.runloop import RunLoop
 from controller.store import DEFAULT_PATH, Store
+from controller.vcenter import Vcenter
+from controller.vcenter import load_config as vcenter_config
+from controller.vsphere import Vsphere
 
 app = typer.Typer(
     help="vtax: measure what virtualization security appliances cost, with repeated trials and confidence intervals.",
@@ -45,9 +48,6 @@ StoreOption = Annotated[str, typer.Option("--store", envvar="VTAX_STORE", help="
 BrokerOption = Annotated[
     str | None, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL of the distributed engine")
 ]
-BrokerOption = Annotated[
-    str | None, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL of the distributed engine")
-]
 InfluxOption = Annotated[
     str | None, typer.Option("--influx", help="InfluxDB URL to stream to (or VTAX_INFLUX_URL; settings: README)")
 ]
@@ -56,6 +56,24 @@ InfluxConfigOption = Annotated[
     typer.Option("--influx-config", envvar="VTAX_INFLUX_CONFIG", help="YAML file of InfluxDB settings"),
 ]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="write the run's result object to this file")]
+VcenterOption = Annotated[
+    str | None,
+    typer.Option("--vcenter", help="vCenter/ESXi URL: host counters, inventory, vSphere hooks (or VTAX_VCENTER_URL)"),
+]
+VcenterConfigOption = Annotated[
+    Path | None,
+    typer.Option("--vcenter-config", envvar="VTAX_VCENTER_CONFIG", help="YAML file of vCenter settings"),
+]
+VcenterUserOption = Annotated[str | None, typer.Option("--vcenter-user", help="or VTAX_VCENTER_USER")]
+VcenterPasswordOption = Annotated[
+    str | None, typer.Option("--vcenter-password", help="prefer VTAX_VCENTER_PASSWORD: flags show in `ps`")
+]
+VcenterCaOption = Annotated[
+    Path | None, typer.Option("--vcenter-ca-bundle", help="PEM CA bundle that signed vCenter's certificate")
+]
+VcenterInsecureOption = Annotated[
+    bool | None, typer.Option("--vcenter-insecure", help="do not verify vCenter's TLS certificate (labs only)")
+]
 INTERRUPTED = 130
 
 
@@ -75,6 +93,33 @@ def _influx(url: str | None, config_file: Path | None) -> InfluxConfig | None:
         return load_config(url, config_file)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+
+
+def _vsphere(
+    experiment: spec_module.Experiment | None,
+    url: str | None,
+    config_file: Path | None,
+    user: str | None,
+    password: str | None,
+    ca_bundle: Path | None,
+    insecure: bool | None,
+) -> Vsphere | None:
+    """The run's vSphere session when a vCenter is configured; an error when the spec needs one and none is."""
+    config = vcenter_config(url, config_file, user=user, password=password, ca_bundle=ca_bundle, insecure=insecure)
+    if config is None:
+        if experiment is not None:
+            for condition in experiment.conditions:
+                for stage in ("setup", "teardown"):
+                    actions = [h for h in getattr(condition, stage) if isinstance(h, spec_module.VsphereAction)]
+                    if actions:
+                        raise InputError(
+                            f"condition {condition.name!r} {stage}: {actions[0]} needs --vcenter (or VTAX_VCENTER_URL)"
+                        )
+        return None
+    vcenter = Vcenter(config=config)
+    if insecure or config.insecure:
+        errors.print(f"vtax: warning: not verifying the TLS certificate of {config.url}")
+    return Vsphere(vcenter=vcenter, spec=experiment.vsphere if experiment else spec_module.VsphereSpec())
 
 
 def _report_sink(sink: InfluxSink) -> None:
@@ -108,6 +153,7 @@ def _execute(
     json_path: Path | None,
     broker: str | None = None,
     influx: InfluxConfig | None = None,
+    vsphere: Vsphere | None = None,
 ) -> None:
     _check_writable(json_path)
     store = Store(store_path)
@@ -120,7 +166,9 @@ def _execute(
         f"= {plan_size} trials of {experiment.timing.duration:g} s, {experiment.order} order"
     )
     engine = _engine(experiment, broker, influx)
-    loop = RunLoop(experiment, store=store, engine=engine, spec_path=spec_path, events=events, sink=sink)
+    loop = RunLoop(
+        experiment, store=store, engine=engine, spec_path=spec_path, events=events, sink=sink, vsphere=vsphere
+    )
     try:
         run_id = loop.execute()
     except (KeyboardInterrupt, VtaxError) as exc:
@@ -150,13 +198,102 @@ def run(
     broker: BrokerOption = None,
     influx: InfluxOption = None,
     influx_config: InfluxConfigOption = None,
+    vcenter: VcenterOption = None,
+    vcenter_config_file: VcenterConfigOption = None,
+    vcenter_user: VcenterUserOption = None,
+    vcenter_password: VcenterPasswordOption = None,
+    vcenter_ca_bundle: VcenterCaOption = None,
+    vcenter_insecure: VcenterInsecureOption = None,
 ) -> None:
     """Run an experiment and print its summary. Exit 1 when an SLA or validity check fails.
 
     Without --broker, agents run as local processes (embedded engine); with it, the spec's agents are
-    `vtax agent` workers registered with that broker (distributed engine).
+    `vtax agent` workers registered with that broker (distributed engine). With --vcenter, host counters
+    come from vSphere for the hosts running the agents' VMs and the appliance VMs on them.
     """
-    _execute(spec_module.load(spec), str(spec), store, json_path, broker, _influx(influx, influx_config))
+    experiment = spec_module.load(spec)
+    vsphere = _vsphere(
+        experiment, vcenter, vcenter_config_file, vcenter_user, vcenter_password, vcenter_ca_bundle, vcenter_insecure
+    )
+    try:
+        _execute(experiment, str(spec), store, json_path, broker, _influx(influx, influx_config), vsphere)
+    finally:
+        if vsphere is not None:
+            vsphere.vcenter.close()
+
+
+@app.command()
+def inventory(
+    spec: Annotated[
+        Path | None, typer.Argument(help="experiment spec whose agents to map (default: --broker's)")
+    ] = None,
+    broker: BrokerOption = None,
+    vcenter: VcenterOption = None,
+    vcenter_config_file: VcenterConfigOption = None,
+    vcenter_user: VcenterUserOption = None,
+    vcenter_password: VcenterPasswordOption = None,
+    vcenter_ca_bundle: VcenterCaOption = None,
+    vcenter_insecure: VcenterInsecureOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+) -> None:
+    """Show where each agent lives in vSphere: its VM (and how it was found), host, cluster, zone, and the
+    appliance VMs on those hosts. Exit 2 when an agent has no VM."""
+    experiment = spec_module.load(spec) if spec is not None else None
+    vsphere = _vsphere(
+        experiment, vcenter, vcenter_config_file, vcenter_user, vcenter_password, vcenter_ca_bundle, vcenter_insecure
+    )
+    if vsphere is None:
+        raise InputError("--vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)")
+    with vsphere.vcenter:
+        registered = {a["name"]: a for a in list_agents(connect(broker))} if broker else {}
+        if experiment is not None:
+            wanted = [{**registered.get(a.name, {}), "name": a.name, "vm": a.vm} for a in experiment.agents]
+        elif registered:
+            wanted = list(registered.values())
+        else:
+            raise InputError("inventory: give a spec, or --broker to map the agents registered there")
+        try:
+            mapped = vsphere.map(wanted)
+            missing = ""
+        except InputError as exc:
+            mapped, missing = vsphere.agents, str(exc)
+        hosts = {m.vm.host for m in mapped.values() if m.vm is not None and m.vm.host}
+        appliances = vsphere.appliance_vms(hosts)
+        rows = [
+            {
+                "agent": m.agent,
+                "vm": m.vm.name if m.vm else None,
+                "found_by": m.how,
+                "uuid": m.vm.uuid if m.vm else None,
+                "host": m.host.name if m.host else None,
+                "cluster": m.host.cluster if m.host else None,
+                "zone": m.zone,
+                "power": m.vm.power if m.vm else None,
+            }
+            for m in mapped.values()
+        ]
+        found = [
+            {"vm": vm.name, "host": vsphere.inventory.hosts[vm.host].name if vm.host else None, "power": vm.power}
+            for vm in appliances
+        ]
+        if as_json:
+            print(json.dumps({"server": vsphere.vcenter.about, "agents": rows, "appliances": found}, indent=2))
+        else:
+            console.print(
+                f"{vsphere.vcenter.about}: {len(vsphere.inventory.hosts)} hosts, {len(vsphere.inventory.vms)} VMs"
+            )
+            table = Table("agent", "VM", "found by", "host", "cluster", "zone", "power")
+            for row in rows:
+                table.add_row(
+                    *(str(row[k] or "") for k in ("agent", "vm", "found_by", "host", "cluster", "zone", "power"))
+                )
+            console.print(table)
+            appliance_table = Table("appliance VM", "host", "power")
+            for row in found:
+                appliance_table.add_row(row["vm"], row["host"] or "", row["power"])
+            console.print(appliance_table if found else "no appliance VMs on these hosts (see vsphere.appliances)")
+        if missing:
+            raise InputError(missing)
 
 
 @app.command()

@@ -210,14 +210,14 @@ class Inventory:
 
     def current_hosts(self, vms: list[VmInfo]) -> dict[str, str | None]:
         """Where each VM runs now (moid → host moid), read fresh from the server."""
+        hosts: dict[str, str | None] = {vm.moid: None for vm in vms}
+        if not vms:
+            return hosts
         collector = self.vcenter.content.propertyCollector
         spec = vmodl.query.PropertyCollector.FilterSpec(
             objectSet=[vmodl.query.PropertyCollector.ObjectSpec(obj=vm.ref) for vm in vms],
             propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=["runtime.host"])],
         )
-        hosts: dict[str, str | None] = {vm.moid: None for vm in vms}
-        if not vms:
-            return hosts
         for obj in collector.RetrieveContents([spec]):
             value = next((p.val for p in obj.propSet if p.name == "runtime.host"), None)
             hosts[obj.obj._moId] = value._moId if value is not None else None

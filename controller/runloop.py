@@ -6,6 +6,7 @@ The loop is the same for both engines; only the engine object differs.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections import defaultdict
@@ -23,13 +24,19 @@ from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
 from controller.errors import InfrastructureError, VtaxError
 from controller.events import Events
 from controller.hooks import HookError, run_hooks
-from controller.hostcounters import AgentHostSource, HostCounterSource, HostSample, default_sources
+from controller.hostcounters import (
+    AgentHostSource,
+    HostCounterSource,
+    HostSample,
+    LocalHostSource,
+    default_sources,
+)
 from controller.plan import Trial, make_plan
 from controller.relay import RelayProcess
 from controller.spec import ConditionSpec, Experiment
 from controller.store import Store
 from controller.topology import AgentInfo, Flow, expand
-from controller.vsphere import Vsphere
+from controller.vsphere import Vsphere, VsphereHostSource
 from workloads.base import Target
 
 SERVE_TIMEOUT_S = 15.0
@@ -77,11 +84,12 @@ class RunLoop:
         self.clocks: dict[str, clock.ClockReading] = {}
         self.sink = sink
         self.vsphere = vsphere
-        self.host_sources = (
-            default_sources(experiment=experiment, engine=engine, clocks=self.clocks)
-            if host_sources is None
-            else host_sources
-        )
+        if host_sources is None:
+            host_sources = default_sources(experiment=experiment, engine=engine, clocks=self.clocks)
+            if vsphere is not None:  # the hypervisors' own counters replace the controller machine's
+                host_sources = [s for s in host_sources if not isinstance(s, LocalHostSource)]
+                host_sources.append(VsphereHostSource(vsphere=vsphere, store=store))
+        self.host_sources = host_sources
         engine.on_progress = self._progress
 
     def execute(self) -> str:
@@ -98,6 +106,8 @@ class RunLoop:
         try:
             with self.engine:
                 self.agents = self._agent_table()
+                if self.vsphere is not None:
+                    self._place_in_vsphere(self.vsphere)
                 flows = expand(self.experiment, self.agents)
                 self.clocks.update(clock.measure(self.engine, list(self.agents)))  # the host sources read them
                 self.store.add_clocks(self.run_id, {a: vars(c) for a, c in self.clocks.items()})
@@ -132,6 +142,27 @@ class RunLoop:
             )
         return table
 
+    def _place_in_vsphere(self, vsphere: Vsphere) -> None:
+        """Map every guest agent to its VM, host and zone; vSphere's zone fills in where the spec names none."""
+        wanted = []
+        for spec in self.experiment.agents:
+            if spec.hypervisor:
+                continue
+            registered = self.engine.identity(spec.name) or {}
+            wanted.append(
+                {
+                    "name": spec.name,
+                    "vm": spec.vm,
+                    "vm_uuid": registered.get("vm_uuid"),
+                    "address": registered.get("address"),
+                }
+            )
+        placed = vsphere.map(wanted)
+        for name, found in placed.items():
+            if self.experiment.agent(name).zone is None and found.zone is not None:
+                self.agents[name] = dataclasses.replace(self.agents[name], zone=found.zone)
+        self.store.put_note(self.run_id, "vsphere", vsphere.describe())
+
     def _tags(self, trial: Trial) -> dict[str, Any]:
         return {"run": self.run_id, "trial": trial.index, "condition": trial.condition, "repetition": trial.repetition}
 
@@ -159,7 +190,12 @@ class RunLoop:
             "deadline": None,
             "ended": None,
         }
-        hook_args = {"condition": condition.name, "env": env, "timeout": self.experiment.hook_timeout}
+        hook_args = {
+            "condition": condition.name,
+            "env": env,
+            "timeout": self.experiment.hook_timeout,
+            "vsphere": self.vsphere,
+        }
         tags = self._tags(trial)
         try:
             run_hooks(condition.setup, stage="setup", **hook_args)

@@ -51,6 +51,9 @@ CREATE TABLE IF NOT EXISTS trial_flags (
     run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL,
     message TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS run_notes (
+    run_id TEXT NOT NULL, key TEXT NOT NULL, value_json TEXT NOT NULL, PRIMARY KEY (run_id, key)
+);
 CREATE INDEX IF NOT EXISTS samples_by_run ON samples (run_id, trial_idx);
 CREATE INDEX IF NOT EXISTS vsphere_by_run ON vsphere_counters (run_id, trial_idx);
 CREATE INDEX IF NOT EXISTS host_by_run ON host_counters (run_id, trial_idx);
@@ -253,3 +256,12 @@ class Store:
     def flags(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM trial_flags WHERE run_id = ? ORDER BY trial_idx", (run_id,))
         return [dict(r) for r in rows]
+
+    def put_note(self, run_id: str, key: str, value: Any) -> None:
+        """A JSON-able fact about the run as a whole, e.g. where vSphere placed its agents."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO run_notes VALUES (?,?,?)", (run_id, key, json.dumps(value)))
+
+    def notes(self, run_id: str) -> dict[str, Any]:
+        rows = self._db.execute("SELECT key, value_json FROM run_notes WHERE run_id = ?", (run_id,))
+        return {r["key"]: json.loads(r["value_json"]) for r in rows}

@@ -18,49 +18,14 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from controller.errors import InputError
+from controller.hostcounters import HOST_METRICS
 from controller.inventory import AgentVm, Inventory, VmInfo, map_agents
 from controller.spec import VsphereSpec
 from controller.store import Store
 from controller.vcenter import Vcenter, VcenterError, describe_fault
 from controller.vperf import PerfReader, PerfSample
-from workloads.base import MetricInfo
 
 log = logging.getLogger("vtax.vsphere")
-
-VSPHERE_METRICS: dict[str, MetricInfo] = {
-    "host.cpu_mhz": MetricInfo(unit="MHz", across_agents="mean", better="lower", description="ESXi host CPU used"),
-    "host.mem_pct": MetricInfo(unit="%", across_agents="mean", better="lower", description="ESXi host memory used"),
-    "host.net_rx_mbps": MetricInfo(unit="Mbit/s", across_agents="sum", better="higher", description="host receive"),
-    "host.net_tx_mbps": MetricInfo(unit="Mbit/s", across_agents="sum", better="higher", description="host send"),
-    "host.net_packets_per_s": MetricInfo(
-        unit="1/s", across_agents="sum", better="higher", description="host packets received + sent"
-    ),
-    "host.net_dropped_per_s": MetricInfo(
-        unit="1/s", across_agents="sum", better="lower", description="host packets dropped (receive + send)"
-    ),
-    "vm.cpu_pct": MetricInfo(unit="%", across_agents="mean", better="lower", description="agent VMs' CPU usage"),
-    "vm.ready_pct": MetricInfo(
-        unit="% per vCPU", across_agents="mean", better="lower", description="agent VMs' CPU ready time per vCPU"
-    ),
-    "vm.costop_pct": MetricInfo(
-        unit="% per vCPU", across_agents="mean", better="lower", description="agent VMs' co-stop time per vCPU"
-    ),
-    "vm.cpu_latency_pct": MetricInfo(
-        unit="%", across_agents="mean", better="lower", description="agent VMs' CPU latency (time not run)"
-    ),
-    "appliance.cpu_pct": MetricInfo(
-        unit="%", across_agents="mean", better="lower", description="appliance VMs' CPU usage"
-    ),
-    "appliance.cpu_mhz": MetricInfo(
-        unit="MHz", across_agents="sum", better="lower", description="appliance VMs' CPU used, all hosts"
-    ),
-    "appliance.ready_pct": MetricInfo(
-        unit="% per vCPU", across_agents="mean", better="lower", description="appliance VMs' CPU ready per vCPU"
-    ),
-    "appliance.net_dropped_per_s": MetricInfo(
-        unit="1/s", across_agents="sum", better="lower", description="packets the appliance VMs dropped"
-    ),
-}
 
 MIGRATION_EVENTS = ["VmMigratedEvent", "DrsVmMigratedEvent", "VmRelocatedEvent", "VmBeingHotMigratedEvent"]
 
@@ -91,6 +56,24 @@ class Vsphere:
                 f"vCenter: no VM found for agent(s) {names}; set `vm:` (name or BIOS UUID) on the agent in the spec"
             )
         return self.agents
+
+    def describe(self) -> dict[str, Any]:
+        """Where the agents are, for the run's result: server, and per agent its VM, host, cluster and zone."""
+        agents = {}
+        for name, found in self.agents.items():
+            agents[name] = {
+                "vm": found.vm.name if found.vm else None,
+                "found_by": found.how,
+                "host": found.host.name if found.host else None,
+                "cluster": found.host.cluster if found.host else None,
+                "zone": found.zone,
+            }
+        hosts = {a.vm.host for a in self.agents.values() if a.vm is not None and a.vm.host}
+        return {
+            "server": self.vcenter.about,
+            "agents": agents,
+            "appliances": [vm.name for vm in self.appliance_vms(hosts)],
+        }
 
     def agent_vms(self) -> list[VmInfo]:
         return [a.vm for a in self.agents.values() if a.vm is not None]
@@ -212,7 +195,7 @@ class VsphereHostSource:
                 vm_host = window.hosts.get(s.entity)
                 name = inventory.vms[s.entity].name
                 host = inventory.hosts[vm_host].name if vm_host in inventory.hosts else None
-            rows.append({"role": role, "entity": name, "moid": s.entity, "host": host} | vars(s) | {"t": s.t - s.dt})
+            rows.append(vars(s) | {"role": role, "entity": name, "moid": s.entity, "host": host, "t": s.t - s.dt})
         self.store.add_vsphere_samples(window.run_id, window.trial_idx, rows)
 
     def _host_samples(self, window: _Window, samples: list[PerfSample]) -> list[dict[str, Any]]:
@@ -231,7 +214,7 @@ class VsphereHostSource:
         for (host, t, dt), named in sorted(values.items(), key=lambda item: item[0][1]):
             combined = {}
             for name, found in named.items():
-                total = VSPHERE_METRICS.get(name)
+                total = HOST_METRICS.get(name)
                 combined[name] = (
                     sum(found) if total is not None and total.across_agents == "sum" else sum(found) / len(found)
                 )
@@ -285,7 +268,7 @@ def _summaries(role: str, counter: str, value: float, per_vcpu: float) -> list[t
     return [
         (f"{prefix}.{name}", per_vcpu if name in _PER_VCPU else value)
         for name in names
-        if f"{prefix}.{name}" in VSPHERE_METRICS
+        if f"{prefix}.{name}" in HOST_METRICS
     ]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from controller.inventory import swapped_uuid
-from controller.spec import VsphereAction, VsphereSpec
+from controller.spec import ApplianceSelector, VsphereAction, VsphereSpec
 from controller.store import Store
 from controller.vactions import run_action
 from controller.vcenter import Vcenter, VcenterConfig
@@ -313,4 +313,4 @@ def test_a_500_vm_inventory_maps_and_finds_appliances_per_host(vtax: Vtax) -> No
         assert all(a["vm"][-2] == "9" for a in found["appliances"])
         with _insecure(big) as vsphere:
             assert len(vsphere.inventory.vms) == 500
-            assert len(vsphere.appliance_vms()) == 50
+            assert len(vsphere.inventory.appliances(ApplianceSelector(name_pattern="VM9[0-9]$"))) == 50

@@ -9,12 +9,12 @@ SYSTEM_PACKAGES := iperf3 python3-venv python3-pip python3-dev gcc redis-server 
 TEST_SERVICES := redis-server influxdb victoria-metrics
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup system-packages clean
+.PHONY: demo test lint setup system-packages vcsim clean
 
 demo: setup
 	$(VENV)/bin/vtax demo
 
-test: setup
+test: setup vcsim
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
@@ -22,6 +22,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 setup: system-packages $(STAMP)
+
+# the vCenter simulator of the vSphere tests, built from deploy/vcsim against Debian's govmomi source
+vcsim: setup
+	$(PY) -c 'from controller.vcsim import build; print("vCenter simulator:", build())'
 
 system-packages:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -41,4 +45,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache vtax.db
+	rm -rf $(VENV) .pytest_cache vtax.db build

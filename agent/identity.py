@@ -44,14 +44,17 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def identity(*, name: str, zone: str | None, allow: list[str], address: str | None) -> dict[str, Any]:
-    """A JSON-able description of this agent and the machine it runs on; `address` defaults to the first one."""
+def identity(
+    *, name: str, zone: str | None, allow: list[str], address: str | None, vm_uuid: str | None = None
+) -> dict[str, Any]:
+    """A JSON-able description of this agent and the machine it runs on; `address` defaults to the first one,
+    `vm_uuid` to the BIOS UUID this machine reports."""
     addresses = _addresses()
     return {
         "address": address or (addresses[0] if addresses else None),
         "name": name,
         "hostname": socket.gethostname(),
-        "vm_uuid": _vm_uuid(),
+        "vm_uuid": vm_uuid.lower() if vm_uuid else _vm_uuid(),
         "addresses": addresses,
         "cores": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total,

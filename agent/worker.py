@@ -87,6 +87,7 @@ def run_agent(
     zone: str | None,
     allow: list[str],
     address: str | None = None,
+    vm_uuid: str | None = None,
     locustfiles: Path | None = None,
     influx: InfluxConfig | None = None,
     concurrency: int = 64,
@@ -113,7 +114,7 @@ def run_agent(
     beats = [
         threading.Thread(
             target=link.heartbeat_forever,
-            args=(name, identity(name=name, zone=zone, allow=allowed, address=address), stop, sink),
+            args=(name, identity(name=name, zone=zone, allow=allowed, address=address, vm_uuid=vm_uuid), stop, sink),
             name=f"heartbeat-{name}",
             daemon=True,
         )

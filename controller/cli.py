@@ -398,6 +398,14 @@ def agent(
         Path | None,
         typer.Option("--locustfiles", envvar="VTAX_LOCUSTFILES", help="directory of custom locustfiles specs may name"),
     ] = None,
+    vm_uuid: Annotated[
+        str | None,
+        typer.Option(
+            "--vm-uuid",
+            envvar="VTAX_VM_UUID",
+            help="this VM's BIOS UUID, where the agent cannot read /sys/class/dmi/id/product_uuid (not root)",
+        ),
+    ] = None,
     influx: InfluxOption = None,
     influx_config: InfluxConfigOption = None,
 ) -> None:
@@ -409,6 +417,8 @@ def agent(
             raise InputError(f"--name: {each!r} is not a valid agent name (letters, digits, _ . -)")
     if locustfiles is not None and not locustfiles.is_dir():
         raise InputError(f"--locustfiles: {locustfiles} is not a directory")
+    if vm_uuid is not None and not re.fullmatch(r"[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}", vm_uuid):
+        raise InputError(f"--vm-uuid: {vm_uuid!r} is not a UUID (8-4-4-4-12 hex digits)")
     connect(broker)
     try:
         run_agent(
@@ -417,6 +427,7 @@ def agent(
             zone=zone,
             allow=allow or list(LOOPBACK),
             address=address,
+            vm_uuid=vm_uuid,
             locustfiles=locustfiles,
             influx=_influx(influx, influx_config),
         )

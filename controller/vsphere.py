@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pyVmomi import vim, vmodl
 
+from agent.hostcounters import HostSample
 from controller.errors import InputError
 from controller.hostcounters import HOST_METRICS
 from controller.inventory import AgentVm, Inventory, VmInfo, map_agents
+from controller.plan import Trial
 from controller.spec import VsphereSpec
 from controller.store import Store
 from controller.vcenter import Vcenter, VcenterError, describe_fault
@@ -100,16 +103,36 @@ class VsphereHostSource:
         self.store = store
         self.max_wait_s = max_wait_s
         self._window: _Window | None = None
-        self._on_sample: Any = None
+        self._on_sample: Callable[[HostSample], None] | None = None
 
-    def begin(self, *, trial: Any, tags: dict[str, Any], start_at: float, seconds: float, on_sample: Any) -> None:
+    def begin(
+        self,
+        *,
+        trial: Trial,
+        tags: dict[str, Any],
+        start_at: float,
+        seconds: float,
+        on_sample: Callable[[HostSample], None],
+    ) -> None:
+        """Note where every watched VM runs now; a vCenter failure costs this trial its counters, not the run."""
+        self._window, self._on_sample = None, on_sample
+        try:
+            self._window = self._open(tags, start_at, seconds)
+        except (VcenterError, vmodl.MethodFault, OSError) as exc:
+            self._missing(tags["run"], tags["trial"], f"vCenter counters not read: {describe_fault(exc)}")
+
+    def _missing(self, run_id: str, trial_idx: int, message: str) -> None:
+        log.warning("trial %d: %s", trial_idx, message)
+        self.store.add_flag(run_id, trial_idx, kind="vsphere_missing", severity="warning", message=message)
+
+    def _open(self, tags: dict[str, Any], start_at: float, seconds: float) -> _Window:
         vms = self.vsphere.agent_vms()
         hosts = self.vsphere.inventory.current_hosts(vms)
         appliances = self.vsphere.appliance_vms({h for h in hosts.values() if h})
         hosts |= self.vsphere.inventory.current_hosts(appliances)
         roles = {vm.moid: "agent_vm" for vm in vms} | {vm.moid: "appliance" for vm in appliances}
         roles |= {host: "host" for host in set(hosts.values()) if host}
-        self._window = _Window(
+        return _Window(
             trial_idx=tags["trial"],
             run_id=tags["run"],
             start_at=start_at,
@@ -117,9 +140,8 @@ class VsphereHostSource:
             hosts=hosts,
             roles=roles,
         )
-        self._on_sample = on_sample
 
-    def end(self) -> list[dict[str, Any]]:
+    def end(self) -> list[HostSample]:
         window, self._window = self._window, None
         if window is None:
             return []
@@ -127,11 +149,7 @@ class VsphereHostSource:
             samples = self._read(window)
             self._check_migrations(window)
         except (VcenterError, vmodl.MethodFault, OSError) as exc:
-            message = f"vCenter counters not read: {describe_fault(exc)}"
-            log.warning("trial %d: %s", window.trial_idx, message)
-            self.store.add_flag(
-                window.run_id, window.trial_idx, kind="vsphere_missing", severity="warning", message=message
-            )
+            self._missing(window.run_id, window.trial_idx, f"vCenter counters not read: {describe_fault(exc)}")
             return []
         self._store(window, samples)
         host_samples = self._host_samples(window, samples)
@@ -175,12 +193,10 @@ class VsphereHostSource:
                 break
             time.sleep(min(interval / 2, 5.0))
         if newest < last_end - 0.5:
-            self.store.add_flag(
+            self._missing(
                 window.run_id,
                 window.trial_idx,
-                kind="vsphere_missing",
-                severity="warning",
-                message=f"vCenter had not published the samples up to the trial's end after {max_wait:g} s",
+                f"vCenter had not published the samples up to the trial's end after {max_wait:g} s",
             )
         return samples
 

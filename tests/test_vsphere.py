@@ -23,6 +23,7 @@ from controller.vcenter import Vcenter, VcenterConfig
 from controller.vcsim import VcSim
 from controller.vperf import HISTORICAL_INTERVAL_S, PerfReader, convert
 from controller.vsphere import Vsphere
+from tests.cluster import Agents, RedisServer
 from tests.conftest import VTAX, Vtax
 
 HOST, OTHER_HOST = "DC0_C0_H0", "DC0_C0_H1"
@@ -150,6 +151,20 @@ def test_agents_map_by_bios_uuid_in_either_byte_order_and_zones_come_from_an_att
     missing = vtax.spec(spec.read_text().replace(f"vm: {VM[0]}", "vm: no-such-vm"), name="missing.yaml")
     done = vtax("inventory", str(missing), *_flags(sim, certificate), "--vcenter-password", sim.password)
     assert done.returncode == 2 and "no VM found for agent(s) a1" in done.stderr
+
+
+def test_a_distributed_agent_is_found_by_the_bios_uuid_it_reports(
+    vtax: Vtax, sim: VcSim, certificate: tuple[Path, Path], broker: RedisServer, agents: Agents
+) -> None:
+    with _vsphere(sim, certificate[0]) as vsphere:
+        uuid = vsphere.inventory.vm_named(VM[2]).uuid
+    agents.start("guest", broker, env={"VTAX_VM_UUID": swapped_uuid(uuid).upper()})  # as a new guest reads it
+    done = vtax(
+        "inventory", "--broker", broker.url, "--json", *_flags(sim, certificate), "--vcenter-password", sim.password
+    )
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(done.stdout)["agents"]
+    assert (row["agent"], row["vm"], row["found_by"], row["host"]) == ("guest", VM[2], "uuid (byte-swapped)", HOST)
 
 
 def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
@@ -314,3 +329,30 @@ def test_a_500_vm_inventory_maps_and_finds_appliances_per_host(vtax: Vtax) -> No
         with _insecure(big) as vsphere:
             assert len(vsphere.inventory.vms) == 500
             assert len(vsphere.inventory.appliances(ApplianceSelector(name_pattern="VM9[0-9]$"))) == 50
+
+
+def test_vcenter_gone_mid_run_costs_those_trials_their_counters_not_the_run(vtax: Vtax) -> None:
+    spec = vtax.spec(
+        """
+        name: vsphere-gone
+        agents: [{name: a1, vm: DC0_C0_RP0_VM0}]
+        conditions:
+          - {name: base, baseline: true}
+          - {name: later}
+        workloads: [{kind: cpu, agents: [a1], params: {percent: 20}}]
+        timing: {warmup: 0.5, steady: 2, cooldown: 0}
+        repetitions: 1
+        order: blocked
+        """
+    )
+    with VcSim(clusters=1, hosts=1, vms=1, refresh=1) as gone:
+        kill = f"kill {gone.proc.pid}" if gone.proc else "false"
+        spec.write_text(spec.read_text().replace("- {name: later}", f'- {{name: later, setup: "{kill}"}}'))
+        done, result = vtax.run_json(spec, "--vcenter", gone.url, "--vcenter-user", gone.user, "--vcenter-password",
+                                     gone.password, "--vcenter-insecure")  # fmt: skip
+    assert result is not None, done.stderr
+    assert [t["status"] for t in result["trials"]] == ["ok", "ok"]
+    missing = [v for v in result["validity"] if v["code"] == "vsphere_missing"]
+    assert [v["trial"] for v in missing] == [1] and "vCenter counters not read" in missing[0]["message"]
+    assert result["metrics"]["host.cpu_pct"]["by_condition"]["base"]["n"] == 1
+    assert result["metrics"]["cpu.achieved_pct"]["by_condition"]["later"]["n"] == 1  # the load was still measured

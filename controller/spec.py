@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -32,6 +33,17 @@ from controller.hostcounters import HOST_METRICS
 from workloads.base import WorkloadParams
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
 
 
 class Strict(BaseModel):
@@ -68,21 +80,11 @@ class AgentSpec(Strict):
         description="this agent runs on a Linux/KVM hypervisor, not in a guest: it is that host's counter source. "
         "It runs load only where a workload names it; zone: and label: selectors skip it",
     )
-    appliance_processes: str | None = Field(
+    appliance_processes: Regex | None = Field(
         None,
         description="hypervisor agents: a regular expression searched for in each process's name and command line; "
         "the matching processes' CPU is appliance.host_cpu_pct (e.g. 'qemu.*guest=fw01' for a KVM appliance VM)",
     )
-
-    @field_validator("appliance_processes")
-    @classmethod
-    def _pattern(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
-        return value
 
     @field_validator("allow")
     @classmethod
@@ -241,39 +243,20 @@ class ZoneSource(Strict):
         "attribute", alias="from", description="a custom attribute, the VM's folder, or its port group's name"
     )
     attribute: str = Field("vtax.zone", description="from: attribute — the custom attribute's name")
-    pattern: str = Field(
+    pattern: Regex = Field(
         r"(?P<zone>.+)",
         description="from: portgroup or folder — regex on the name; its `zone` group (or the whole match) is the zone",
     )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    @field_validator("pattern")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from None
-        return value
-
 
 class ApplianceSelector(Strict):
     """Which VMs are the security appliances (one per host, typically); any rule that matches selects a VM."""
 
-    name_pattern: str | None = Field(None, description="regex on the VM name, e.g. ^sva-")
+    name_pattern: Regex | None = Field(None, description="regex on the VM name, e.g. ^sva-")
     attribute: str | None = Field(None, description="custom attribute NAME=VALUE, e.g. vtax.role=appliance")
     vms: list[str] = Field(default_factory=list, description="explicit VM names")
-
-    @field_validator("name_pattern")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a regular expression: {exc}") from None
-        return value
 
     @field_validator("attribute")
     @classmethod
@@ -289,8 +272,9 @@ class VsphereSpec(Strict):
     zones: ZoneSource | None = Field(None, description="read agents' zones from vSphere (the spec's zone wins)")
     appliances: ApplianceSelector = Field(default_factory=ApplianceSelector)
     on_migration: Literal["exclude", "keep"] = Field(
-        "exclude", description="a trial during which an agent or appliance VM moved host: left out of the statistics, "
-        "or kept (flagged either way)"
+        "exclude",
+        description="a trial during which an agent or appliance VM moved host: left out of the statistics, "
+        "or kept (flagged either way)",
     )
 
 

@@ -54,6 +54,25 @@ CASES = [
         "agents[1].appliance_processes",
         "not a regular expression",
     ),
+    (
+        "relocate without a destination",
+        _mutate("appliance: relay", "setup: [{vsphere: relocate, vms: agents}]"),
+        "conditions[1].setup[0].vsphere",
+        "exactly one of host and cluster",
+    ),
+    (
+        "unknown vSphere action",
+        _mutate("appliance: relay", "setup: [{vsphere: reboot, vms: agents}]"),
+        "conditions[1].setup[0].vsphere.vsphere",
+        "power_on",
+    ),
+    (
+        "bad appliance VM pattern",
+        GOOD + "vsphere: {appliances: {name_pattern: 'sva-('}}\n",
+        "vsphere.appliances.name_pattern",
+        "not a regular expression",
+    ),
+    ("bad zone source", GOOD + "vsphere: {zones: {from: tag}}\n", "vsphere.zones.from", "attribute"),
 ]
 
 

@@ -31,7 +31,7 @@ from controller.runloop import RunLoop
 from controller.store import DEFAULT_PATH, Store
 from controller.vcenter import Vcenter
 from controller.vcenter import load_config as vcenter_config
-from controller.vsphere import Vsphere
+from controller.vsphere import Vsphere, collect_missing
 
 app = typer.Typer(
     help="vtax: measure what virtualization security appliances cost, with repeated trials and confidence intervals.",
@@ -220,6 +220,33 @@ def run(
     finally:
         if vsphere is not None:
             vsphere.vcenter.close()
+
+
+@app.command()
+def collect(
+    run_id: Annotated[str, typer.Argument(help="run id or a unique prefix of it")],
+    store: StoreOption = DEFAULT_PATH,
+    vcenter: VcenterOption = None,
+    vcenter_config_file: VcenterConfigOption = None,
+    vcenter_user: VcenterUserOption = None,
+    vcenter_password: VcenterPasswordOption = None,
+    vcenter_ca_bundle: VcenterCaOption = None,
+    vcenter_insecure: VcenterInsecureOption = None,
+) -> None:
+    """Read vCenter's counters for the trials of a --vcenter run that have none (vCenter was unreachable at the
+    time), then print the summary again. Within about an hour realtime data is read; later, 300 s samples."""
+    opened = Store(store)
+    run = opened.run(run_id)
+    experiment = spec_module.Experiment.model_validate(run["spec"])
+    vsphere = _vsphere(
+        experiment, vcenter, vcenter_config_file, vcenter_user, vcenter_password, vcenter_ca_bundle, vcenter_insecure
+    )
+    if vsphere is None:
+        raise InputError("--vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)")
+    with vsphere.vcenter:
+        filled = collect_missing(vsphere=vsphere, store=opened, run_id=run["id"], seconds=experiment.timing.duration)
+    console.print(f"vCenter counters read for {len(filled)} trial(s): {', '.join(map(str, filled)) or 'none missing'}")
+    print_result(console, analyse(opened, run["id"]))
 
 
 @app.command()

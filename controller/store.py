@@ -253,6 +253,12 @@ class Store:
         with self._db:
             self._db.execute("INSERT INTO trial_flags VALUES (?,?,?,?,?)", (run_id, trial_idx, kind, severity, message))
 
+    def clear_flags(self, run_id: str, trial_idx: int, *, kind: str) -> None:
+        with self._db:
+            self._db.execute(
+                "DELETE FROM trial_flags WHERE run_id = ? AND trial_idx = ? AND kind = ?", (run_id, trial_idx, kind)
+            )
+
     def flags(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM trial_flags WHERE run_id = ? ORDER BY trial_idx", (run_id,))
         return [dict(r) for r in rows]

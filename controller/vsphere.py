@@ -141,6 +141,14 @@ class VsphereHostSource:
             roles=roles,
         )
 
+    def collect_window(self, tags: dict[str, Any], start_at: float, seconds: float) -> list[HostSample]:
+        """A past window read on its own, with the VMs where they are now (`vtax collect`)."""
+        try:
+            self._window = self._open(tags, start_at, seconds)
+        except (vmodl.MethodFault, OSError) as exc:
+            raise VcenterError(f"vCenter: {describe_fault(exc)}") from None
+        return self.end()
+
     def end(self) -> list[HostSample]:
         window, self._window = self._window, None
         if window is None:
@@ -309,3 +317,33 @@ _VM_COUNTERS = {
     "net.droppedTx.summation": ("net_dropped_per_s",),
 }
 _PER_VCPU = {"ready_pct", "costop_pct"}
+
+
+def collect_missing(*, vsphere: Vsphere, store: Store, run_id: str, seconds: float) -> list[int]:
+    """Read vCenter's counters for the trials of a stored run that have none (vCenter was unreachable then):
+    realtime data within the hour, else 300 s historical samples (flagged). Returns the trials filled in.
+
+    Only for runs made with --vcenter: another run's host counters are another machine's and must not mix.
+    """
+    note = store.notes(run_id).get("vsphere")
+    if note is None:
+        raise InputError(f"run {run_id} was not made with --vcenter; its host counters come from elsewhere")
+    vsphere.map([{"name": name, "vm": placed["vm"]} for name, placed in note["agents"].items()])
+    have = {row["trial_idx"] for row in store.vsphere_samples(run_id)}
+    source = VsphereHostSource(vsphere=vsphere, store=store, max_wait_s=0)
+    filled = []
+    for trial in store.trials(run_id):
+        if trial["start_at"] is None or trial["idx"] in have:
+            continue
+        tags = {"run": run_id, "trial": trial["idx"]}
+        host_samples = source.collect_window(tags, trial["start_at"], seconds)
+        if not host_samples:
+            continue
+        store.clear_flags(run_id, trial["idx"], kind="vsphere_missing")
+        by_host: dict[str, list[HostSample]] = defaultdict(list)
+        for sample in host_samples:
+            by_host[sample["host"]].append(sample)
+        for host, samples in by_host.items():
+            store.add_host_samples(run_id, trial["idx"], host, samples)
+        filled.append(trial["idx"])
+    return filled

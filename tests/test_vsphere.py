@@ -356,3 +356,13 @@ def test_vcenter_gone_mid_run_costs_those_trials_their_counters_not_the_run(vtax
     assert [v["trial"] for v in missing] == [1] and "vCenter counters not read" in missing[0]["message"]
     assert result["metrics"]["host.cpu_pct"]["by_condition"]["base"]["n"] == 1
     assert result["metrics"]["cpu.achieved_pct"]["by_condition"]["later"]["n"] == 1  # the load was still measured
+
+    with VcSim(clusters=1, hosts=1, vms=1, refresh=1) as back:  # vCenter is back: read what it missed
+        done = vtax("collect", result["run_id"], "--vcenter", back.url, "--vcenter-user", back.user,
+                    "--vcenter-password", back.password, "--vcenter-insecure")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "vCenter counters read for 1 trial(s): 1" in done.stdout
+    done = vtax("show", result["run_id"], "--json", str(vtax.workdir / "again.json"))
+    again = json.loads((vtax.workdir / "again.json").read_text())
+    assert not [v for v in again["validity"] if v["code"] == "vsphere_missing"]
+    assert again["metrics"]["host.cpu_pct"]["by_condition"]["later"]["n"] == 1

@@ -123,10 +123,12 @@ class VcSim:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m controller.vcsim CONTROL_URL ENTITY:COUNTER=VALUE... [--migrate VM=HOST@DELAY_S]`, for hooks."""
+    """`python -m controller.vcsim CONTROL_URL ENTITY:COUNTER[#INSTANCE]=VALUE... [--migrate VM=HOST@DELAY_S]`."""
     parser = argparse.ArgumentParser(prog="python -m controller.vcsim", description=main.__doc__)
     parser.add_argument("control", help="the simulator's control URL (it prints it on start)")
-    parser.add_argument("settings", nargs="*", help="ENTITY:COUNTER=VALUE, e.g. DC0_C0_H0:cpu.usage.average=5000")
+    parser.add_argument(
+        "settings", nargs="*", help="ENTITY:COUNTER[#INSTANCE]=VALUE, e.g. DC0_C0_H0:cpu.usage.average#1=9000"
+    )
     parser.add_argument(
         "--migrate", action="append", default=[], help="VM=HOST@DELAY_S, e.g. DC0_C0_RP0_VM0=DC0_C0_H1@1.5"
     )
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     for setting in args.settings:
         target, _, value = setting.rpartition("=")
         entity, _, counter = target.partition(":")
-        sim.set_counter(entity, counter, float(value))
+        counter, _, instance = counter.partition("#")
+        sim.set_counter(entity, counter, float(value), instance=instance)
     for move in args.migrate:
         vm, _, rest = move.partition("=")
         host, _, delay = rest.partition("@")

@@ -38,6 +38,9 @@ COUNTERS = (
     "net.droppedRx.summation",
     "net.droppedTx.summation",
 )
+# where one instance tells more than the aggregate: a host's busiest core (one saturated packet-processing core
+# hides in a host average); "*" reads every instance and the aggregate ("")
+PER_INSTANCE = {"HostSystem": {"cpu.usage.average"}}
 REALTIME_RETENTION_S = 3600.0  # what vCenter keeps of realtime samples
 HISTORICAL_INTERVAL_S = 300
 DEFAULT_MAX_QUERY_METRICS = 64  # vCenter's limit when config.vpxd.stats.maxQueryMetrics is not set
@@ -95,6 +98,11 @@ def _catalogue(vcenter: Vcenter) -> dict[str, Counter]:
     return found
 
 
+def _kind(entity: Any) -> str:
+    """HostSystem, VirtualMachine, ...: the managed object's type without pyVmomi's `vim.` prefix."""
+    return type(entity).__name__.rsplit(".", 1)[-1]
+
+
 def _timestamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -123,7 +131,7 @@ class PerfReader:
 
     def refresh_rate(self, entity: Any) -> int | None:
         """The realtime interval (s) of this entity's kind, or None where there is no realtime data."""
-        kind = type(entity).__name__
+        kind = _kind(entity)
         if kind not in self._refresh:
             summary = self.manager.QueryPerfProviderSummary(entity=entity)
             self._refresh[kind] = summary.refreshRate if summary.currentSupported else None
@@ -131,19 +139,24 @@ class PerfReader:
 
     def _metric_ids(self, entity: Any, interval: int) -> list[Any]:
         """The counters this kind of entity has at this interval (asked once per kind)."""
-        kind = (type(entity).__name__, interval)
+        kind = (_kind(entity), interval)
         if kind not in self._available:
             available = self.manager.QueryAvailablePerfMetric(entity=entity, intervalId=interval)
             self._available[kind] = {m.counterId for m in available}
         keys = self._available[kind]
-        return [vim.PerformanceManager.MetricId(counterId=c.key, instance="") for c in self.counters if c.key in keys]
+        per_instance = PER_INSTANCE.get(_kind(entity), set())
+        return [
+            vim.PerformanceManager.MetricId(counterId=c.key, instance="*" if c.name in per_instance else "")
+            for c in self.counters
+            if c.key in keys
+        ]
 
     def interval_for(self, entity: Any, start: float, now: float | None = None) -> tuple[int, str | None]:
         """The interval to read a window starting at `start` with, and why it is not realtime (if it is not)."""
         refresh = self.refresh_rate(entity)
         now = datetime.now(UTC).timestamp() if now is None else now
         if refresh is None:
-            return HISTORICAL_INTERVAL_S, f"{type(entity).__name__} has no realtime data on this server"
+            return HISTORICAL_INTERVAL_S, f"{_kind(entity)} has no realtime data on this server"
         if start < now - REALTIME_RETENTION_S + refresh:
             return HISTORICAL_INTERVAL_S, (
                 "the window has aged out of vCenter's realtime retention (about an hour): "

@@ -232,16 +232,19 @@ class VsphereHostSource:
             if host is None or role is None:
                 continue
             per_vcpu = s.value / inventory.vms[s.entity].num_cpu if role != "host" else s.value
-            for name, value in _summaries(role, s.counter, s.value, per_vcpu):
+            for name, value in _summaries(role, s.counter, s.instance, s.value, per_vcpu):
                 values[(host, s.t - s.dt, s.dt)][name].append(value)
         result = []
         for (host, t, dt), named in sorted(values.items(), key=lambda item: item[0][1]):
             combined = {}
             for name, found in named.items():
                 total = HOST_METRICS.get(name)
-                combined[name] = (
-                    sum(found) if total is not None and total.across_agents == "sum" else sum(found) / len(found)
-                )
+                if name in _HOST_MAXIMA:
+                    combined[name] = max(found)
+                elif total is not None and total.across_agents == "sum":
+                    combined[name] = sum(found)
+                else:
+                    combined[name] = sum(found) / len(found)
             result.append({"host": inventory.hosts[host].name, "t": t, "dt": dt, "values": combined})
         return result
 
@@ -283,10 +286,14 @@ class VsphereHostSource:
             )
 
 
-def _summaries(role: str, counter: str, value: float, per_vcpu: float) -> list[tuple[str, float]]:
-    """The vtax metrics one counter value feeds, by the role of its entity."""
+def _summaries(role: str, counter: str, instance: str, value: float, per_vcpu: float) -> list[tuple[str, float]]:
+    """The vtax metrics one counter value feeds, by the role of its entity (and instance: aggregate or one)."""
     if role == "host":
+        if instance:
+            return [(name, value) for name in _HOST_INSTANCE_COUNTERS.get(counter, ())]
         return [(name, value) for name in _HOST_COUNTERS.get(counter, ())]
+    if instance:
+        return []
     prefix = "vm" if role == "agent_vm" else "appliance"
     names = _VM_COUNTERS.get(counter, ())
     return [
@@ -307,6 +314,8 @@ _HOST_COUNTERS = {
     "net.droppedRx.summation": ("host.net_dropped_per_s",),
     "net.droppedTx.summation": ("host.net_dropped_per_s",),
 }
+_HOST_INSTANCE_COUNTERS = {"cpu.usage.average": ("host.cpu_max_core_pct",)}
+_HOST_MAXIMA = {"host.cpu_max_core_pct"}  # within a host: the busiest instance
 _VM_COUNTERS = {
     "cpu.usage.average": ("cpu_pct",),
     "cpu.usagemhz.average": ("cpu_mhz",),

@@ -174,6 +174,8 @@ def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
     baseline = _set(
         sim,
         f"{HOST}:cpu.usage.average=1000",
+        f"{HOST}:cpu.usage.average#0=1000",
+        f"{HOST}:cpu.usage.average#1=1000",
         f"{VM[3]}:cpu.usage.average=500",
         f"{VM[0]}:cpu.ready.summation=50",
         f"{VM[1]}:cpu.ready.summation=50",
@@ -181,6 +183,8 @@ def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
     loaded = _set(
         sim,
         f"{HOST}:cpu.usage.average=6000",
+        f"{HOST}:cpu.usage.average#0=2500",
+        f"{HOST}:cpu.usage.average#1=9500",
         f"{VM[3]}:cpu.usage.average=3000",
         f"{VM[0]}:cpu.ready.summation=200",
         f"{VM[1]}:cpu.ready.summation=200",
@@ -217,8 +221,11 @@ def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
     assert ready["by_condition"]["base"]["mean"] == pytest.approx(5.0, abs=0.01)  # 50 ms of 1,000, one vCPU
     assert ready["by_condition"]["sva"]["mean"] == pytest.approx(20.0, abs=0.01)
     assert metrics["host.cpu_pct"]["overhead"]["sva"]["pct"] == pytest.approx(500.0, abs=0.5)
-    gbps = metrics["iperf3.throughput_gbps"]["by_condition"]["sva"]["mean"]
-    assert metrics["host.cpu_per_gbps"]["by_condition"]["sva"]["mean"] == pytest.approx(60.0 / gbps, rel=0.05)
+    busiest = metrics["host.cpu_max_core_pct"]["by_condition"]  # one of the host's two logical CPUs
+    assert (busiest["base"]["mean"], busiest["sva"]["mean"]) == (pytest.approx(10.0), pytest.approx(95.0))
+    for trial in result["trials"]:  # host CPU per Gbit/s of the agents' goodput, trial by trial
+        kpis = trial["kpis"]
+        assert kpis["host.cpu_per_gbps"] == pytest.approx(kpis["host.cpu_pct"] / kpis["iperf3.throughput_gbps"])
     mapped = {"vm": VM[0], "found_by": "spec vm name", "host": HOST, "cluster": "DC0_C0", "zone": None}
     assert result["vsphere"]["agents"]["a1"] == mapped
 
@@ -227,7 +234,7 @@ def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
     trials = {t["idx"]: t for t in store.trials(result["run_id"])}
     for row in rows:
         trial = trials[row["trial_idx"]]
-        if row["entity"] == HOST and row["counter"] == "cpu.usage.average":
+        if (row["entity"], row["counter"], row["instance"]) == (HOST, "cpu.usage.average", ""):
             steady = trial["start_at"] + 1 <= row["t"] and row["t"] + row["dt"] <= trial["start_at"] + 4
             if steady:
                 assert row["value"] == (60.0 if trial["condition"] == "sva" else 10.0)

@@ -31,7 +31,7 @@ from controller.runloop import RunLoop
 from controller.store import DEFAULT_PATH, Store
 from controller.vcenter import Vcenter
 from controller.vcenter import load_config as vcenter_config
-from controller.vsphere import Vsphere, collect_missing
+from controller.vsphere import Vsphere, collect_missing, guest_agents
 
 app = typer.Typer(
     help="vtax: measure what virtualization security appliances cost, with repeated trials and confidence intervals.",
@@ -274,51 +274,33 @@ def inventory(
     with vsphere.vcenter:
         registered = {a["name"]: a for a in list_agents(connect(broker))} if broker else {}
         if experiment is not None:
-            wanted = [{**registered.get(a.name, {}), "name": a.name, "vm": a.vm} for a in experiment.agents]
+            wanted = guest_agents(experiment, registered.get)
         elif registered:
             wanted = list(registered.values())
         else:
             raise InputError("inventory: give a spec, or --broker to map the agents registered there")
         try:
-            mapped = vsphere.map(wanted)
+            vsphere.map(wanted)
             missing = ""
         except InputError as exc:
-            mapped, missing = vsphere.agents, str(exc)
-        hosts = {m.vm.host for m in mapped.values() if m.vm is not None and m.vm.host}
-        appliances = vsphere.appliance_vms(hosts)
-        rows = [
-            {
-                "agent": m.agent,
-                "vm": m.vm.name if m.vm else None,
-                "found_by": m.how,
-                "uuid": m.vm.uuid if m.vm else None,
-                "host": m.host.name if m.host else None,
-                "cluster": m.host.cluster if m.host else None,
-                "zone": m.zone,
-                "power": m.vm.power if m.vm else None,
-            }
-            for m in mapped.values()
-        ]
-        found = [
-            {"vm": vm.name, "host": vsphere.inventory.hosts[vm.host].name if vm.host else None, "power": vm.power}
-            for vm in appliances
-        ]
+            missing = str(exc)
+        placed = vsphere.describe()
+        rows = [{"agent": name, **row} for name, row in placed["agents"].items()]
         if as_json:
-            print(json.dumps({"server": vsphere.vcenter.about, "agents": rows, "appliances": found}, indent=2))
+            print(json.dumps({**placed, "agents": rows}, indent=2))
         else:
-            console.print(
-                f"{vsphere.vcenter.about}: {len(vsphere.inventory.hosts)} hosts, {len(vsphere.inventory.vms)} VMs"
-            )
-            table = Table("agent", "VM", "found by", "host", "cluster", "zone", "power")
+            console.print(f"{placed['server']}: {len(vsphere.inventory.hosts)} hosts, {len(vsphere.inventory.vms)} VMs")
+            columns = ("agent", "vm", "found_by", "host", "cluster", "zone", "power")
+            table = Table(*(c.replace("_", " ") for c in columns))
             for row in rows:
-                table.add_row(
-                    *(str(row[k] or "") for k in ("agent", "vm", "found_by", "host", "cluster", "zone", "power"))
-                )
+                table.add_row(*(str(row[c] or "") for c in columns))
             console.print(table)
-            appliance_table = Table("appliance VM", "host", "power")
-            for row in found:
-                appliance_table.add_row(row["vm"], row["host"] or "", row["power"])
-            console.print(appliance_table if found else "no appliance VMs on these hosts (see vsphere.appliances)")
+            appliances = Table("appliance VM", "host", "power")
+            for row in placed["appliances"]:
+                appliances.add_row(row["vm"], row["host"] or "", row["power"])
+            console.print(
+                appliances if placed["appliances"] else "no appliance VMs on these hosts (vsphere.appliances)"
+            )
         if missing:
             raise InputError(missing)
 

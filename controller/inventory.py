@@ -161,7 +161,7 @@ class Inventory:
         """An agent's VM: the spec's `vm` (name or UUID), else the reported UUID, else its name, else its address."""
         if wanted is not None:
             vm, how = self.find_by_uuid(wanted) if _is_uuid(wanted) else (self.vm_named(wanted), "spec vm name")
-            return AgentVm(agent=agent, vm=vm, how=how or "spec vm (not found)")
+            return AgentVm(agent=agent, vm=vm, how=how if vm is not None else f"no VM {wanted!r}")
         if reported_uuid:
             vm, how = self.find_by_uuid(reported_uuid)
             if vm is not None:

@@ -36,7 +36,7 @@ from controller.relay import RelayProcess
 from controller.spec import ConditionSpec, Experiment
 from controller.store import Store
 from controller.topology import AgentInfo, Flow, expand
-from controller.vsphere import Vsphere, VsphereHostSource
+from controller.vsphere import Vsphere, VsphereHostSource, guest_agents
 from workloads.base import Target
 
 SERVE_TIMEOUT_S = 15.0
@@ -144,20 +144,7 @@ class RunLoop:
 
     def _place_in_vsphere(self, vsphere: Vsphere) -> None:
         """Map every guest agent to its VM, host and zone; vSphere's zone fills in where the spec names none."""
-        wanted = []
-        for spec in self.experiment.agents:
-            if spec.hypervisor:
-                continue
-            registered = self.engine.identity(spec.name) or {}
-            wanted.append(
-                {
-                    "name": spec.name,
-                    "vm": spec.vm,
-                    "vm_uuid": registered.get("vm_uuid"),
-                    "address": registered.get("address"),
-                }
-            )
-        placed = vsphere.map(wanted)
+        placed = vsphere.map(guest_agents(self.experiment, self.engine.identity))
         for name, found in placed.items():
             if self.experiment.agent(name).zone is None and found.zone is not None:
                 self.agents[name] = dataclasses.replace(self.agents[name], zone=found.zone)

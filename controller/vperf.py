@@ -123,7 +123,7 @@ class PerfReader:
         if vcenter.content.about.apiType == "HostAgent":
             self.max_metrics = 0  # ESXi itself has no such limit
         else:
-            self.max_metrics = int(limit) if limit not in (None, "") else DEFAULT_MAX_QUERY_METRICS
+            self.max_metrics = max(0, int(limit)) if limit not in (None, "") else DEFAULT_MAX_QUERY_METRICS  # -1: none
         self.threads = threads
         self._refresh: dict[str, int | None] = {}
         self._available: dict[tuple[str, int], set[int]] = {}
@@ -138,12 +138,14 @@ class PerfReader:
         return self._refresh[kind]
 
     def _metric_ids(self, entity: Any, interval: int) -> list[Any]:
-        """The counters this kind of entity has at this interval (asked once per kind)."""
+        """The counters this kind of entity has at this interval: asked once per kind, of an entity that has
+        some (a powered-off VM has no realtime counters, and must not stand for the others)."""
         kind = (_kind(entity), interval)
-        if kind not in self._available:
-            available = self.manager.QueryAvailablePerfMetric(entity=entity, intervalId=interval)
-            self._available[kind] = {m.counterId for m in available}
-        keys = self._available[kind]
+        keys = self._available.get(kind)
+        if keys is None:
+            keys = {m.counterId for m in self.manager.QueryAvailablePerfMetric(entity=entity, intervalId=interval)}
+            if keys:
+                self._available[kind] = keys
         per_instance = PER_INSTANCE.get(_kind(entity), set())
         return [
             vim.PerformanceManager.MetricId(counterId=c.key, instance="*" if c.name in per_instance else "")

@@ -23,7 +23,7 @@ from controller.errors import InputError
 from controller.hostcounters import HOST_METRICS
 from controller.inventory import AgentVm, Inventory, VmInfo, map_agents
 from controller.plan import Trial
-from controller.spec import VsphereSpec
+from controller.spec import Experiment, VsphereSpec
 from controller.store import Store
 from controller.vcenter import Vcenter, VcenterError, describe_fault
 from controller.vperf import PerfReader, PerfSample
@@ -61,28 +61,51 @@ class Vsphere:
         return self.agents
 
     def describe(self) -> dict[str, Any]:
-        """Where the agents are, for the run's result: server, and per agent its VM, host, cluster and zone."""
-        agents = {}
-        for name, found in self.agents.items():
-            agents[name] = {
+        """Where the agents are (VM, how it was found, host, cluster, zone) and the appliance VMs on their hosts:
+        for `vtax inventory` and the run's result."""
+        hosts = self.inventory.hosts
+        agents = {
+            name: {
                 "vm": found.vm.name if found.vm else None,
                 "found_by": found.how,
+                "uuid": found.vm.uuid if found.vm else None,
                 "host": found.host.name if found.host else None,
                 "cluster": found.host.cluster if found.host else None,
                 "zone": found.zone,
+                "power": found.vm.power if found.vm else None,
             }
-        hosts = {a.vm.host for a in self.agents.values() if a.vm is not None and a.vm.host}
-        return {
-            "server": self.vcenter.about,
-            "agents": agents,
-            "appliances": [vm.name for vm in self.appliance_vms(hosts)],
+            for name, found in self.agents.items()
         }
+        on = {a.vm.host for a in self.agents.values() if a.vm is not None and a.vm.host}
+        appliances = [
+            {"vm": vm.name, "host": hosts[vm.host].name if vm.host in hosts else None, "power": vm.power}
+            for vm in self.appliance_vms(on)
+        ]
+        return {"server": self.vcenter.about, "agents": agents, "appliances": appliances}
 
     def agent_vms(self) -> list[VmInfo]:
         return [a.vm for a in self.agents.values() if a.vm is not None]
 
     def appliance_vms(self, hosts: set[str] | None = None) -> list[VmInfo]:
         return self.inventory.appliances(self.spec.appliances, hosts)
+
+
+def guest_agents(experiment: Experiment, identity: Callable[[str], dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """The experiment's agents that live in VMs (not hypervisor agents), with what each reported of itself."""
+    guests = []
+    for agent in experiment.agents:
+        if agent.hypervisor:
+            continue
+        registered = identity(agent.name) or {}
+        guests.append(
+            {
+                "name": agent.name,
+                "vm": agent.vm,
+                "vm_uuid": registered.get("vm_uuid"),
+                "address": registered.get("address"),
+            }
+        )
+    return guests
 
 
 @dataclass

@@ -150,7 +150,7 @@ def test_agents_map_by_bios_uuid_in_either_byte_order_and_zones_come_from_an_att
 
     missing = vtax.spec(spec.read_text().replace(f"vm: {VM[0]}", "vm: no-such-vm"), name="missing.yaml")
     done = vtax("inventory", str(missing), *_flags(sim, certificate), "--vcenter-password", sim.password)
-    assert done.returncode == 2 and "no VM found for agent(s) a1" in done.stderr
+    assert done.returncode == 2 and "no VM found for agent(s) a1 (no VM 'no-such-vm')" in done.stderr
 
 
 def test_a_distributed_agent_is_found_by_the_bios_uuid_it_reports(
@@ -227,7 +227,8 @@ def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
         kpis = trial["kpis"]
         assert kpis["host.cpu_per_gbps"] == pytest.approx(kpis["host.cpu_pct"] / kpis["iperf3.throughput_gbps"])
     mapped = {"vm": VM[0], "found_by": "spec vm name", "host": HOST, "cluster": "DC0_C0", "zone": None}
-    assert result["vsphere"]["agents"]["a1"] == mapped
+    assert result["vsphere"]["agents"]["a1"] == result["vsphere"]["agents"]["a1"] | mapped
+    assert result["vsphere"]["appliances"] == [{"vm": VM[3], "host": HOST, "power": "poweredOn"}]
 
     store = Store(vtax.store)
     rows = store.vsphere_samples(result["run_id"])

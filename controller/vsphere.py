@@ -12,6 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -125,7 +126,8 @@ class VsphereHostSource:
         self.vsphere = vsphere
         self.store = store
         self.max_wait_s = max_wait_s
-        self._window: _Window | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsphere")
+        self._opening: tuple[dict[str, Any], Future[_Window]] | None = None
         self._on_sample: Callable[[HostSample], None] | None = None
 
     def begin(
@@ -137,12 +139,9 @@ class VsphereHostSource:
         seconds: float,
         on_sample: Callable[[HostSample], None],
     ) -> None:
-        """Note where every watched VM runs now; a vCenter failure costs this trial its counters, not the run."""
-        self._window, self._on_sample = None, on_sample
-        try:
-            self._window = self._open(tags, start_at, seconds)
-        except (VcenterError, vmodl.MethodFault, OSError) as exc:
-            self._missing(tags["run"], tags["trial"], f"vCenter counters not read: {describe_fault(exc)}")
+        """Note where every watched VM runs now, in the background: vCenter's answer must not delay the load."""
+        self._on_sample = on_sample
+        self._opening = (tags, self._pool.submit(self._open, tags, start_at, seconds))
 
     def _missing(self, run_id: str, trial_idx: int, message: str) -> None:
         log.warning("trial %d: %s", trial_idx, message)
@@ -166,15 +165,19 @@ class VsphereHostSource:
 
     def collect_window(self, tags: dict[str, Any], start_at: float, seconds: float) -> list[HostSample]:
         """A past window read on its own, with the VMs where they are now (`vtax collect`)."""
-        try:
-            self._window = self._open(tags, start_at, seconds)
-        except (vmodl.MethodFault, OSError) as exc:
-            raise VcenterError(f"vCenter: {describe_fault(exc)}") from None
+        self._on_sample = None
+        self._opening = (tags, self._pool.submit(self._open, tags, start_at, seconds))
         return self.end()
 
     def end(self) -> list[HostSample]:
-        window, self._window = self._window, None
-        if window is None:
+        """Read the window's counters; a vCenter failure costs this trial its counters, flagged, not the run."""
+        if self._opening is None:
+            return []
+        (tags, opening), self._opening = self._opening, None
+        try:
+            window = opening.result()
+        except (VcenterError, vmodl.MethodFault, OSError) as exc:
+            self._missing(tags["run"], tags["trial"], f"vCenter counters not read: {describe_fault(exc)}")
             return []
         try:
             samples = self._read(window)

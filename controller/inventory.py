@@ -219,6 +219,8 @@ class Inventory:
             propSet=[vmodl.query.PropertyCollector.PropertySpec(type=vim.VirtualMachine, pathSet=["runtime.host"])],
         )
         for obj in collector.RetrieveContents([spec]):
+            for missing in obj.missingSet or []:
+                raise missing.fault  # not readable (no session, no permission): an error, never "no host"
             value = next((p.val for p in obj.propSet if p.name == "runtime.host"), None)
             hosts[obj.obj._moId] = value._moId if value is not None else None
         return hosts

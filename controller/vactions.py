@@ -116,7 +116,7 @@ def run_action(vsphere: Vsphere | None, action: VsphereAction, *, stage: str, co
         raise HookError(f"{stage} hook of condition {condition!r}: {action} needs --vcenter")
     deadline = time.time() + action.timeout
     try:
-        _ACTIONS[action.vsphere](vsphere, action, _targets(vsphere, action), deadline)
+        vsphere.vcenter.retry(_ACTIONS[action.vsphere], vsphere, action, _targets(vsphere, action), deadline)
     except HookError as exc:
         raise HookError(f"{stage} hook of condition {condition!r}: {exc}") from None
     except (vmodl.MethodFault, OSError) as exc:

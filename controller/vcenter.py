@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import socket
 import ssl
+import threading
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pyVim.connect import Disconnect, SmartConnect
@@ -16,6 +19,9 @@ from pyVmomi import vim, vmodl
 
 from agent.settings import load_settings
 from controller.errors import InfrastructureError, InputError
+
+log = logging.getLogger("vtax.vsphere")
+T = TypeVar("T")
 
 
 class VcenterConfig(BaseModel):
@@ -120,6 +126,27 @@ class Vcenter:
         except vmodl.MethodFault as exc:
             raise VcenterError(f"vCenter {config.url}: {exc.msg or type(exc).__name__}") from None
         self.content = self.si.RetrieveContent()
+        self._login_lock = threading.Lock()
+
+    def retry(self, call: Callable[..., T], *args: Any) -> T:
+        """`call(*args)`, logging in again once if vCenter forgot the session (a restart, an idle timeout): a soak
+        test outlives sessions. Object references stay valid: the new session rides on the same connection."""
+        try:
+            return call(*args)
+        except vim.fault.NotAuthenticated:
+            with self._login_lock:
+                if not self._session_alive():  # else another thread has logged in meanwhile
+                    log.warning("vCenter %s: session lost; logging in again", self.config.url)
+                    self.content.sessionManager.Login(
+                        userName=self.config.user, password=self.config.password.get_secret_value()
+                    )
+            return call(*args)
+
+    def _session_alive(self) -> bool:
+        try:
+            return self.content.sessionManager.currentSession is not None
+        except vim.fault.NotAuthenticated:
+            return False
 
     def __enter__(self) -> Vcenter:
         return self

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import InfrastructureError
+from controller.vcenter import Vcenter, VcenterConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "deploy" / "vcsim"
@@ -122,8 +123,20 @@ class VcSim:
         return self._post("migrate", {"vm": vm, "host": host, "delay_s": delay_s})
 
 
+def drop_sessions(url: str, user: str, password: str) -> int:
+    """End every session but this one's: the clients must log in again. Returns how many were ended."""
+    config = VcenterConfig(url=url, user=user, password=password, insecure=True)
+    with Vcenter(config=config) as vcenter:
+        manager = vcenter.content.sessionManager
+        others = [s.key for s in manager.sessionList or [] if s.key != manager.currentSession.key]
+        if others:
+            manager.TerminateSession(sessionId=others)
+        return len(others)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m controller.vcsim CONTROL_URL ENTITY:COUNTER[#INSTANCE]=VALUE... [--migrate VM=HOST@DELAY_S]`."""
+    """`python -m controller.vcsim CONTROL_URL [ENTITY:COUNTER[#INSTANCE]=VALUE...] [--migrate VM=HOST@DELAY_S]
+    [--drop-sessions]`: steer a running simulator, e.g. from a condition's hooks."""
     parser = argparse.ArgumentParser(prog="python -m controller.vcsim", description=main.__doc__)
     parser.add_argument("control", help="the simulator's control URL (it prints it on start)")
     parser.add_argument(
@@ -132,6 +145,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--migrate", action="append", default=[], help="VM=HOST@DELAY_S, e.g. DC0_C0_RP0_VM0=DC0_C0_H1@1.5"
     )
+    parser.add_argument(
+        "--drop-sessions", action="store_true", help="end every other client's session, as a vCenter restart would"
+    )
+    parser.add_argument("--login", default="user:pass", help="USER:PASSWORD for --drop-sessions")
     args = parser.parse_args(argv)
     sim = VcSim()
     sim.control = args.control
@@ -140,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         entity, _, counter = target.partition(":")
         counter, _, instance = counter.partition("#")
         sim.set_counter(entity, counter, float(value), instance=instance)
+    if args.drop_sessions:
+        drop_sessions(args.control.rsplit("/", 1)[0] + "/sdk", *args.login.split(":", 1))
     for move in args.migrate:
         vm, _, rest = move.partition("=")
         host, _, delay = rest.partition("@")

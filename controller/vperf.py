@@ -200,6 +200,8 @@ class PerfReader:
     def _query(self, batch: list[Any]) -> list[Any]:
         try:
             return self.manager.QueryPerf(querySpec=batch) or []
+        except vim.fault.NotAuthenticated:
+            raise  # the caller logs in again (Vcenter.retry)
         except (vmodl.MethodFault, OSError) as exc:
             raise VcenterError(f"vCenter QueryPerf failed: {describe_fault(exc)}") from None
 

@@ -141,7 +141,7 @@ class VsphereHostSource:
     ) -> None:
         """Note where every watched VM runs now, in the background: vCenter's answer must not delay the load."""
         self._on_sample = on_sample
-        self._opening = (tags, self._pool.submit(self._open, tags, start_at, seconds))
+        self._opening = (tags, self._pool.submit(self.vsphere.vcenter.retry, self._open, tags, start_at, seconds))
 
     def _missing(self, run_id: str, trial_idx: int, message: str) -> None:
         log.warning("trial %d: %s", trial_idx, message)
@@ -166,7 +166,7 @@ class VsphereHostSource:
     def collect_window(self, tags: dict[str, Any], start_at: float, seconds: float) -> list[HostSample]:
         """A past window read on its own, with the VMs where they are now (`vtax collect`)."""
         self._on_sample = None
-        self._opening = (tags, self._pool.submit(self._open, tags, start_at, seconds))
+        self._opening = (tags, self._pool.submit(self.vsphere.vcenter.retry, self._open, tags, start_at, seconds))
         return self.end()
 
     def end(self) -> list[HostSample]:
@@ -180,8 +180,8 @@ class VsphereHostSource:
             self._missing(tags["run"], tags["trial"], f"vCenter counters not read: {describe_fault(exc)}")
             return []
         try:
-            samples = self._read(window)
-            self._check_migrations(window)
+            samples = self.vsphere.vcenter.retry(self._read, window)
+            self.vsphere.vcenter.retry(self._check_migrations, window)
         except (VcenterError, vmodl.MethodFault, OSError) as exc:
             self._missing(window.run_id, window.trial_idx, f"vCenter counters not read: {describe_fault(exc)}")
             return []

@@ -374,3 +374,28 @@ def test_vcenter_gone_mid_run_costs_those_trials_their_counters_not_the_run(vtax
     again = json.loads((vtax.workdir / "again.json").read_text())
     assert not [v for v in again["validity"] if v["code"] == "vsphere_missing"]
     assert again["metrics"]["host.cpu_pct"]["by_condition"]["later"]["n"] == 1
+
+
+def test_a_lost_vcenter_session_is_logged_in_again(vtax: Vtax) -> None:
+    """A soak test outlives vCenter sessions (restarts, idle timeouts): vtax logs in again and loses nothing."""
+    with VcSim(clusters=1, hosts=1, vms=1, refresh=1) as sim:
+        drop = f"python -m controller.vcsim {sim.control} --drop-sessions --login {sim.user}:{sim.password}"
+        spec = vtax.spec(
+            f"""
+            name: vsphere-relogin
+            agents: [{{name: a1, vm: DC0_C0_RP0_VM0}}]
+            conditions:
+              - {{name: base, baseline: true}}
+              - {{name: later, setup: "{drop}"}}
+            workloads: [{{kind: cpu, agents: [a1], params: {{percent: 20}}}}]
+            timing: {{warmup: 0.5, steady: 2, cooldown: 0}}
+            repetitions: 1
+            order: blocked
+            """
+        )
+        done, result = vtax.run_json(spec, "--vcenter", sim.url, "--vcenter-user", sim.user, "--vcenter-password",
+                                     sim.password, "--vcenter-insecure")  # fmt: skip
+    assert result is not None, done.stderr
+    assert not [v for v in result["validity"] if v["code"] == "vsphere_missing"], result["validity"]
+    assert result["metrics"]["host.cpu_pct"]["by_condition"]["later"]["n"] == 1
+    assert "session lost; logging in again" in done.stderr

@@ -143,9 +143,9 @@ class VsphereHostSource:
         self._on_sample = on_sample
         self._opening = (tags, self._pool.submit(self.vsphere.vcenter.retry, self._open, tags, start_at, seconds))
 
-    def _missing(self, run_id: str, trial_idx: int, message: str) -> None:
+    def _flag(self, run_id: str, trial_idx: int, kind: str, message: str, *, severity: str = "warning") -> None:
         log.warning("trial %d: %s", trial_idx, message)
-        self.store.add_flag(run_id, trial_idx, kind="vsphere_missing", severity="warning", message=message)
+        self.store.add_flag(run_id, trial_idx, kind=kind, severity=severity, message=message)
 
     def _open(self, tags: dict[str, Any], start_at: float, seconds: float) -> _Window:
         vms = self.vsphere.agent_vms()
@@ -177,13 +177,17 @@ class VsphereHostSource:
         try:
             window = opening.result()
         except (VcenterError, vmodl.MethodFault, OSError) as exc:
-            self._missing(tags["run"], tags["trial"], f"vCenter counters not read: {describe_fault(exc)}")
+            self._flag(
+                tags["run"], tags["trial"], "vsphere_missing", f"vCenter counters not read: {describe_fault(exc)}"
+            )
             return []
         try:
             samples = self.vsphere.vcenter.retry(self._read, window)
             self.vsphere.vcenter.retry(self._check_migrations, window)
         except (VcenterError, vmodl.MethodFault, OSError) as exc:
-            self._missing(window.run_id, window.trial_idx, f"vCenter counters not read: {describe_fault(exc)}")
+            self._flag(
+                window.run_id, window.trial_idx, "vsphere_missing", f"vCenter counters not read: {describe_fault(exc)}"
+            )
             return []
         self._store(window, samples)
         host_samples = self._host_samples(window, samples)
@@ -209,13 +213,7 @@ class VsphereHostSource:
         reader = self.vsphere.reader
         interval, why = reader.interval_for(entities[0], window.start_at)
         if why is not None:
-            self.store.add_flag(
-                window.run_id,
-                window.trial_idx,
-                kind="vsphere_resolution",
-                severity="warning",
-                message=f"vCenter counters: {why}",
-            )
+            self._flag(window.run_id, window.trial_idx, "vsphere_resolution", f"vCenter counters: {why}")
         max_wait = self.max_wait_s if self.max_wait_s is not None else 2 * interval + 10
         last_end = (window.end // interval + 1) * interval  # the sample holding the window's end ends here
         give_up = time.time() + max(0.0, last_end - time.time()) + max_wait
@@ -227,9 +225,10 @@ class VsphereHostSource:
                 break
             time.sleep(min(interval / 2, 5.0))
         if newest < last_end - 0.5:
-            self._missing(
+            self._flag(
                 window.run_id,
                 window.trial_idx,
+                "vsphere_missing",
                 f"vCenter had not published the samples up to the trial's end after {max_wait:g} s",
             )
         return samples
@@ -302,14 +301,8 @@ class VsphereHostSource:
                     f"on {before.name if before else '?'} at the start, {after.name if after else '?'} at the end"
                 )
         for moid, how in moved.items():
-            vm = watched[moid]
-            self.store.add_flag(
-                window.run_id,
-                window.trial_idx,
-                kind="vm_migrated",
-                severity="error",
-                message=f"{window.roles[moid].replace('_', ' ')} {vm.name} moved host: {how}",
-            )
+            message = f"{window.roles[moid].replace('_', ' ')} {watched[moid].name} moved host: {how}"
+            self._flag(window.run_id, window.trial_idx, "vm_migrated", message, severity="error")
 
 
 def _summaries(role: str, counter: str, instance: str, value: float, per_vcpu: float) -> list[tuple[str, float]]:

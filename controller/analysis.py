@@ -13,7 +13,7 @@ from controller import stats
 from controller.hostcounters import HOST_METRICS
 from controller.spec import Experiment
 from controller.store import Store
-from workloads.base import MetricInfo
+from workloads.base import MetricInfo, combine
 
 SATURATED_CPU_PCT = 90.0
 MIN_STEADY_COVERAGE = 0.8
@@ -51,9 +51,7 @@ def trial_kpis(
             per_second[f"{sample['workload']}.{field}"][second].append(value)
     combined: dict[str, list[float]] = {}
     for name, seconds in per_second.items():
-        info = catalogue.get(name)
-        combine = sum if info is not None and info.across_agents == "sum" else _mean
-        combined[name] = [combine(seconds[second]) for second in sorted(seconds)]
+        combined[name] = [combine(catalogue.get(name), seconds[second]) for second in sorted(seconds)]
     kpis = {name: _mean(values) for name, values in combined.items()} | _host_kpis(host, start, end, catalogue)
     for entry in experiment.workloads:
         hook = getattr(workloads.get(entry.kind), "trial_kpis", None)
@@ -82,12 +80,10 @@ def _host_kpis(
             total = weighted[name][sample["host"]]
             total[0] += overlap * value
             total[1] += overlap
-    kpis = {}
-    for name, hosts in weighted.items():
-        per_host = [value / seconds for value, seconds in hosts.values()]
-        info = catalogue.get(name)
-        kpis[name] = sum(per_host) if info is not None and info.across_agents == "sum" else _mean(per_host)
-    return kpis
+    return {
+        name: combine(catalogue.get(name), [value / seconds for value, seconds in hosts.values()])
+        for name, hosts in weighted.items()
+    }
 
 
 def _mean(values: list[float]) -> float:

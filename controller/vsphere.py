@@ -28,6 +28,7 @@ from controller.spec import Experiment, VsphereSpec
 from controller.store import Store
 from controller.vcenter import Vcenter, VcenterError, describe_fault
 from controller.vperf import PerfReader, PerfSample
+from workloads.base import combine
 
 log = logging.getLogger("vtax.vsphere")
 
@@ -261,15 +262,10 @@ class VsphereHostSource:
                 values[(host, s.t - s.dt, s.dt)][name].append(value)
         result = []
         for (host, t, dt), named in sorted(values.items(), key=lambda item: item[0][1]):
-            combined = {}
-            for name, found in named.items():
-                total = HOST_METRICS.get(name)
-                if name in _HOST_MAXIMA:
-                    combined[name] = max(found)
-                elif total is not None and total.across_agents == "sum":
-                    combined[name] = sum(found)
-                else:
-                    combined[name] = sum(found) / len(found)
+            combined = {
+                name: max(found) if name in _HOST_MAXIMA else combine(HOST_METRICS.get(name), found)
+                for name, found in named.items()
+            }
             result.append({"host": inventory.hosts[host].name, "t": t, "dt": dt, "values": combined})
         return result
 

@@ -40,6 +40,11 @@ class MetricInfo:
     description: str
 
 
+def combine(info: MetricInfo | None, values: list[float]) -> float:
+    """Several agents' (or hosts') values of one metric as one: summed or averaged, as the metric says."""
+    return sum(values) if info is not None and info.across_agents == "sum" else sum(values) / len(values)
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunContext:
     """What a runner needs to know about the trial it runs in."""

@@ -220,9 +220,17 @@ class AgentHostSource:
 
 
 def default_sources(
-    *, experiment: Experiment, engine: Engine, clocks: Mapping[str, ClockReading]
+    *,
+    experiment: Experiment,
+    engine: Engine,
+    clocks: Mapping[str, ClockReading],
+    hypervisor: HostCounterSource | None = None,
 ) -> list[HostCounterSource]:
-    """The experiment's hypervisor agents where it has any, else the controller's own machine."""
+    """The experiment's hypervisor agents and the hypervisor's own source (vCenter) where there are any, else
+    the controller's own machine."""
+    sources: list[HostCounterSource] = []
     if any(a.hypervisor for a in experiment.agents):
-        return [AgentHostSource(engine=engine, experiment=experiment, clocks=clocks)]
-    return [LocalHostSource()]
+        sources.append(AgentHostSource(engine=engine, experiment=experiment, clocks=clocks))
+    if hypervisor is not None:
+        sources.append(hypervisor)
+    return sources or [LocalHostSource()]

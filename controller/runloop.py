@@ -28,7 +28,6 @@ from controller.hostcounters import (
     AgentHostSource,
     HostCounterSource,
     HostSample,
-    LocalHostSource,
     default_sources,
 )
 from controller.plan import Trial, make_plan
@@ -85,10 +84,10 @@ class RunLoop:
         self.sink = sink
         self.vsphere = vsphere
         if host_sources is None:
-            host_sources = default_sources(experiment=experiment, engine=engine, clocks=self.clocks)
-            if vsphere is not None:  # the hypervisors' own counters replace the controller machine's
-                host_sources = [s for s in host_sources if not isinstance(s, LocalHostSource)]
-                host_sources.append(VsphereHostSource(vsphere=vsphere, store=store))
+            hypervisor = VsphereHostSource(vsphere=vsphere, store=store) if vsphere is not None else None
+            host_sources = default_sources(
+                experiment=experiment, engine=engine, clocks=self.clocks, hypervisor=hypervisor
+            )
         self.host_sources = host_sources
         engine.on_progress = self._progress
 

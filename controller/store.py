@@ -244,6 +244,11 @@ class Store:
                 [(run_id, trial_idx, *(row[c] for c in columns)) for row in rows],
             )
 
+    def vsphere_trials(self, run_id: str) -> set[int]:
+        """The trials that have vSphere counters."""
+        rows = self._db.execute("SELECT DISTINCT trial_idx FROM vsphere_counters WHERE run_id = ?", (run_id,))
+        return {r["trial_idx"] for r in rows}
+
     def vsphere_samples(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT * FROM vsphere_counters WHERE run_id = ? ORDER BY trial_idx, t", (run_id,))
         return [dict(r) for r in rows]

@@ -353,7 +353,7 @@ def collect_missing(*, vsphere: Vsphere, store: Store, run_id: str, seconds: flo
     if note is None:
         raise InputError(f"run {run_id} was not made with --vcenter; its host counters come from elsewhere")
     vsphere.map([{"name": name, "vm": placed["vm"]} for name, placed in note["agents"].items()])
-    have = {row["trial_idx"] for row in store.vsphere_samples(run_id)}
+    have = store.vsphere_trials(run_id)
     source = VsphereHostSource(vsphere=vsphere, store=store, max_wait_s=0)
     filled = []
     for trial in store.trials(run_id):

@@ -19,6 +19,7 @@ SATURATED_CPU_PCT = 90.0
 MIN_STEADY_COVERAGE = 0.8
 NOISY_CI_PCT = 10.0
 COARSE_SAMPLES = 3  # host samples a steady phase should hold at least
+SAMPLE_JITTER = 0.05  # a 1 s sampler's samples last a few ms more; not a reason to call them coarse
 
 
 def metric_catalogue(experiment: Experiment) -> dict[str, MetricInfo]:
@@ -286,14 +287,14 @@ def _host_validity(
     end = start + experiment.timing.steady
     issues = []
     coarsest = max((s["dt"] for s in host), default=0.0)
-    if coarsest * COARSE_SAMPLES > experiment.timing.steady:
+    if coarsest * COARSE_SAMPLES > experiment.timing.steady * (1 + SAMPLE_JITTER):
         issues.append(
             _issue(
                 "warning",
                 "host_counters_coarse",
-                f"{label}: host counters come in {coarsest:g} s samples, too coarse for a "
+                f"{label}: host counters come in {coarsest:.3g} s samples, too coarse for a "
                 f"{experiment.timing.steady:g} s steady phase: warm-up and cool-down leak into them; make the steady "
-                f"phase at least {COARSE_SAMPLES * coarsest:g} s",
+                f"phase at least {COARSE_SAMPLES * coarsest:.3g} s",
                 trial["idx"],
             )
         )

@@ -1,6 +1,8 @@
 """The built-in demo: iperf3 over loopback, direct against vtax's userspace relay appliance.
 
-Needs no root and no services; 2 conditions × 4 repetitions of 6.5 s finish in about a minute.
+Needs no root and no services; 2 conditions × 6 repetitions of 4.5 s finish in about a minute. Many short
+trials rather than a few long ones: this machine's noise comes in bursts of seconds, and more trials
+average over more of them.
 """
 
 from controller.spec import Experiment, parse
@@ -23,8 +25,8 @@ workloads:
     agents: [client]
     server: server
     params: {protocol: tcp, streams: 1}
-timing: {warmup: 1.5, steady: 4, cooldown: 0.5, lead: 0.5}
-repetitions: 4
+timing: {warmup: 1, steady: 3, cooldown: 0.5, lead: 0.5}
+repetitions: 6
 order: interleaved
 """
 

@@ -121,3 +121,11 @@ def test_schema_describes_every_kind(vtax: Vtax) -> None:
     schema = json.loads(done.stdout)
     assert {"name", "agents", "conditions", "workloads", "timing", "sla"} <= set(schema["properties"])
     assert {"Iperf3Workload", "CpuWorkload"} <= set(schema["$defs"])
+
+
+def test_inventory_without_a_vcenter_says_so(vtax: Vtax) -> None:
+    done = vtax("inventory", str(vtax.spec(GOOD)))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "vtax: error: --vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)"
+    ]

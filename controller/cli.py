@@ -31,6 +31,7 @@ from controller.runloop import RunLoop
 from controller.store import DEFAULT_PATH, Store
 from controller.vcenter import Vcenter
 from controller.vcenter import load_config as vcenter_config
+from controller.vperf import REALTIME_INTERVAL_S
 from controller.vsphere import Vsphere, collect_missing, guest_agents
 
 app = typer.Typer(
@@ -363,6 +364,11 @@ def validate(spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")
         f"{spec}: ok · {len(experiment.conditions)} conditions × {experiment.repetitions} repetitions = {trials} "
         f"trials, about {trials * (experiment.timing.duration + experiment.timing.lead + 1):.0f} s"
     )
+    if experiment.mentions_vsphere:
+        console.print(
+            f"with --vcenter, up to {trials * REALTIME_INTERVAL_S} s more: each trial waits for vCenter's "
+            f"{REALTIME_INTERVAL_S} s sample that holds its end"
+        )
 
 
 @app.command()

@@ -306,6 +306,17 @@ class Experiment(Strict):
     def agent(self, name: str) -> AgentSpec:
         return next(a for a in self.agents if a.name == name)
 
+    @property
+    def mentions_vsphere(self) -> bool:
+        """The spec says something of vSphere (a vsphere section, an agent's VM, a vSphere hook): it is meant
+        to be run with --vcenter."""
+        hooks = [h for c in self.conditions for h in (*c.setup, *c.teardown)]
+        return (
+            "vsphere" in self.model_fields_set
+            or any(a.vm for a in self.agents)
+            or any(isinstance(h, VsphereAction) for h in hooks)
+        )
+
 
 def metric_names(experiment: Experiment) -> set[str]:
     """Every metric a run of this experiment can report."""

@@ -41,6 +41,7 @@ COUNTERS = (
 # where one instance tells more than the aggregate: a host's busiest core (one saturated packet-processing core
 # hides in a host average); "*" reads every instance and the aggregate ("")
 PER_INSTANCE = {"HostSystem": {"cpu.usage.average"}}
+REALTIME_INTERVAL_S = 20  # vCenter's realtime sample length (a server may say otherwise: refresh_rate)
 REALTIME_RETENTION_S = 3600.0  # what vCenter keeps of realtime samples
 HISTORICAL_INTERVAL_S = 300
 DEFAULT_MAX_QUERY_METRICS = 64  # vCenter's limit when config.vpxd.stats.maxQueryMetrics is not set

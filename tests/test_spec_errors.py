@@ -113,6 +113,13 @@ def test_good_spec_validates(vtax: Vtax) -> None:
     done = vtax("validate", str(vtax.spec(GOOD)))
     assert done.returncode == 0, done.stderr
     assert "2 conditions × 2 repetitions = 4 trials" in done.stdout
+    assert "--vcenter" not in done.stdout
+
+
+def test_a_vsphere_spec_is_told_the_wait_for_vcenter(vtax: Vtax) -> None:
+    done = vtax("validate", str(vtax.spec(GOOD + "vsphere: {on_migration: keep}\n")))
+    assert done.returncode == 0, done.stderr
+    assert "with --vcenter, up to 80 s more" in done.stdout
 
 
 def test_schema_describes_every_kind(vtax: Vtax) -> None:

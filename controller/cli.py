@@ -365,9 +365,11 @@ def validate(spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")
         f"trials, about {trials * (experiment.timing.duration + experiment.timing.lead + 1):.0f} s"
     )
     if experiment.mentions_vsphere:
+        per_trial = max(0.0, REALTIME_INTERVAL_S - experiment.timing.cooldown)
         console.print(
-            f"with --vcenter, up to {trials * REALTIME_INTERVAL_S} s more: each trial waits for vCenter's "
-            f"{REALTIME_INTERVAL_S} s sample that holds its end"
+            f"with --vcenter, up to {trials * per_trial + REALTIME_INTERVAL_S:.0f} s more: vCenter's "
+            f"{REALTIME_INTERVAL_S} s samples are read once over, and a cool-down under {REALTIME_INTERVAL_S} s "
+            "makes each trial wait for the one holding its steady phase's end"
         )
 
 

@@ -4,6 +4,8 @@
   the hypervisor: every agent and appliance shares its CPUs.
 - AgentHostSource: every agent marked `hypervisor: true`, each sampling the Linux/KVM host it runs on
   through the `vtax.host_counters` task.
+- controller.vsphere.VsphereHostSource: vCenter, which publishes a trial's counters only after it; they are
+  read and stored in the background while the next trials run.
 Every sample names its host; samples of several hosts are combined per second by mean in the analysis.
 """
 
@@ -102,6 +104,8 @@ class HostCounterSource(Protocol):
 
     def end(self) -> list[HostSample]: ...  # every sample carries "host"; times in the controller's clock
 
+    def finish(self, *, abandon: bool = False) -> None: ...  # at run end: wait for (or give up) what end() left
+
 
 class LocalHostSource:
     """The controller's own machine, sampled in a background thread."""
@@ -136,6 +140,9 @@ class LocalHostSource:
         if self._thread is not None:
             self._thread.join()
         return self._samples
+
+    def finish(self, *, abandon: bool = False) -> None:
+        """Nothing outlives a trial here."""
 
 
 class AgentHostSource:
@@ -213,6 +220,9 @@ class AgentHostSource:
                 samples += self._streamed[name]
         self._calls = {}
         return samples
+
+    def finish(self, *, abandon: bool = False) -> None:
+        """Nothing outlives a trial here: end() has every answer or gave up on it."""
 
     def _in_controller_clock(self, agent: str, sample: HostSample) -> HostSample:
         """The sample in the controller's clock, marked with the agent that measured it."""

@@ -56,7 +56,8 @@ class LiveDisplay:
         self._live_values[(agent, workload)] = values
 
     def _on_host_sample(self, *, trial: Trial, sample: dict[str, Any]) -> None:
-        self._host = sample
+        if self._trial is not None and trial.index == self._trial.index:  # vCenter's come after their trial
+            self._host = sample
 
     def _on_trial_end(self, *, trial: Trial, total: int, status: str, reason: str, kpis: dict[str, float]) -> None:
         self._trial = None

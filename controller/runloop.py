@@ -84,7 +84,11 @@ class RunLoop:
         self.sink = sink
         self.vsphere = vsphere
         if host_sources is None:
-            hypervisor = VsphereHostSource(vsphere=vsphere, store=store) if vsphere is not None else None
+            hypervisor = (
+                VsphereHostSource(vsphere=vsphere, store=store, cooldown_s=experiment.timing.cooldown)
+                if vsphere is not None
+                else None
+            )
             host_sources = default_sources(
                 experiment=experiment, engine=engine, clocks=self.clocks, hypervisor=hypervisor
             )
@@ -123,6 +127,8 @@ class RunLoop:
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            for source in self.host_sources:  # vCenter's last counters arrive after the last trial
+                source.finish(abandon=status == "interrupted")
             self.store.finish_run(self.run_id, status, reason)
             self.events.run_end.fire(run_id=self.run_id, status=status)
         return self.run_id

@@ -5,9 +5,12 @@ It is the source of truth for analysis: `vtax show` recomputes a run's summary f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +72,12 @@ _TRIAL_COLUMNS = ("idx", "condition", "repetition", "status", "reason", "start_a
 
 
 class Store:
-    """Writes commit immediately: a crash mid-run keeps every trial already measured."""
+    """Writes commit immediately: a crash mid-run keeps every trial already measured. Threads may share a
+    store (vCenter's counters are stored by a background reader while the next trial runs)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False)
             self._db.executescript(_SCHEMA)
@@ -86,28 +91,34 @@ class Store:
         for table, column, kind in _ADDED_COLUMNS:
             present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in present:
-                with self._db:
+                with self._transaction():
                     self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One thread's writes at a time, committed together."""
+        with self._lock, self._db:
+            yield
 
     def close(self) -> None:
         self._db.close()
 
     def create_run(self, *, run_id: str, name: str, engine: str, spec_path: str | None, spec: dict[str, Any]) -> None:
-        with self._db:
+        with self._transaction():
             self._db.execute(
                 "INSERT INTO runs (id, name, engine, spec_path, spec_json, created, status) VALUES (?,?,?,?,?,?,?)",
                 (run_id, name, engine, spec_path, json.dumps(spec), time.time(), "running"),
             )
 
     def finish_run(self, run_id: str, status: str, reason: str = "") -> None:
-        with self._db:
+        with self._transaction():
             self._db.execute(
                 "UPDATE runs SET status = ?, reason = ?, finished = ? WHERE id = ?",
                 (status, reason, time.time(), run_id),
             )
 
     def add_trial(self, run_id: str, trial: dict[str, Any]) -> None:
-        with self._db:
+        with self._transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO trials (run_id, idx, condition, repetition, status, reason, start_at,"
                 " deadline, ended) VALUES (:run_id, :idx, :condition, :repetition, :status, :reason, :start_at,"
@@ -116,7 +127,7 @@ class Store:
             )
 
     def add_agent_result(self, run_id: str, trial_idx: int, result: dict[str, Any]) -> None:
-        with self._db:
+        with self._transaction():
             self._db.execute(
                 "INSERT INTO agent_results (run_id, trial_idx, agent, workload, status, reason, started_at, ended_at,"
                 " agent_cpu_s, summary_json, start_skew_s, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -154,7 +165,7 @@ class Store:
             )
 
     def add_clocks(self, run_id: str, clocks: dict[str, dict[str, float]]) -> None:
-        with self._db:
+        with self._transaction():
             self._db.executemany(
                 "INSERT INTO agent_clocks VALUES (?,?,?,?,?)",
                 [(run_id, agent, c["offset_s"], c["uncertainty_s"], c["rtt_s"]) for agent, c in clocks.items()],
@@ -166,7 +177,7 @@ class Store:
         ]
 
     def add_host_samples(self, run_id: str, trial_idx: int, host: str, samples: list[dict[str, Any]]) -> None:
-        with self._db:
+        with self._transaction():
             self._db.executemany(
                 "INSERT INTO host_counters VALUES (?,?,?,?,?,?,?)",
                 [
@@ -238,7 +249,7 @@ class Store:
     def add_vsphere_samples(self, run_id: str, trial_idx: int, rows: list[dict[str, Any]]) -> None:
         """Raw and converted vSphere counter values, each with its entity's role (host, agent_vm, appliance)."""
         columns = ("role", "entity", "moid", "host", "counter", "instance", "t", "dt", "raw", "value", "unit")
-        with self._db:
+        with self._transaction():
             self._db.executemany(
                 f"INSERT INTO vsphere_counters VALUES (?,?,{','.join('?' * len(columns))})",
                 [(run_id, trial_idx, *(row[c] for c in columns)) for row in rows],
@@ -255,11 +266,11 @@ class Store:
 
     def add_flag(self, run_id: str, trial_idx: int, *, kind: str, severity: str, message: str) -> None:
         """Something about a trial that the analysis must know: a VM migrated, counters incomplete."""
-        with self._db:
+        with self._transaction():
             self._db.execute("INSERT INTO trial_flags VALUES (?,?,?,?,?)", (run_id, trial_idx, kind, severity, message))
 
     def clear_flags(self, run_id: str, trial_idx: int, *, kind: str) -> None:
-        with self._db:
+        with self._transaction():
             self._db.execute(
                 "DELETE FROM trial_flags WHERE run_id = ? AND trial_idx = ? AND kind = ?", (run_id, trial_idx, kind)
             )
@@ -270,7 +281,7 @@ class Store:
 
     def put_note(self, run_id: str, key: str, value: Any) -> None:
         """A JSON-able fact about the run as a whole, e.g. where vSphere placed its agents."""
-        with self._db:
+        with self._transaction():
             self._db.execute("INSERT OR REPLACE INTO run_notes VALUES (?,?,?)", (run_id, key, json.dumps(value)))
 
     def notes(self, run_id: str) -> dict[str, Any]:

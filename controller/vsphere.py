@@ -9,6 +9,7 @@ stored raw, and summarised per host and sample as host samples the analysis alig
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -110,6 +111,13 @@ def guest_agents(experiment: Experiment, identity: Callable[[str], dict[str, Any
     return guests
 
 
+_FAULTS = (VcenterError, vmodl.MethodFault, OSError)  # what vCenter going away or refusing looks like
+
+
+class _RunStopped(Exception):
+    """The run was interrupted while a trial's counters were still awaited."""
+
+
 @dataclass
 class _Window:
     trial_idx: int
@@ -118,18 +126,39 @@ class _Window:
     end: float
     hosts: dict[str, str | None]  # VM moid → host moid at the start
     roles: dict[str, str]  # moid → host / agent_vm / appliance
+    interval: int  # the sample length to read it at (0: nothing to read)
+    why: str | None  # why that is not realtime, if it is not
+    offset_s: float  # vCenter's clock minus ours
+
+    def sample_end(self, t: float) -> float:
+        """When vCenter's sample holding moment `t` (our clock) ends; its samples end on multiples of it."""
+        if not self.interval:
+            return t
+        return ((t + self.offset_s) // self.interval + 1) * self.interval - self.offset_s
 
 
 class VsphereHostSource:
-    """Host counters from vCenter for each trial window (a HostCounterSource)."""
+    """Host counters from vCenter for each trial window (a HostCounterSource).
 
-    def __init__(self, *, vsphere: Vsphere, store: Store, max_wait_s: float | None = None) -> None:
+    vCenter publishes a sample only after its interval (20 s) is over, so a trial's counters are read in the
+    background once that sample is out, while the next trials run, and stored with the trial; `finish` waits
+    for the last of them. A trial ends only once the sample holding its steady phase's end is over, so that
+    the next trial's load never lands in it (with a cool-down of 20 s or more, it already is). Where each VM
+    runs is checked then, before a teardown hook may move it.
+    """
+
+    def __init__(
+        self, *, vsphere: Vsphere, store: Store, cooldown_s: float = 0.0, max_wait_s: float | None = None
+    ) -> None:
         self.vsphere = vsphere
         self.store = store
+        self.cooldown_s = cooldown_s
         self.max_wait_s = max_wait_s
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsphere")
-        self._opening: tuple[dict[str, Any], Future[_Window]] | None = None
-        self._on_sample: Callable[[HostSample], None] | None = None
+        self._placements = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsphere-placement")
+        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsphere-counters")
+        self._opening: tuple[dict[str, Any], Future[_Window], Callable[[HostSample], None] | None] | None = None
+        self._pending: list[tuple[_Window, Future[list[HostSample]]]] = []
+        self._stopping = threading.Event()
 
     def begin(
         self,
@@ -141,8 +170,13 @@ class VsphereHostSource:
         on_sample: Callable[[HostSample], None],
     ) -> None:
         """Note where every watched VM runs now, in the background: vCenter's answer must not delay the load."""
-        self._on_sample = on_sample
-        self._opening = (tags, self._pool.submit(self.vsphere.vcenter.retry, self._open, tags, start_at, seconds))
+        self._open_window(tags, start_at, seconds, on_sample)
+
+    def _open_window(
+        self, tags: dict[str, Any], start_at: float, seconds: float, on_sample: Callable[[HostSample], None] | None
+    ) -> None:
+        placing = self._placements.submit(self.vsphere.vcenter.retry, self._open, tags, start_at, seconds)
+        self._opening = (tags, placing, on_sample)
 
     def _flag(self, run_id: str, trial_idx: int, kind: str, message: str, *, severity: str = "warning") -> None:
         log.warning("trial %d: %s", trial_idx, message)
@@ -155,46 +189,88 @@ class VsphereHostSource:
         hosts |= self.vsphere.inventory.current_hosts(appliances)
         roles = {vm.moid: "agent_vm" for vm in vms} | {vm.moid: "appliance" for vm in appliances}
         roles |= {host: "host" for host in set(hosts.values()) if host}
-        return _Window(
+        window = _Window(
             trial_idx=tags["trial"],
             run_id=tags["run"],
             start_at=start_at,
             end=start_at + seconds,
             hosts=hosts,
             roles=roles,
+            interval=0,
+            why=None,
+            offset_s=self.vsphere.reader.offset_s,
         )
-
-    def collect_window(self, tags: dict[str, Any], start_at: float, seconds: float) -> list[HostSample]:
-        """A past window read on its own, with the VMs where they are now (`vtax collect`)."""
-        self._on_sample = None
-        self._opening = (tags, self._pool.submit(self.vsphere.vcenter.retry, self._open, tags, start_at, seconds))
-        return self.end()
+        entities = self._entities(window)
+        if entities:
+            window.interval, window.why = self.vsphere.reader.interval_for(entities[0], start_at)
+        return window
 
     def end(self) -> list[HostSample]:
-        """Read the window's counters; a vCenter failure costs this trial its counters, flagged, not the run."""
+        """Check for migrations now and leave the counters to the background reader: they are stored with the
+        trial, not returned. A vCenter failure costs this trial its counters, flagged, not the run."""
+        window, on_sample = self._opened()
+        if window is not None:
+            self._pending.append((window, self._reads.submit(self._collect, window, on_sample)))
+        return []
+
+    def _opened(self) -> tuple[_Window | None, Callable[[HostSample], None] | None]:
+        """The window begun last, once vCenter's sample holding its steady phase's end is over, its migrations
+        checked; None when vCenter could not be asked."""
         if self._opening is None:
-            return []
-        (tags, opening), self._opening = self._opening, None
+            return None, None
+        (tags, placing, on_sample), self._opening = self._opening, None
         try:
-            window = opening.result()
-        except (VcenterError, vmodl.MethodFault, OSError) as exc:
+            window = placing.result()
+            self._sleep_until(window.sample_end(window.end - self.cooldown_s))
+            self.vsphere.vcenter.retry(self._check_migrations, window)
+        except _FAULTS as exc:
             self._flag(
                 tags["run"], tags["trial"], "vsphere_missing", f"vCenter counters not read: {describe_fault(exc)}"
             )
-            return []
+            return None, None
+        return window, on_sample
+
+    def finish(self, *, abandon: bool = False) -> None:
+        """Wait for the counters of the trials still being read; with `abandon` (the run was interrupted) stop
+        waiting for vCenter and flag those trials, which `vtax collect` can fill in later."""
+        if abandon:
+            self._stopping.set()
+        for _, reading in self._pending:
+            reading.result()
+        self._pending = []
+
+    def collect_window(self, tags: dict[str, Any], start_at: float, seconds: float) -> list[HostSample]:
+        """A past window read on its own and stored, with the VMs where they are now (`vtax collect`)."""
+        self._open_window(tags, start_at, seconds, None)
+        window, _ = self._opened()
+        return [] if window is None else self._collect(window, None)
+
+    def _collect(self, window: _Window, on_sample: Callable[[HostSample], None] | None) -> list[HostSample]:
+        """Read, convert and store one window's counters (raw, and per-host samples for the analysis)."""
         try:
             samples = self.vsphere.vcenter.retry(self._read, window)
-            self.vsphere.vcenter.retry(self._check_migrations, window)
-        except (VcenterError, vmodl.MethodFault, OSError) as exc:
+        except _RunStopped:
+            self._flag(
+                window.run_id,
+                window.trial_idx,
+                "vsphere_missing",
+                "the run stopped before vCenter published this trial's counters; `vtax collect RUN` reads them",
+            )
+            return []
+        except _FAULTS as exc:
             self._flag(
                 window.run_id, window.trial_idx, "vsphere_missing", f"vCenter counters not read: {describe_fault(exc)}"
             )
             return []
         self._store(window, samples)
         host_samples = self._host_samples(window, samples)
+        by_host: dict[str, list[HostSample]] = defaultdict(list)
         for sample in host_samples:
-            if self._on_sample is not None:
-                self._on_sample(sample)
+            by_host[sample["host"]].append(sample)
+            if on_sample is not None:
+                on_sample(sample)
+        for host, of_host in by_host.items():
+            self.store.add_host_samples(window.run_id, window.trial_idx, host, of_host)
         return host_samples
 
     def _entities(self, window: _Window) -> list[Any]:
@@ -206,25 +282,29 @@ class VsphereHostSource:
                 refs.append(found.ref)
         return refs
 
+    def _sleep_until(self, moment: float) -> None:
+        """Wait, unless the run is stopped meanwhile."""
+        if self._stopping.wait(max(0.0, moment - time.time())):
+            raise _RunStopped
+
     def _read(self, window: _Window) -> list[PerfSample]:
         """Wait until the sample holding the window's end is published, then read the whole window."""
         entities = self._entities(window)
         if not entities:
             return []
-        reader = self.vsphere.reader
-        interval, why = reader.interval_for(entities[0], window.start_at)
-        if why is not None:
-            self._flag(window.run_id, window.trial_idx, "vsphere_resolution", f"vCenter counters: {why}")
+        reader, interval = self.vsphere.reader, window.interval
+        if window.why is not None:
+            self._flag(window.run_id, window.trial_idx, "vsphere_resolution", f"vCenter counters: {window.why}")
         max_wait = self.max_wait_s if self.max_wait_s is not None else 2 * interval + 10
-        last_end = (window.end // interval + 1) * interval  # the sample holding the window's end ends here
+        last_end = window.sample_end(window.end)
         give_up = time.time() + max(0.0, last_end - time.time()) + max_wait
         while True:
-            time.sleep(max(0.0, last_end + 0.5 - time.time()))
+            self._sleep_until(last_end + 0.5)
             samples = reader.read(entities, start=window.start_at, end=last_end + 0.5, interval=interval)
             newest = max((s.t for s in samples), default=0.0)
             if newest >= last_end - 0.5 or time.time() >= give_up:
                 break
-            time.sleep(min(interval / 2, 5.0))
+            self._sleep_until(time.time() + min(interval / 2, 5.0))
         if newest < last_end - 0.5:
             self._flag(
                 window.run_id,
@@ -359,15 +439,7 @@ def collect_missing(*, vsphere: Vsphere, store: Store, run_id: str, seconds: flo
     for trial in store.trials(run_id):
         if trial["start_at"] is None or trial["idx"] in have:
             continue
-        tags = {"run": run_id, "trial": trial["idx"]}
-        host_samples = source.collect_window(tags, trial["start_at"], seconds)
-        if not host_samples:
-            continue
         store.clear_flags(run_id, trial["idx"], kind="vsphere_missing")
-        by_host: dict[str, list[HostSample]] = defaultdict(list)
-        for sample in host_samples:
-            by_host[sample["host"]].append(sample)
-        for host, samples in by_host.items():
-            store.add_host_samples(run_id, trial["idx"], host, samples)
-        filled.append(trial["idx"])
+        if source.collect_window({"run": run_id, "trial": trial["idx"]}, trial["start_at"], seconds):
+            filled.append(trial["idx"])
     return filled

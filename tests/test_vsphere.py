@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 
 from controller.inventory import swapped_uuid
+from controller.plan import Trial
 from controller.spec import ApplianceSelector, VsphereAction, VsphereSpec
 from controller.store import Store
 from controller.vactions import run_action
 from controller.vcenter import Vcenter, VcenterConfig
 from controller.vcsim import VcSim
 from controller.vperf import HISTORICAL_INTERVAL_S, PerfReader, convert
-from controller.vsphere import Vsphere
+from controller.vsphere import Vsphere, VsphereHostSource
 from tests.cluster import Agents, RedisServer
 from tests.conftest import VTAX, Vtax
 
@@ -292,6 +293,54 @@ def test_reads_batch_within_max_query_metrics_and_fall_back_to_historical_data()
         assert old and all(s.dt == HISTORICAL_INTERVAL_S for s in old)
 
 
+def test_a_trial_hands_over_before_vcenter_publishes_it_unless_its_load_would_leak(tmp_path: Path) -> None:
+    """vCenter publishes a sample only after its interval. A trial whose cool-down covers the sample holding
+    its steady phase's end hands over to the next at once, its counters read in the background and stored by
+    the run's end; without a cool-down it waits until that sample is over, so the next trial's load cannot
+    land in it."""
+    with VcSim(clusters=1, hosts=1, vms=1, refresh=5) as sim, _insecure(sim) as vsphere:
+        vsphere.map([{"name": "a1", "vm": "DC0_C0_RP0_VM0"}])
+        store = Store(tmp_path / "vtax.db")
+        time.sleep(5.2 - time.time() % 5)  # just after a sample: the one holding this moment ends in ~5 s
+
+        received: list[dict[str, object]] = []
+        source = VsphereHostSource(vsphere=vsphere, store=store, cooldown_s=6)
+        now = time.time()
+        trial = Trial(index=0, condition="c", repetition=1)
+        tags = {"run": "r", "trial": 0}
+        source.begin(trial=trial, tags=tags, start_at=now - 9, seconds=9, on_sample=received.append)
+        handing_over = time.time()
+        assert source.end() == []
+        assert time.time() - handing_over < 1.5  # not the ~4.8 s until vCenter has the window's last sample
+        assert store.vsphere_trials("r") == set()
+        source.finish()
+        assert store.vsphere_trials("r") == {0}
+        stored = store.host_samples("r")
+        assert stored and max(s["t"] + s["dt"] for s in stored) >= now  # up to the window's end
+        assert len(received) == len(stored)  # the live display and InfluxDB got them too
+
+        source = VsphereHostSource(vsphere=vsphere, store=store, cooldown_s=0)
+        now = time.time()
+        trial = Trial(index=1, condition="c", repetition=1)
+        tags = {"run": "r", "trial": 1}
+        source.begin(trial=trial, tags=tags, start_at=now - 3, seconds=3, on_sample=received.append)
+        source.end()
+        assert time.time() >= (now // 5 + 1) * 5  # the sample holding the steady phase's end is over
+        source.finish()
+        assert store.vsphere_trials("r") == {0, 1}
+        assert not store.flags("r")
+
+        now = time.time()  # interrupted (Ctrl-C): no waiting for vCenter; the trial says what it lacks
+        source.begin(trial=trial, tags={"run": "r", "trial": 2}, start_at=now - 9, seconds=9, on_sample=received.append)
+        source.end()
+        stopping = time.time()
+        source.finish(abandon=True)
+        assert time.time() - stopping < 1.0
+        assert store.vsphere_trials("r") == {0, 1}
+        [flag] = store.flags("r")
+        assert (flag["trial_idx"], flag["kind"]) == (2, "vsphere_missing") and "vtax collect" in flag["message"]
+
+
 class _insecure(_vsphere):
     def __init__(self, server: VcSim) -> None:
         config = VcenterConfig(url=server.url, user=server.user, password=server.password, insecure=True)
@@ -354,7 +403,8 @@ def test_vcenter_gone_mid_run_costs_those_trials_their_counters_not_the_run(vtax
         """
     )
     with VcSim(clusters=1, hosts=1, vms=1, refresh=1) as gone:
-        kill = f"kill {gone.proc.pid}" if gone.proc else "false"
+        # trial 0's counters are read in the background just after it: give that 2 s, then vCenter goes
+        kill = f"sleep 2; kill {gone.proc.pid}" if gone.proc else "false"
         spec.write_text(spec.read_text().replace("- {name: later}", f'- {{name: later, setup: "{kill}"}}'))
         done, result = vtax.run_json(spec, "--vcenter", gone.url, "--vcenter-user", gone.user, "--vcenter-password",
                                      gone.password, "--vcenter-insecure")  # fmt: skip

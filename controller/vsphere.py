@@ -2,8 +2,9 @@
 VMs that moved host during a trial flagged.
 
 The counters of the hosts running agents, the agents' VMs and the appliance VMs on those hosts are read
-once a trial is over (vCenter publishes a realtime sample only after its 20 s interval ends), converted,
-stored raw, and summarised per host and sample as host samples the analysis aligns to the steady phase.
+after each trial, in the background while the next ones run (vCenter publishes a realtime sample only after
+its 20 s interval ends), converted, stored raw, and summarised per host and sample as host samples the
+analysis aligns to the steady phase.
 """
 
 from __future__ import annotations

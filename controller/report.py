@@ -38,7 +38,7 @@ class LiveDisplay:
         self._total = 0
         self._start_at = 0.0
         self._duration = 0.0
-        self._host: dict[str, Any] = {}
+        self._hosts: dict[str, float | None] = {}  # host → its latest CPU %
         self._live_values: dict[tuple[str, str], dict[str, float]] = {}
         self._live = Live(console=console, refresh_per_second=4, get_renderable=self._render, transient=True)
         events.trial_start.add_listener(self._on_trial_start)
@@ -50,14 +50,14 @@ class LiveDisplay:
 
     def _on_trial_start(self, *, trial: Trial, total: int, start_at: float, duration: float) -> None:
         self._trial, self._total, self._start_at, self._duration = trial, total, start_at, duration
-        self._host, self._live_values = {}, {}
+        self._hosts, self._live_values = {}, {}
 
     def _on_progress(self, *, agent: str, workload: str, values: dict[str, float]) -> None:
         self._live_values[(agent, workload)] = values
 
     def _on_host_sample(self, *, trial: Trial, sample: dict[str, Any]) -> None:
         if self._trial is not None and trial.index == self._trial.index:  # vCenter's come after their trial
-            self._host = sample
+            self._hosts[sample.get("host", "")] = sample.get("values", {}).get("host.cpu_pct")
 
     def _on_trial_end(self, *, trial: Trial, total: int, status: str, reason: str, kpis: dict[str, float]) -> None:
         self._trial = None
@@ -86,7 +86,8 @@ class LiveDisplay:
             style="bold",
         )
         bar = ProgressBar(total=self._duration, completed=min(max(elapsed, 0.0), self._duration), width=40)
-        host = Text(f"host CPU {_fmt(self._host.get('values', {}).get('host.cpu_pct'))} %")
+        cpus = "  ".join(f"{name} {_fmt(cpu)} %" for name, cpu in sorted(self._hosts.items())) if self._hosts else "–"
+        host = Text(f"host CPU {cpus}")
         live = [
             Text(f"{agent} {workload}: " + "  ".join(f"{name} {_fmt(value)}" for name, value in values.items()))
             for (agent, workload), values in sorted(self._live_values.items())

@@ -77,12 +77,12 @@ def test_two_pairs_across_the_appliance(lab: tuple[Vtax, str]) -> None:
             topology: pairs
             pairs: [{client: g1, server: g2}, {client: g3, server: g4}]
         timing: {warmup: 0.5, steady: 2, cooldown: 0, lead: 0.5}
-        repetitions: 2
-        """)
+        repetitions: 3
+        """)  # 3, not 2: this shared machine halves a trial's throughput now and then, for seconds
     done, result = vtax.run_json(spec, "--broker", broker)
     assert done.returncode in (0, 1), done.stdout + done.stderr
-    assert [t["status"] for t in result["trials"]] == ["ok"] * 4
-    assert result["order"] == ["direct", "rules", "direct", "rules"]
+    assert [t["status"] for t in result["trials"]] == ["ok"] * 6
+    assert result["order"] == ["direct", "rules"] * 3
     assert set(result["clocks"]) == {"g1", "g2", "g3", "g4"}
     assert result["start_skew_ms"]["max"] < 50
     throughput = result["metrics"]["iperf3.throughput_gbps"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import Agents, RedisServer
+from tests.cluster import Agents, RedisServer, TimeSeriesServer
 
 VTAX = str(Path(sys.executable).parent / "vtax")
 
@@ -71,6 +71,14 @@ def vtax(tmp_path: Path) -> Vtax:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def influxd(tmp_path: Path) -> Iterator[TimeSeriesServer]:
+    """influxd 1.x, for what the Grafana dashboards ask of a run."""
+    server = TimeSeriesServer(tmp_path, "influxd").start()
     yield server
     server.stop()
 

@@ -13,6 +13,7 @@ import pytest
 from agent.sink import InfluxConfig, InfluxSink, detect_kind
 from tests.cluster import Agents, RedisServer, TimeSeriesServer
 from tests.conftest import Vtax
+from tests.grafana import dashboard_answers
 
 CPU_SPEC = """\
 name: influx
@@ -28,13 +29,6 @@ TAGS = {"run", "trial", "condition", "repetition", "phase", "agent", "host", "zo
 @pytest.fixture
 def vm(tmp_path: Path) -> Iterator[TimeSeriesServer]:
     server = TimeSeriesServer(tmp_path, "victoria-metrics").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def influxd(tmp_path: Path) -> Iterator[TimeSeriesServer]:
-    server = TimeSeriesServer(tmp_path, "influxd").start()
     yield server
     server.stop()
 
@@ -132,34 +126,9 @@ def test_secrets_are_never_printed_and_bad_settings_name_the_field(vtax: Vtax, v
     assert bad.returncode == 2 and "influx.yaml: spool_max_mb:" in bad.stderr
 
 
-def _dashboard_queries() -> list[tuple[str, str]]:
-    """(where, InfluxQL) of every query in the shipped Grafana dashboards."""
-    found = []
-    for path in sorted((Path(__file__).parent.parent / "deploy" / "grafana" / "dashboards").glob("*.json")):
-        board = json.loads(path.read_text())
-        for panel in board["panels"]:
-            found += [(f"{path.name}: {panel['title']}", t["query"]) for t in panel["targets"]]
-        found += [
-            (f"{path.name}: annotation {a['name']}", a["query"]) for a in board.get("annotations", {}).get("list", [])
-        ]
-        found += [(f"{path.name}: variable {v['name']}", v["query"]) for v in board["templating"]["list"]]
-    return found
-
-
 def test_the_grafana_dashboards_query_what_a_run_writes(vtax: Vtax, influxd: TimeSeriesServer) -> None:
     result = _run(vtax, influxd.url)
-    answered = {}
-    for where, query in _dashboard_queries():
-        concrete = (
-            query.replace("$timeFilter", "time > now() - 1h")
-            .replace("$__interval", "1s")
-            .replace("/^$run$/", f"/^{result['run_id']}$/")
-            .replace("/^($run)$/", f"/^({result['run_id']})$/")
-            .replace("/^($metric)$/", "/.*/")
-        )
-        reply = influxd.influxql(concrete)["results"][0]
-        assert "error" not in reply, f"{where}: {reply.get('error')}"
-        answered[where] = bool(reply.get("series"))
+    answered = dashboard_answers(influxd, result["run_id"])
     assert answered["vtax-live.json: Host CPU"]
     assert answered["vtax-live.json: annotation trials"]
     assert answered[

@@ -24,8 +24,9 @@ from controller.vcenter import Vcenter, VcenterConfig
 from controller.vcsim import VcSim
 from controller.vperf import HISTORICAL_INTERVAL_S, PerfReader, convert
 from controller.vsphere import Vsphere, VsphereHostSource
-from tests.cluster import Agents, RedisServer
+from tests.cluster import Agents, RedisServer, TimeSeriesServer
 from tests.conftest import VTAX, Vtax
+from tests.grafana import dashboard_answers
 
 HOST, OTHER_HOST = "DC0_C0_H0", "DC0_C0_H1"
 VM = [f"DC0_C0_RP0_VM{i}" for i in range(4)]  # VM0, VM1: agents; VM3: the appliance
@@ -169,9 +170,10 @@ def test_a_distributed_agent_is_found_by_the_bios_uuid_it_reports(
 
 
 def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
-    vtax: Vtax, sim: VcSim, certificate: tuple[Path, Path]
+    vtax: Vtax, sim: VcSim, certificate: tuple[Path, Path], influxd: TimeSeriesServer
 ) -> None:
-    """Host CPU 10 % / 60 %, appliance CPU 5 % / 30 %, agent VMs ready 50 / 200 ms per 1 s sample."""
+    """Host CPU 10 % / 60 %, appliance CPU 5 % / 30 %, agent VMs ready 50 / 200 ms per 1 s sample: in the
+    summary, the store, InfluxDB and the Grafana dashboard."""
     baseline = _set(
         sim,
         f"{HOST}:cpu.usage.average=1000",
@@ -207,7 +209,9 @@ def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
           appliances: {{name_pattern: "VM3$"}}
         """
     )
-    done, result = vtax.run_json(spec, *_flags(sim, certificate), "--vcenter-password", sim.password)
+    done, result = vtax.run_json(
+        spec, *_flags(sim, certificate), "--vcenter-password", sim.password, "--influx", influxd.url
+    )
     assert result is not None, done.stderr
     metrics = result["metrics"]
     host_cpu = metrics["host.cpu_pct"]
@@ -244,6 +248,16 @@ def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
     roles = {(r["entity"], r["role"]) for r in rows}
     assert {(HOST, "host"), (VM[0], "agent_vm"), (VM[1], "agent_vm"), (VM[3], "appliance")} <= roles
     assert not any(r["entity"] in (OTHER_HOST, VM[2]) for r in rows)  # only the agents' host and its appliance
+
+    answered = dashboard_answers(influxd, result["run_id"])
+    assert answered["vtax-live.json: vSphere: appliance VMs, agent VMs' ready time, busiest host core"]
+    query = (
+        'SELECT mean("appliance_cpu_pct") FROM "vtax_host" WHERE "run" = \'{}\' AND "phase" = \'steady\' '
+        'GROUP BY "condition", "host"'
+    )
+    series = influxd.influxql(query.format(result["run_id"]))["results"][0]["series"]
+    written = {(s["tags"]["condition"], s["tags"]["host"]): s["values"][0][1] for s in series}
+    assert written == {("base", HOST): pytest.approx(5.0), ("sva", HOST): pytest.approx(30.0)}
 
 
 def test_a_migration_mid_trial_flags_and_excludes_that_trial(

@@ -174,11 +174,20 @@ def ping() -> dict[str, float]:
     return {"time": time.time()}
 
 
+def end_trial(*, run_id: str, trial: int, ended: set[tuple[str, int]]) -> dict[str, bool]:
+    """The controller is done with a trial before its window is over (its load ended early): what this agent
+    still runs or samples for it stops, rather than writing on into the next trial's time under its tags.
+    `ended` is supplied by the process hosting the agent."""
+    ended.add((run_id, int(trial)))
+    return {"ended": True}
+
+
 TASKS: dict[str, Callable[..., Any]] = {
     "vtax.serve": serve,
     "vtax.run_workload": run_workload,
     "vtax.host_counters": host_counters,
     "vtax.ping": ping,
+    "vtax.end_trial": end_trial,
 }
 
 
@@ -191,6 +200,7 @@ class AgentHost:
     is_cancelled: Callable[[str], bool] = field(default=lambda run_id: False)
     locustfile_dir: Path | None = None
     sink: InfluxSink | None = None
+    ended_trials: set[tuple[str, int]] = field(default_factory=set)  # (run, trial) the controller ended early
 
 
 def execute(request: dict[str, Any], host: AgentHost, send: Callable[[dict[str, Any]], None]) -> None:
@@ -206,8 +216,8 @@ def execute(request: dict[str, Any], host: AgentHost, send: Callable[[dict[str, 
             raise LookupError(f"unknown task {request['task']!r}")
         kwargs = dict(request["kwargs"])
         if task in (run_workload, host_counters):
-            run_id = kwargs.get("run_id", "")
-            kwargs["cancelled"] = lambda: host.is_cancelled(run_id)
+            run_id, trial = kwargs.get("run_id", ""), (kwargs.get("tags") or {}).get("trial")
+            kwargs["cancelled"] = lambda: host.is_cancelled(run_id) or (run_id, trial) in host.ended_trials
             kwargs["sink"] = host.sink
         if task is run_workload:
             if kwargs.get("target"):
@@ -217,6 +227,8 @@ def execute(request: dict[str, Any], host: AgentHost, send: Callable[[dict[str, 
             kwargs["locustfile_dir"] = host.locustfile_dir
         elif task is host_counters:
             kwargs["on_sample"] = lambda sample: send({**reply, "sample": sample})
+        elif task is end_trial:
+            kwargs["ended"] = host.ended_trials
         reply["result"] = task(**kwargs)
         reply["ok"] = True
     except TargetRefused as exc:

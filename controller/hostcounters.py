@@ -161,6 +161,7 @@ class AgentHostSource:
         self._streamed: dict[str, list[HostSample]] = {}
         self._live = threading.Event()
         self._end_at = 0.0
+        self._tags: dict[str, Any] = {}
 
     def begin(
         self,
@@ -171,7 +172,7 @@ class AgentHostSource:
         seconds: float,
         on_sample: Callable[[HostSample], None],
     ) -> None:
-        self._end_at = start_at + seconds
+        self._end_at, self._tags = start_at + seconds, tags
         self._live = threading.Event()
         self._live.set()
         self._streamed = {name: [] for name in self._appliances}
@@ -211,6 +212,9 @@ class AgentHostSource:
     def end(self) -> list[HostSample]:
         if time.time() > self._end_at - CUT_SHORT_S:
             wait(self._calls.values(), timeout=max(0.0, self._end_at + ANSWER_WAIT_S - time.time()))
+        else:  # cut short: the agents stop sampling, rather than write on into the next trial's time
+            for name in self._calls:
+                self._engine.call(name, "vtax.end_trial", {"run_id": self._tags["run"], "trial": self._tags["trial"]})
         self._live.clear()
         samples: list[HostSample] = []
         for name, future in self._calls.items():

@@ -114,6 +114,30 @@ def test_a_hypervisor_agent_streams_each_host_second_once(vtax: Vtax, token: str
         vm.stop()
 
 
+def test_a_trial_cut_short_stops_the_hypervisor_agents_sampling(vtax: Vtax, tmp_path: Path) -> None:
+    """A trial whose load fails at once ends early; the hypervisor agent is told, and writes no host seconds
+    into the time the next trial will use (it would go on for the whole 6 s window otherwise)."""
+    spec = """\
+        name: cut-short
+        agents: [{name: hv, hypervisor: true}, {name: guest}]
+        conditions: [{name: only, baseline: true, teardown: "sleep 4"}]  # the run goes on past the window
+        workloads: [{kind: iperf3, agents: [guest], params: {target: "127.0.0.1:9"}}]
+        timing: {warmup: 1, steady: 5, cooldown: 0, lead: 0.5}
+        repetitions: 1
+        """
+    vm = TimeSeriesServer(tmp_path, "victoria-metrics").start()
+    try:
+        done, result = vtax.run_json(vtax.spec(spec), "--influx", vm.url)
+        assert done.returncode in (0, 1), done.stderr
+        [trial] = result["trials"]
+        assert trial["status"] == "error"  # nothing listens on the discard port
+        series = [s for s in vm.export("vtax_host_cpu_pct") if s["metric"]["run"] == result["run_id"]]
+        seconds = sum(len(s["values"]) for s in series)
+        assert seconds <= 2, f"{seconds} host seconds written for a trial that ended at once"
+    finally:
+        vm.stop()
+
+
 def test_the_task_samples_every_second_and_stops_on_cancel_and_at_the_deadline() -> None:
     start_at = time.time() + 0.2
     streamed: list[dict] = []

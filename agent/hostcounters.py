@@ -118,6 +118,7 @@ class HostSampler:
                 "host.cpu_pct": 100.0 * busy_sum / max(total_sum, 1e-9),
                 "host.softirq_pct": 100.0 * softirq_sum / max(total_sum, 1e-9),
                 "host.ctx_switches_per_s": (after["ctx"] - before["ctx"]) / dt,
+                "host.cpu_max_core_pct": max(per_core_busy, default=0.0),
             },
             "per_core": {"cpu_pct": per_core_busy, "softirq_pct": per_core_softirq},
             "net": net,

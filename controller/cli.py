@@ -534,15 +534,21 @@ def lab_appliance(
     ] = None,
     delay: Annotated[float | None, typer.Option("--delay", min=0, help="one-way delay A→B, ms")] = None,
     rate: Annotated[float | None, typer.Option("--rate", min=0.1, help="rate limit, Mbit/s")] = None,
-    off: Annotated[bool, typer.Option("--off", help="remove rules, delay and rate limit")] = False,
+    cpu: Annotated[
+        int | None,
+        typer.Option(
+            "--cpu", min=0, help="do the forwarding work on this CPU (RPS), so it shows as that CPU's softirq"
+        ),
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="remove rules, delay, rate limit and steering")] = False,
 ) -> None:
     """Set the appliance to exactly what the options say (no option: conntrack on, no rules)."""
-    if off and any(v is not None for v in (rules, delay, rate)):
-        raise InputError("--off excludes --rules, --delay and --rate")
+    if off and any(v is not None for v in (rules, delay, rate, cpu)):
+        raise InputError("--off excludes --rules, --delay, --rate and --cpu")
     if off:
         applied = lab.configure_appliance(rules=None, delay_ms=None, rate_mbit=None)
     else:
-        applied = lab.configure_appliance(rules=0 if rules is None else rules, delay_ms=delay, rate_mbit=rate)
+        applied = lab.configure_appliance(rules=0 if rules is None else rules, delay_ms=delay, rate_mbit=rate, cpu=cpu)
     console.print("appliance: " + (", ".join(applied) if applied else "off (plain routing)"))
 
 

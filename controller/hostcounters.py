@@ -34,6 +34,12 @@ HOST_METRICS: dict[str, MetricInfo] = {
     "host.ctx_switches_per_s": MetricInfo(
         unit="1/s", across_agents="mean", better="lower", description="context switches"
     ),
+    "host.cpu_max_core_pct": MetricInfo(
+        unit="%",
+        across_agents="mean",
+        better="lower",
+        description="the host's busiest logical CPU (a saturated packet-processing core hides in the average)",
+    ),
     "host.cpu_per_gbps": MetricInfo(
         unit="% per Gbit/s", across_agents="mean", better="lower", description="host CPU % per Gbit/s of goodput"
     ),
@@ -44,12 +50,6 @@ HOST_METRICS: dict[str, MetricInfo] = {
         description="CPU of the processes matching a hypervisor agent's appliance_processes, on host.cpu_pct's scale",
     ),
     # from vCenter (controller.vsphere): the hosts running agents, their agent VMs and appliance VMs
-    "host.cpu_max_core_pct": MetricInfo(
-        unit="%",
-        across_agents="mean",
-        better="lower",
-        description="ESXi host's busiest logical CPU (a saturated packet-processing core hides in the average)",
-    ),
     "host.cpu_mhz": MetricInfo(unit="MHz", across_agents="mean", better="lower", description="ESXi host CPU used"),
     "host.mem_pct": MetricInfo(unit="%", across_agents="mean", better="lower", description="ESXi host memory used"),
     "host.net_rx_mbps": MetricInfo(unit="Mbit/s", across_agents="sum", better="higher", description="host receive"),

@@ -240,19 +240,28 @@ def _netem_available() -> bool:
     return probe.returncode == 0
 
 
-def configure_appliance(*, rules: int | None, delay_ms: float | None, rate_mbit: float | None) -> list[str]:
+def configure_appliance(
+    *, rules: int | None, delay_ms: float | None, rate_mbit: float | None, cpu: int | None = None
+) -> list[str]:
     """Put the appliance into exactly this state (None everywhere: off). Returns what is now applied.
 
     rules: conntrack on plus that many non-matching nftables rules, all evaluated for every forwarded packet.
     delay_ms: one-way delay from subnet A to subnet B (round trip + delay_ms), by netem where the kernel has
-    it, else by a userspace NFQUEUE delayer. rate_mbit: a tbf rate limit in both directions.
+    it, else by a userspace NFQUEUE delayer. rate_mbit: a tbf rate limit in both directions. cpu: the CPU
+    that does the appliance's forwarding work (see _steer).
     """
     _require_root()
     if APPLIANCE not in _namespaces():
         raise InputError("no lab is up; run `vtax lab up` first")
+    cpus = os.cpu_count() or 1
+    if cpu is not None and not 0 <= cpu < cpus:
+        raise InputError(f"--cpu: this machine has CPUs 0 to {cpus - 1}, got {cpu}")
     state = _state()
     _clear_appliance(state)
     applied = []
+    if cpu is not None:
+        _steer(state, 1 << cpu)
+        applied.append(f"forwarding on CPU {cpu}")
     if rules is not None:
         lines = [
             "table inet vtax {",
@@ -323,7 +332,17 @@ def _apply_delay(state: dict[str, Any], delay_ms: float, *, with_rate: bool) -> 
     return f"delay {delay_ms:g} ms A→B (userspace NFQUEUE delayer: this kernel has no netem)"
 
 
+def _steer(state: dict[str, Any], mask: int) -> None:
+    """Receive processing of the appliance's guest-facing interfaces on the CPUs in `mask` (RPS; 0: where the
+    packet arrived). On veth the appliance has no CPU of its own: forwarding and nftables run in the sender's
+    context, on the guests' CPU, unless steered away; then the appliance's cost shows as that CPU's softirq.
+    """
+    for i in range(1, state["guests"] + 1):
+        _sh("sh", "-c", f"echo {mask:x} > /sys/class/net/g{i}/queues/rx-0/rps_cpus", netns=APPLIANCE)
+
+
 def _clear_appliance(state: dict[str, Any]) -> None:
+    _steer(state, 0)
     _sh("nft", "delete", "table", "inet", "vtax", netns=APPLIANCE, check=False)
     for _, bridge in SUBNETS.values():
         _sh("tc", "qdisc", "del", "dev", bridge, "root", netns=APPLIANCE, check=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -89,6 +90,40 @@ def test_two_pairs_across_the_appliance(lab: tuple[Vtax, str]) -> None:
     assert throughput["by_condition"]["direct"]["mean"] > 0.5
     # 1,000 rules, each evaluated for every forwarded packet, cost throughput (design.md: ~17 ns/rule/packet)
     assert throughput["overhead"]["rules"]["pct"] < 0
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="steering needs a second CPU")
+def test_steered_forwarding_shows_as_the_appliance_cpus_softirq(lab: tuple[Vtax, str]) -> None:
+    """On veth, forwarding runs in the sender's context: with iperf3 pinned to CPU 0 the appliance's 1,000
+    rules cost CPU 0 time. Steered to CPU 1 (`--cpu 1`), that work shows as CPU 1's softirq in the host
+    counters, and as the host's busiest-core metric."""
+    vtax, broker = lab
+    spec = vtax.spec("""\
+        name: steered
+        agents: [{name: g1}, {name: g2}]
+        conditions:
+          - {name: inline, baseline: true, setup: "vtax lab appliance --rules 1000"}
+          - name: steered
+            setup: "vtax lab appliance --rules 1000 --cpu 1"
+            teardown: "vtax lab appliance --off"
+        workloads:
+          - {kind: iperf3, agents: [g1], server: g2, params: {affinity: 0}}
+        timing: {warmup: 0.5, steady: 2, cooldown: 0, lead: 0.5}
+        repetitions: 1
+        """)
+    done, result = vtax.run_json(spec, "--broker", broker)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert [t["status"] for t in result["trials"]] == ["ok", "ok"]
+    conditions = {t["idx"]: t["condition"] for t in result["trials"]}
+    cpu1_softirq: dict[str, list[float]] = {"inline": [], "steered": []}  # each second of each trial
+    db = sqlite3.connect(vtax.store)
+    rows = db.execute("SELECT trial_idx, detail_json FROM host_counters WHERE run_id = ?", (result["run_id"],))
+    for trial, detail in rows:
+        cpu1_softirq[conditions[trial]].append(json.loads(detail)["per_core"]["softirq_pct"][1])
+    inline, steered = (sum(v) / len(v) for v in cpu1_softirq.values())
+    assert steered > 20 > 5 > inline, (inline, steered)
+    busiest = result["metrics"]["host.cpu_max_core_pct"]["by_condition"]
+    assert busiest["inline"]["mean"] > 80 and busiest["steered"]["mean"] > 50
 
 
 def test_appliance_delay_rate_and_off(lab: tuple[Vtax, str]) -> None:

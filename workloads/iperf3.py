@@ -63,6 +63,9 @@ class Iperf3Params(WorkloadParams):
     window: str | None = Field(None, description="socket buffer size, e.g. 4M (-w); UDP needs it")
     length: str | None = Field(None, description="read/write buffer or datagram size, e.g. 128K (-l)")
     omit: int = Field(0, ge=0, le=60, description="seconds iperf3 itself omits at its start (-O)")
+    affinity: int | None = Field(
+        None, ge=0, le=4095, description="CPU to pin the client and, for its test, the server to (-A N,N)"
+    )
     target: str | None = Field(None, description="an existing iperf3 server host:port; then no server agent is used")
 
     @model_validator(mode="after")
@@ -143,6 +146,8 @@ def _command(params: Iperf3Params, target: Target, duration: float) -> list[str]
             cmd += [flag, value]
     if params.omit:
         cmd += ["-O", str(params.omit)]
+    if params.affinity is not None:
+        cmd += ["-A", f"{params.affinity},{params.affinity}"]
     return cmd
 
 

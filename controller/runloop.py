@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future, wait
 from datetime import UTC, datetime
@@ -253,11 +252,7 @@ class RunLoop:
             host_samples = [sample for source in begun for sample in source.end()]
             for relay in relays:
                 relay.stop()
-        by_host: dict[str, list[HostSample]] = defaultdict(list)
-        for sample in host_samples:
-            by_host[sample["host"]].append(sample)
-        for host, samples_of_host in by_host.items():
-            self.store.add_host_samples(self.run_id, trial.index, host, samples_of_host)
+        self.store.add_host_samples(self.run_id, trial.index, host_samples)
         for result in results:
             self.store.add_agent_result(self.run_id, trial.index, result)
         samples = [{**s, "agent": r["agent"], "workload": r["workload"]} for r in results for s in r["samples"]]

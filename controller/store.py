@@ -176,7 +176,8 @@ class Store:
             dict(r) for r in self._db.execute("SELECT * FROM agent_clocks WHERE run_id = ? ORDER BY agent", (run_id,))
         ]
 
-    def add_host_samples(self, run_id: str, trial_idx: int, host: str, samples: list[dict[str, Any]]) -> None:
+    def add_host_samples(self, run_id: str, trial_idx: int, samples: list[dict[str, Any]]) -> None:
+        """Host counter samples of a trial, each naming its host."""
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO host_counters VALUES (?,?,?,?,?,?,?)",
@@ -184,7 +185,7 @@ class Store:
                     (
                         run_id,
                         trial_idx,
-                        host,
+                        s["host"],
                         s["t"],
                         s["dt"],
                         json.dumps(s["values"]),

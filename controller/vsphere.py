@@ -158,7 +158,7 @@ class VsphereHostSource:
         self._placements = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsphere-placement")
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsphere-counters")
         self._opening: tuple[dict[str, Any], Future[_Window], Callable[[HostSample], None] | None] | None = None
-        self._pending: list[tuple[_Window, Future[list[HostSample]]]] = []
+        self._pending: list[Future[list[HostSample]]] = []
         self._stopping = threading.Event()
 
     def begin(
@@ -190,28 +190,26 @@ class VsphereHostSource:
         hosts |= self.vsphere.inventory.current_hosts(appliances)
         roles = {vm.moid: "agent_vm" for vm in vms} | {vm.moid: "appliance" for vm in appliances}
         roles |= {host: "host" for host in set(hosts.values()) if host}
-        window = _Window(
+        entities = self._entities(roles)
+        interval, why = self.vsphere.reader.interval_for(entities[0], start_at) if entities else (0, None)
+        return _Window(
             trial_idx=tags["trial"],
             run_id=tags["run"],
             start_at=start_at,
             end=start_at + seconds,
             hosts=hosts,
             roles=roles,
-            interval=0,
-            why=None,
+            interval=interval,
+            why=why,
             offset_s=self.vsphere.reader.offset_s,
         )
-        entities = self._entities(window)
-        if entities:
-            window.interval, window.why = self.vsphere.reader.interval_for(entities[0], start_at)
-        return window
 
     def end(self) -> list[HostSample]:
         """Check for migrations now and leave the counters to the background reader: they are stored with the
         trial, not returned. A vCenter failure costs this trial its counters, flagged, not the run."""
         window, on_sample = self._opened()
         if window is not None:
-            self._pending.append((window, self._reads.submit(self._collect, window, on_sample)))
+            self._pending.append(self._reads.submit(self._collect, window, on_sample))
         return []
 
     def _opened(self) -> tuple[_Window | None, Callable[[HostSample], None] | None]:
@@ -236,7 +234,7 @@ class VsphereHostSource:
         waiting for vCenter and flag those trials, which `vtax collect` can fill in later."""
         if abandon:
             self._stopping.set()
-        for _, reading in self._pending:
+        for reading in self._pending:
             reading.result()
         self._pending = []
 
@@ -265,19 +263,16 @@ class VsphereHostSource:
             return []
         self._store(window, samples)
         host_samples = self._host_samples(window, samples)
-        by_host: dict[str, list[HostSample]] = defaultdict(list)
+        self.store.add_host_samples(window.run_id, window.trial_idx, host_samples)
         for sample in host_samples:
-            by_host[sample["host"]].append(sample)
             if on_sample is not None:
                 on_sample(sample)
-        for host, of_host in by_host.items():
-            self.store.add_host_samples(window.run_id, window.trial_idx, host, of_host)
         return host_samples
 
-    def _entities(self, window: _Window) -> list[Any]:
+    def _entities(self, roles: dict[str, str]) -> list[Any]:
         inventory = self.vsphere.inventory
         refs = []
-        for moid, role in window.roles.items():
+        for moid, role in roles.items():
             found = inventory.hosts.get(moid) if role == "host" else inventory.vms.get(moid)
             if found is not None:
                 refs.append(found.ref)
@@ -290,7 +285,7 @@ class VsphereHostSource:
 
     def _read(self, window: _Window) -> list[PerfSample]:
         """Wait until the sample holding the window's end is published, then read the whole window."""
-        entities = self._entities(window)
+        entities = self._entities(window.roles)
         if not entities:
             return []
         reader, interval = self.vsphere.reader, window.interval

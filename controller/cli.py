@@ -113,14 +113,10 @@ def _vsphere(
     if config is None:
         if required:
             raise InputError("--vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)")
-        if experiment is not None:
-            for condition in experiment.conditions:
-                for stage in ("setup", "teardown"):
-                    actions = [h for h in getattr(condition, stage) if isinstance(h, spec_module.VsphereAction)]
-                    if actions:
-                        raise InputError(
-                            f"condition {condition.name!r} {stage}: {actions[0]} needs --vcenter (or VTAX_VCENTER_URL)"
-                        )
+        actions = experiment.vsphere_actions() if experiment is not None else []
+        if actions:
+            condition, stage, action = actions[0]
+            raise InputError(f"condition {condition.name!r} {stage}: {action} needs --vcenter (or VTAX_VCENTER_URL)")
         return None
     vcenter = Vcenter(config=config)
     if insecure or config.insecure:

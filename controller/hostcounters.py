@@ -104,10 +104,12 @@ class HostCounterSource(Protocol):
 
     def end(self) -> list[HostSample]: ...  # every sample carries "host"; times in the controller's clock
 
-    def finish(self, *, abandon: bool = False) -> None: ...  # at run end: wait for (or give up) what end() left
+    def finish(self, *, abandon: bool = False) -> None:
+        """At run end: wait for what end() left running (or, with `abandon`, give up on it). Most sources
+        leave nothing."""
 
 
-class LocalHostSource:
+class LocalHostSource(HostCounterSource):
     """The controller's own machine, sampled in a background thread."""
 
     def __init__(self) -> None:
@@ -141,11 +143,8 @@ class LocalHostSource:
             self._thread.join()
         return self._samples
 
-    def finish(self, *, abandon: bool = False) -> None:
-        """Nothing outlives a trial here."""
 
-
-class AgentHostSource:
+class AgentHostSource(HostCounterSource):
     """Every agent marked `hypervisor: true` samples the host it runs on, through `vtax.host_counters`.
 
     The agents write their samples to their own InfluxDB sinks and stream each to the controller as it is
@@ -224,9 +223,6 @@ class AgentHostSource:
                 samples += self._streamed[name]
         self._calls = {}
         return samples
-
-    def finish(self, *, abandon: bool = False) -> None:
-        """Nothing outlives a trial here: end() has every answer or gave up on it."""
 
     def _in_controller_clock(self, agent: str, sample: HostSample) -> HostSample:
         """The sample in the controller's clock, marked with the agent that measured it."""

@@ -306,16 +306,21 @@ class Experiment(Strict):
     def agent(self, name: str) -> AgentSpec:
         return next(a for a in self.agents if a.name == name)
 
+    def vsphere_actions(self) -> list[tuple[ConditionSpec, str, VsphereAction]]:
+        """Every hook that is a vSphere action: (condition, "setup" or "teardown", action)."""
+        return [
+            (condition, stage, hook)
+            for condition in self.conditions
+            for stage in ("setup", "teardown")
+            for hook in getattr(condition, stage)
+            if isinstance(hook, VsphereAction)
+        ]
+
     @property
     def mentions_vsphere(self) -> bool:
         """The spec says something of vSphere (a vsphere section, an agent's VM, a vSphere hook): it is meant
         to be run with --vcenter."""
-        hooks = [h for c in self.conditions for h in (*c.setup, *c.teardown)]
-        return (
-            "vsphere" in self.model_fields_set
-            or any(a.vm for a in self.agents)
-            or any(isinstance(h, VsphereAction) for h in hooks)
-        )
+        return "vsphere" in self.model_fields_set or any(a.vm for a in self.agents) or bool(self.vsphere_actions())
 
 
 def metric_names(experiment: Experiment) -> set[str]:

@@ -23,7 +23,7 @@ from pyVmomi import vim, vmodl
 
 from agent.hostcounters import HostSample
 from controller.errors import InputError
-from controller.hostcounters import HOST_METRICS
+from controller.hostcounters import HOST_METRICS, HostCounterSource
 from controller.inventory import AgentVm, Inventory, VmInfo, map_agents
 from controller.plan import Trial
 from controller.spec import Experiment, VsphereSpec
@@ -138,7 +138,7 @@ class _Window:
         return ((t + self.offset_s) // self.interval + 1) * self.interval - self.offset_s
 
 
-class VsphereHostSource:
+class VsphereHostSource(HostCounterSource):
     """Host counters from vCenter for each trial window (a HostCounterSource).
 
     vCenter publishes a sample only after its interval (20 s) is over, so a trial's counters are read in the

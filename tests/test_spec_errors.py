@@ -136,3 +136,13 @@ def test_inventory_without_a_vcenter_says_so(vtax: Vtax) -> None:
     assert done.stderr.strip().splitlines() == [
         "vtax: error: --vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)"
     ]
+
+
+def test_a_vsphere_hook_without_a_vcenter_is_refused_before_measuring(vtax: Vtax) -> None:
+    spec = GOOD.replace("appliance: relay}", "appliance: relay, setup: [{vsphere: power_on, vms: [fw01]}]}")
+    done = vtax("run", str(vtax.spec(spec)))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "vtax: error: condition 'relay' setup: vsphere power_on fw01 needs --vcenter (or VTAX_VCENTER_URL)"
+    ]
+    assert not vtax.store.exists() or "t" not in vtax("runs").stdout

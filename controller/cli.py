@@ -96,6 +96,9 @@ def _influx(url: str | None, config_file: Path | None) -> InfluxConfig | None:
         raise InputError(str(exc)) from None
 
 
+NO_VCENTER = "--vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)"
+
+
 def _vsphere(
     experiment: spec_module.Experiment | None,
     url: str | None,
@@ -104,15 +107,10 @@ def _vsphere(
     password: str | None,
     ca_bundle: Path | None,
     insecure: bool | None,
-    *,
-    required: bool = False,
 ) -> Vsphere | None:
-    """The run's vSphere session when a vCenter is configured; an error when the command or the spec needs one
-    and none is."""
+    """The run's vSphere session when a vCenter is configured; an error when the spec needs one and none is."""
     config = vcenter_config(url, config_file, user=user, password=password, ca_bundle=ca_bundle, insecure=insecure)
     if config is None:
-        if required:
-            raise InputError("--vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)")
         actions = experiment.vsphere_actions() if experiment is not None else []
         if actions:
             condition, stage, action = actions[0]
@@ -241,16 +239,10 @@ def collect(
     run = opened.run(run_id)
     experiment = spec_module.Experiment.model_validate(run["spec"])
     vsphere = _vsphere(
-        experiment,
-        vcenter,
-        vcenter_config_file,
-        vcenter_user,
-        vcenter_password,
-        vcenter_ca_bundle,
-        vcenter_insecure,
-        required=True,
+        experiment, vcenter, vcenter_config_file, vcenter_user, vcenter_password, vcenter_ca_bundle, vcenter_insecure
     )
-    assert vsphere is not None
+    if vsphere is None:
+        raise InputError(NO_VCENTER)
     with vsphere.vcenter:
         filled = collect_missing(vsphere=vsphere, store=opened, run_id=run["id"], seconds=experiment.timing.duration)
     console.print(f"vCenter counters read for {len(filled)} trial(s): {', '.join(map(str, filled)) or 'none missing'}")
@@ -275,16 +267,10 @@ def inventory(
     appliance VMs on those hosts. Exit 2 when an agent has no VM."""
     experiment = spec_module.load(spec) if spec is not None else None
     vsphere = _vsphere(
-        experiment,
-        vcenter,
-        vcenter_config_file,
-        vcenter_user,
-        vcenter_password,
-        vcenter_ca_bundle,
-        vcenter_insecure,
-        required=True,
+        experiment, vcenter, vcenter_config_file, vcenter_user, vcenter_password, vcenter_ca_bundle, vcenter_insecure
     )
-    assert vsphere is not None
+    if vsphere is None:
+        raise InputError(NO_VCENTER)
     with vsphere.vcenter:
         registered = {a["name"]: a for a in list_agents(connect(broker))} if broker else {}
         if experiment is not None:

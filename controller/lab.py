@@ -260,7 +260,7 @@ def configure_appliance(
     _clear_appliance(state)
     applied = []
     if cpu is not None:
-        _steer(state, 1 << cpu)
+        _steer(1 << cpu)
         applied.append(f"forwarding on CPU {cpu}")
     if rules is not None:
         lines = [
@@ -332,17 +332,17 @@ def _apply_delay(state: dict[str, Any], delay_ms: float, *, with_rate: bool) -> 
     return f"delay {delay_ms:g} ms A→B (userspace NFQUEUE delayer: this kernel has no netem)"
 
 
-def _steer(state: dict[str, Any], mask: int) -> None:
+def _steer(mask: int) -> None:
     """Receive processing of the appliance's guest-facing interfaces on the CPUs in `mask` (RPS; 0: where the
     packet arrived). On veth the appliance has no CPU of its own: forwarding and nftables run in the sender's
     context, on the guests' CPU, unless steered away; then the appliance's cost shows as that CPU's softirq.
     """
-    for i in range(1, state["guests"] + 1):
-        _sh("sh", "-c", f"echo {mask:x} > /sys/class/net/g{i}/queues/rx-0/rps_cpus", netns=APPLIANCE)
+    script = f"for queue in /sys/class/net/g*/queues/rx-*/rps_cpus; do echo {mask:x} > $queue; done"
+    _sh("sh", "-c", script, netns=APPLIANCE)
 
 
 def _clear_appliance(state: dict[str, Any]) -> None:
-    _steer(state, 0)
+    _steer(0)
     _sh("nft", "delete", "table", "inet", "vtax", netns=APPLIANCE, check=False)
     for _, bridge in SUBNETS.values():
         _sh("tc", "qdisc", "del", "dev", bridge, "root", netns=APPLIANCE, check=False)

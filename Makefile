@@ -25,7 +25,7 @@ setup: system-packages $(STAMP)
 
 # the vCenter simulator of the vSphere tests, built from deploy/vcsim against Debian's govmomi source
 vcsim: setup
-	$(PY) -c 'from controller.vcsim import build; print("vCenter simulator:", build())'
+	$(PY) tests/vcsim.py --build
 
 system-packages:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

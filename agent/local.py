@@ -12,11 +12,11 @@ import os
 import threading
 from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
 
+from agent.edge import AgentHost, execute
 from agent.safety import Allowlist
 from agent.sink import InfluxConfig, InfluxSink
-from agent.tasks import AgentHost, execute
+from agent.wire import Message
 
 
 def agent_main(
@@ -34,7 +34,7 @@ def agent_main(
         name=name, allowlist=Allowlist(allow), locustfile_dir=Path(locustfiles) if locustfiles else None, sink=sink
     )
 
-    def send(message: dict[str, Any]) -> None:
+    def send(message: Message) -> None:
         outbox.put(json.dumps(message))
 
     while (message := inbox.get()) is not None:

@@ -1,14 +1,15 @@
 """Settings of an outside service (InfluxDB, vCenter): a YAML file, then VTAX_<PREFIX>_<FIELD> environment
-variables, then command-line flags, validated by one pydantic model."""
+variables, then command-line flags, validated by one pydantic model. InfluxDB's model lives here, apart from
+the sink that writes, so that what only passes the settings on need not load the writer."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 Settings = TypeVar("Settings", bound=BaseModel)
 
@@ -42,3 +43,29 @@ def load_settings(
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"])
         raise ValueError(f"{config_file or what}: {field}: {error['msg']}") from None
+
+
+class InfluxConfig(BaseModel):
+    """Where and how to write. Secrets are SecretStr: never printed, never logged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="e.g. http://influx.example:8086")
+    kind: Literal["auto", "v2", "v1"] = Field("auto", description="auto: from /ping's version header")
+    token: SecretStr | None = Field(None, description="v2 token")
+    org: str = Field("vtax", description="v2 organisation")
+    bucket: str = Field("vtax", description="v2 bucket")
+    username: str | None = Field(None, description="v1 user")
+    password: SecretStr | None = Field(None, description="v1 password")
+    database: str = Field("vtax", description="v1 database")
+    retention_policy: str | None = Field(None, description="v1 retention policy (default: the database's)")
+    verify_tls: bool = True
+    spool_dir: Path = Field(Path("/var/tmp/vtax-spool"), description="where undeliverable points wait")
+    spool_max_mb: float = Field(512.0, gt=0, description="spool bound; beyond it new points are dropped and counted")
+
+
+def load_config(url: str | None, config_file: Path | None) -> InfluxConfig | None:
+    """From a YAML file, then VTAX_INFLUX_<FIELD> environment variables, then the URL flag; None without a URL."""
+    return load_settings(
+        InfluxConfig, env_prefix="VTAX_INFLUX_", config_file=config_file, flags={"url": url}, what="InfluxDB settings"
+    )

@@ -26,41 +26,14 @@ from typing import Literal
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from agent.settings import load_settings
+from agent.settings import InfluxConfig
 
 log = logging.getLogger("vtax.sink")
 
 FLUSH_S = 0.5  # a point waits at most this long in memory: well inside the 2 s promise
 BATCH_LINES = 5000
 SEGMENT_BYTES = 4 * 1024 * 1024
-
-
-class InfluxConfig(BaseModel):
-    """Where and how to write. Secrets are SecretStr: never printed, never logged."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(description="e.g. http://influx.example:8086")
-    kind: Literal["auto", "v2", "v1"] = Field("auto", description="auto: from /ping's version header")
-    token: SecretStr | None = Field(None, description="v2 token")
-    org: str = Field("vtax", description="v2 organisation")
-    bucket: str = Field("vtax", description="v2 bucket")
-    username: str | None = Field(None, description="v1 user")
-    password: SecretStr | None = Field(None, description="v1 password")
-    database: str = Field("vtax", description="v1 database")
-    retention_policy: str | None = Field(None, description="v1 retention policy (default: the database's)")
-    verify_tls: bool = True
-    spool_dir: Path = Field(Path("/var/tmp/vtax-spool"), description="where undeliverable points wait")
-    spool_max_mb: float = Field(512.0, gt=0, description="spool bound; beyond it new points are dropped and counted")
-
-
-def load_config(url: str | None, config_file: Path | None) -> InfluxConfig | None:
-    """From a YAML file, then VTAX_INFLUX_<FIELD> environment variables, then the URL flag; None without a URL."""
-    return load_settings(
-        InfluxConfig, env_prefix="VTAX_INFLUX_", config_file=config_file, flags={"url": url}, what="InfluxDB settings"
-    )
 
 
 class TransientError(Exception):

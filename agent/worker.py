@@ -19,10 +19,11 @@ from typing import Any
 import redis
 
 from agent.broker import AGENT_KEY, CANCEL_KEY, HEARTBEAT_S, HEARTBEAT_TTL_S, make_app, queue_for
+from agent.edge import AgentHost, execute
 from agent.identity import identity
 from agent.safety import Allowlist
 from agent.sink import InfluxConfig, InfluxSink
-from agent.tasks import TASKS, AgentHost, execute
+from agent.wire import TASK_NAMES, Message, Request, TaskRequest
 
 log = logging.getLogger("vtax.agent")
 REPLY_RETRY_S = 60.0  # how long a finished task keeps trying to hand its reply to a restarting broker
@@ -36,7 +37,7 @@ class BrokerLink:
         self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._cancel_cache: dict[str, tuple[float, bool]] = {}
 
-    def send(self, reply_to: str, message: dict[str, Any]) -> None:
+    def send(self, reply_to: str, message: Message) -> None:
         """Push one message to the controller's reply list; a reply is retried, progress and streamed samples
         are not (the reply carries every sample)."""
         body = json.dumps(message)
@@ -107,7 +108,7 @@ def run_agent(
         for name in names
     }
     app = make_app(broker)
-    for task_name in TASKS:
+    for task_name in TASK_NAMES:
         _register_task(app, task_name, hosts, link)
     stop = threading.Event()
     allowed = [str(n) for n in allowlist.networks]
@@ -144,11 +145,13 @@ def run_agent(
 
 
 def _register_task(app: Any, task_name: str, hosts: dict[str, AgentHost], link: BrokerLink) -> None:
-    def run(*, id: int, agent: str, reply_to: str, kwargs: dict[str, Any]) -> None:
+    def run(*, id: int, agent: str, reply_to: str, kwargs: TaskRequest, clock_offset: float = 0.0) -> None:
+        """The Celery task: its arguments are a wire.CeleryRequest."""
         host = hosts.get(agent)
         if host is None:
             log.error("request %s for agent %r, which this worker is not; ignored", id, agent)
             return
-        execute({"id": id, "task": task_name, "kwargs": kwargs}, host, lambda message: link.send(reply_to, message))
+        request: Request = {"id": id, "task": task_name, "kwargs": kwargs, "clock_offset": clock_offset}
+        execute(request, host, lambda message: link.send(reply_to, message))
 
     app.task(name=task_name)(run)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from controller.distributed import list_agents, wait_for_broker
-from controller.lab import agent_command, redis_command
+from controller.lab.netns import agent_command, redis_command
 from controller.spec import Experiment, parse
 
 

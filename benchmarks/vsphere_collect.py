@@ -18,10 +18,10 @@ from typing import Any
 
 from pyVmomi import vim
 
-from controller.inventory import Inventory
-from controller.vcenter import Vcenter, VcenterConfig
-from controller.vcsim import VcSim
-from controller.vperf import PerfReader
+from controller.vsphere.connection import Vcenter, VcenterConfig
+from controller.vsphere.inventory import Inventory
+from controller.vsphere.perf import PerfReader
+from tests.vcsim import VcSim
 
 WINDOW_S = 600
 HOSTS_PER_CLUSTER = 8

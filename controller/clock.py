@@ -1,7 +1,8 @@
 """Agent clocks: NTP-style offset measurement over the engine, keeping the lowest-RTT exchange.
 
 offset = agent clock − controller clock, estimated as t_agent − (t_send + t_receive) / 2; its uncertainty is
-half the round trip of the exchange it came from. Trial start times are sent in each agent's own clock.
+half the round trip of the exchange it came from. The engine sends each agent its offset with every request,
+and the agent converts times at its edge (agent.edge).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
 
+from agent import wire
 from controller.engine import Engine
 from controller.errors import InfrastructureError
 
@@ -38,7 +40,7 @@ def measure(engine: Engine, agents: list[str], rounds: int = ROUNDS) -> dict[str
         received: dict[str, float] = {}
         for agent in agents:
             t_send = time.time()
-            future = engine.call(agent, "vtax.ping", {})
+            future = engine.call(agent, wire.PING, {})
             future.add_done_callback(_stamp(received, agent))
             sent[agent] = (t_send, future)
         _, missing = wait([f for _, f in sent.values()], timeout=TIMEOUT_S)

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from agent.broker import AGENT_KEY, AGENT_PATTERN, CANCEL_KEY, make_app, queue_for
+from agent.wire import CeleryRequest, TaskRequest
 from controller.engine import AgentKilled, Engine, ProgressCallback, SampleCallback
 from controller.errors import InfrastructureError
 
@@ -104,16 +105,24 @@ class CeleryEngine(Engine):
         return self.identities.get(agent)
 
     def call(
-        self, agent: str, task: str, kwargs: dict[str, Any], *, on_sample: SampleCallback | None = None
+        self, agent: str, task: str, kwargs: TaskRequest, *, on_sample: SampleCallback | None = None
     ) -> Future[Any]:
         request_id, future = self._register(agent, on_sample)
         if agent in self._lost:
             self._fail_agent(agent, f"lost: no heartbeat for {self._lost_after:g} s")
             return future
+        request = self._request(request_id, agent, task, kwargs)
+        celery: CeleryRequest = {
+            "id": request_id,
+            "agent": agent,
+            "reply_to": self._reply_key,
+            "kwargs": request["kwargs"],
+            "clock_offset": request["clock_offset"],
+        }
         try:
             self._app.send_task(
                 task,
-                kwargs={"id": request_id, "agent": agent, "reply_to": self._reply_key, "kwargs": kwargs},
+                kwargs=celery,
                 queue=queue_for(agent),
                 retry=True,
             )

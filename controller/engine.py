@@ -1,8 +1,9 @@
 """Engines carry task requests to agents and their replies back; the run loop does not know which it uses.
 
-Requests and replies are JSON messages of one shape in both engines: a request {id, task, kwargs}, a reply
-{id, agent, ok, result | error}, progress messages {id, agent, workload, progress} while load runs, and
-streamed samples {id, agent, sample} while host counters are taken.
+Requests and replies are the JSON messages of `agent.wire` in both engines: a request, its one reply,
+progress messages while load runs and streamed samples while host counters are taken. Every request carries
+the agent's clock offset, which the engine is given once the clocks are measured; the agent converts times at
+its edge, so everything that comes back is in the controller's clock.
 The embedded engine runs each agent as a local child process; the distributed engine is in
 `controller.distributed`.
 """
@@ -17,18 +18,19 @@ import os
 import signal
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from agent.local import agent_main
-from agent.sink import InfluxConfig
+from agent.settings import InfluxConfig
+from agent.wire import HostSample, Message, Request, TaskRequest
 from controller.errors import InfrastructureError, InputError
 from controller.spec import Experiment
 
 ProgressCallback = Callable[[str, str, dict[str, float]], None]
-SampleCallback = Callable[[dict[str, Any]], None]
+SampleCallback = Callable[[HostSample], None]
 
 
 class AgentLost(InfrastructureError):
@@ -53,6 +55,14 @@ class Engine(ABC):
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.on_progress = on_progress
+        self._offsets: dict[str, float] = {}
+
+    def use_clocks(self, offsets: Mapping[str, float]) -> None:
+        """Each agent's clock offset (agent − controller), sent with every later request to it."""
+        self._offsets = dict(offsets)
+
+    def _request(self, request_id: int, agent: str, task: str, kwargs: TaskRequest) -> Request:
+        return {"id": request_id, "task": task, "kwargs": kwargs, "clock_offset": self._offsets.get(agent, 0.0)}
 
     def __enter__(self) -> Engine:
         return self
@@ -67,20 +77,21 @@ class Engine(ABC):
             self._pending[request_id] = (agent, future, on_sample)
         return request_id, future
 
-    def _deliver(self, reply: dict[str, Any]) -> None:
+    def _deliver(self, message: Message) -> None:
         """Route one reply, progress message or streamed sample to whoever waits for it."""
-        if "progress" in reply:
+        if "progress" in message:
             if self.on_progress is not None:
-                self.on_progress(reply["agent"], reply["workload"], reply["progress"])
+                self.on_progress(message["agent"], message["workload"], message["progress"])
             return
-        if "sample" in reply:
+        if "sample" in message:
             with self._lock:
-                entry = self._pending.get(reply["id"])
+                entry = self._pending.get(message["id"] or 0)
             if entry is not None and entry[2] is not None:
-                entry[2](reply["sample"])
+                entry[2](message["sample"])
             return
+        reply = message
         with self._lock:
-            entry = self._pending.pop(reply["id"], None)
+            entry = self._pending.pop(reply["id"] or 0, None)
         if entry is None:
             return  # a reply from an agent already given up on
         _, future, _ = entry
@@ -105,9 +116,10 @@ class Engine(ABC):
 
     @abstractmethod
     def call(
-        self, agent: str, task: str, kwargs: dict[str, Any], *, on_sample: SampleCallback | None = None
+        self, agent: str, task: str, kwargs: TaskRequest, *, on_sample: SampleCallback | None = None
     ) -> Future[Any]:
-        """Send a task; a running workload's live readings reach `on_progress(agent, workload, values)`, and
+        """Send a task (a name of agent.wire) with its request; a running workload's live readings reach
+        `on_progress(agent, workload, values)`, and
         the samples a task streams (host counters) reach this call's `on_sample` until its reply arrives."""
 
     @abstractmethod
@@ -172,14 +184,14 @@ class EmbeddedEngine(Engine):
         self._agents[name] = (process, inbox)
 
     def call(
-        self, agent: str, task: str, kwargs: dict[str, Any], *, on_sample: SampleCallback | None = None
+        self, agent: str, task: str, kwargs: TaskRequest, *, on_sample: SampleCallback | None = None
     ) -> Future[Any]:
         process, inbox = self._agents[agent]
         request_id, future = self._register(agent, on_sample)
         if not process.is_alive():
             self._fail_agent(agent, f"is not running (exit code {process.exitcode})")
             return future
-        inbox.put(json.dumps({"id": request_id, "task": task, "kwargs": kwargs}))
+        inbox.put(json.dumps(self._request(request_id, agent, task, kwargs)))
         return future
 
     def kill(self, agent: str, reason: str) -> None:

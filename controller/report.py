@@ -11,6 +11,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from agent.wire import HostSample, TrialRecord
 from controller.events import Events
 from controller.plan import Trial
 
@@ -45,6 +46,7 @@ class LiveDisplay:
         events.host_sample.add_listener(self._on_host_sample)
         events.agent_progress.add_listener(self._on_progress)
         events.trial_end.add_listener(self._on_trial_end)
+        events.trial_kpis.add_listener(self._on_trial_kpis)
         events.run_start.add_listener(lambda **_: self._live.start())
         events.run_end.add_listener(lambda **_: self._live.stop())
 
@@ -55,16 +57,24 @@ class LiveDisplay:
     def _on_progress(self, *, agent: str, workload: str, values: dict[str, float]) -> None:
         self._live_values[(agent, workload)] = values
 
-    def _on_host_sample(self, *, trial: Trial, sample: dict[str, Any]) -> None:
+    def _on_host_sample(self, *, trial: Trial, sample: HostSample) -> None:
         if self._trial is not None and trial.index == self._trial.index:  # vCenter's come after their trial
             self._hosts[sample.get("host", "")] = sample.get("values", {}).get("host.cpu_pct")
 
-    def _on_trial_end(self, *, trial: Trial, total: int, status: str, reason: str, kpis: dict[str, float]) -> None:
+    def _on_trial_end(self, *, trial: Trial, total: int, record: TrialRecord, kpis: dict[str, float]) -> None:
         self._trial = None
-        style = "green" if status == "ok" else "red"
+        self._total = total
+        status = record["status"]
         line = Text(f"trial {trial.index + 1}/{total}  {trial.condition} #{trial.repetition}  ")
-        line.append(status, style=style)
-        line.append(f"  {_headline(kpis)}" if status == "ok" else f"  {reason}")
+        line.append(status, style="green" if status == "ok" else "red")
+        line.append(f"  {_headline(kpis)}" if status == "ok" else f"  {record['reason']}")
+        self.console.print(line)
+
+    def _on_trial_kpis(self, *, trial: Trial, kpis: dict[str, float]) -> None:
+        """A trial's KPIs again, once host counters that come after it (vCenter's) are in."""
+        line = Text(f"trial {trial.index + 1}/{self._total}  {trial.condition} #{trial.repetition}  ")
+        line.append("host counters in", style="cyan")
+        line.append(f"  {_headline(kpis)}")
         self.console.print(line)
 
     def _phase(self, elapsed: float) -> str:

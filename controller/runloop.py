@@ -1,40 +1,38 @@
-"""The run loop: for every trial, enter the condition, start servers, start all load at one common
-time, collect samples and host counters, enforce the deadline, store everything, leave the condition.
+"""The run loop: for every trial, enter the condition, start servers, start all load at one common time,
+collect samples and host counters, enforce the deadline, store everything, leave the condition.
 
-The loop is the same for both engines; only the engine object differs.
+It contains trials only. It is the same for both engines (only the engine object differs), and it knows no
+wing and no output: host-counter sources, hook-action handlers and the agents' placement are handed to it by
+the composition root (the CLI), and outputs listen to its events.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, wait
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import workloads
-from agent.points import host_lines, marker_line, phase_of
-from agent.sink import InfluxSink
+from agent import wire
+from agent.wire import AgentResult, ClientTags, HostSample, RunWorkloadRequest, ServeRequest, TrialRecord, TrialTags
 from controller import clock
-from controller.analysis import trial_kpis
 from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
 from controller.errors import InfrastructureError, VtaxError
 from controller.events import Events
-from controller.hooks import HookError, run_hooks
-from controller.hostcounters import (
-    AgentHostSource,
-    HostCounterSource,
-    HostSample,
-    default_sources,
-)
+from controller.hooks import ActionHandler, HookError, run_hooks
+from controller.hostsources import HostCounterSource, TrialWindow, default_sources
+from controller.kpis import trial_kpis
 from controller.plan import Trial, make_plan
 from controller.relay import RelayProcess
 from controller.spec import ConditionSpec, Experiment
-from controller.store import Store
+from controller.store import Store, StoredSample
 from controller.topology import AgentInfo, Flow, expand
-from controller.vsphere import Vsphere, VsphereHostSource, guest_agents
 from workloads.base import Target
 
 SERVE_TIMEOUT_S = 15.0
@@ -49,6 +47,23 @@ _TRIAL_STATUS = {
     "cancelled": "interrupted",
     "error": "error",
 }
+
+FlowKey = tuple[str, str, str | None]
+
+
+class Placement(TypedDict):
+    """Where a wing found the agents: zones it learnt (None: none) and notes to keep with the run."""
+
+    zones: dict[str, str | None]
+    notes: dict[str, object]
+
+
+# given what each agent registered of itself, where the agents are
+Placer = Callable[[Callable[[str], dict[str, Any] | None]], Placement]
+
+
+class _ServersFailed(Exception):
+    """The server side of a trial did not start."""
 
 
 def new_run_id() -> str:
@@ -66,12 +81,13 @@ class RunLoop:
         engine: Engine,
         spec_path: str | None,
         events: Events | None = None,
-        sink: InfluxSink | None = None,
         host_sources: list[HostCounterSource] | None = None,
-        vsphere: Vsphere | None = None,
+        actions: Mapping[str, ActionHandler] | None = None,
+        place: Placer | None = None,
     ) -> None:
-        """`host_sources` give each trial's host counters; by default the experiment's hypervisor agents, or
-        where it has none, the controller's own machine."""
+        """`host_sources` give each trial's host counters (default: the experiment's hypervisor agents, or
+        where it has none, the controller's own machine); `actions` carry out hook actions by kind; `place`
+        tells where the agents are (zones, notes)."""
         self.experiment = experiment
         self.store = store
         self.engine = engine
@@ -79,19 +95,11 @@ class RunLoop:
         self.events = events or Events()
         self.run_id = new_run_id()
         self.agents: dict[str, AgentInfo] = {}
-        self.clocks: dict[str, clock.ClockReading] = {}
-        self.sink = sink
-        self.vsphere = vsphere
-        if host_sources is None:
-            hypervisor = (
-                VsphereHostSource(vsphere=vsphere, store=store, cooldown_s=experiment.timing.cooldown)
-                if vsphere is not None
-                else None
-            )
-            host_sources = default_sources(
-                experiment=experiment, engine=engine, clocks=self.clocks, hypervisor=hypervisor
-            )
-        self.host_sources = host_sources
+        self.host_sources = host_sources or default_sources(experiment=experiment, engine=engine)
+        self.actions = actions or {}
+        self.place = place
+        self._open_host: dict[int, list[HostSample]] = {}  # trials whose host record is still being gathered
+        self._host_lock = threading.Lock()
         engine.on_progress = self._progress
 
     def execute(self) -> str:
@@ -108,11 +116,12 @@ class RunLoop:
         try:
             with self.engine:
                 self.agents = self._agent_table()
-                if self.vsphere is not None:
-                    self._place_in_vsphere(self.vsphere)
+                if self.place is not None:
+                    self._apply(self.place(self.engine.identity))
                 flows = expand(self.experiment, self.agents)
-                self.clocks.update(clock.measure(self.engine, list(self.agents)))  # the host sources read them
-                self.store.add_clocks(self.run_id, {a: vars(c) for a, c in self.clocks.items()})
+                clocks = clock.measure(self.engine, list(self.agents))
+                self.engine.use_clocks({agent: reading.offset_s for agent, reading in clocks.items()})
+                self.store.add_clocks(self.run_id, {a: vars(c) for a, c in clocks.items()})
                 self.events.run_start.fire(run_id=self.run_id, trials=plan)
                 for trial in plan:
                     self._trial(trial, len(plan), flows)
@@ -146,15 +155,15 @@ class RunLoop:
             )
         return table
 
-    def _place_in_vsphere(self, vsphere: Vsphere) -> None:
-        """Map every guest agent to its VM, host and zone; vSphere's zone fills in where the spec names none."""
-        placed = vsphere.map(guest_agents(self.experiment, self.engine.identity))
-        for name, found in placed.items():
-            if self.experiment.agent(name).zone is None and found.zone is not None:
-                self.agents[name] = dataclasses.replace(self.agents[name], zone=found.zone)
-        self.store.put_note(self.run_id, "vsphere", vsphere.describe())
+    def _apply(self, placement: Placement) -> None:
+        """A placement's zones fill in where the spec names none; its notes are kept with the run."""
+        for name, zone in placement["zones"].items():
+            if self.experiment.agent(name).zone is None and zone is not None:
+                self.agents[name] = dataclasses.replace(self.agents[name], zone=zone)
+        for key, note in placement["notes"].items():
+            self.store.put_note(self.run_id, key, note)
 
-    def _tags(self, trial: Trial) -> dict[str, Any]:
+    def _tags(self, trial: Trial) -> TrialTags:
         return {"run": self.run_id, "trial": trial.index, "condition": trial.condition, "repetition": trial.repetition}
 
     def _progress(self, agent: str, workload: str, values: dict[str, float]) -> None:
@@ -165,13 +174,14 @@ class RunLoop:
 
     def _trial(self, trial: Trial, total: int, flows: list[Flow]) -> None:
         condition = self._condition(trial.condition)
+        timing = self.experiment.timing
         env = {
             "VTAX_RUN_ID": self.run_id,
             "VTAX_TRIAL": str(trial.index),
             "VTAX_CONDITION": trial.condition,
             "VTAX_REPETITION": str(trial.repetition),
         }
-        row: dict[str, Any] = {
+        record: TrialRecord = {
             "idx": trial.index,
             "condition": trial.condition,
             "repetition": trial.repetition,
@@ -181,127 +191,150 @@ class RunLoop:
             "deadline": None,
             "ended": None,
         }
-        hook_args = {
-            "condition": condition.name,
-            "env": env,
-            "timeout": self.experiment.hook_timeout,
-            "vsphere": self.vsphere,
-        }
-        tags = self._tags(trial)
+        kpis: dict[str, float] = {}
+
+        def hooks(stage: str) -> None:
+            run_hooks(
+                getattr(condition, stage),
+                stage=stage,
+                condition=condition.name,
+                env=env,
+                timeout=self.experiment.hook_timeout,
+                actions=self.actions,
+            )
+
         try:
-            run_hooks(condition.setup, stage="setup", **hook_args)
-            self._measure(trial, total, condition, flows, row)
+            hooks("setup")
+            with self._serving(condition, flows) as targets:
+                start_at = time.time() + timing.lead
+                deadline = start_at + timing.duration + timing.grace
+                record["start_at"], record["deadline"] = start_at, deadline
+                record["status"], record["reason"], kpis = self._measure(
+                    trial, total, flows, targets, start_at, deadline
+                )
+        except _ServersFailed as exc:
+            record["status"], record["reason"] = "error", f"server side did not start: {exc}"
         except HookError as exc:
-            row["reason"] = str(exc)
+            record["reason"] = str(exc)
             raise
         except KeyboardInterrupt:
             self.engine.cancel(self.run_id)  # every agent stops its load before the teardown hooks run
-            row["status"], row["reason"] = "interrupted", "stopped by the user"
+            record["status"], record["reason"] = "interrupted", "stopped by the user"
             raise
         finally:
-            row["ended"] = row["ended"] or time.time()
-            self.store.add_trial(self.run_id, row)
-            if self.sink is not None:
-                self.sink.submit([marker_line(tags, event="end", t=row["ended"], status=row["status"])])
+            record["ended"] = time.time()
+            self.store.add_trial(self.run_id, record)
+            with self._host_lock:
+                self._open_host.pop(trial.index, None)
             try:
-                run_hooks(condition.teardown, stage="teardown", **hook_args)
+                hooks("teardown")
             finally:
-                self.events.trial_end.fire(
-                    trial=trial, total=total, status=row["status"], reason=row["reason"], kpis=row.get("kpis", {})
-                )
-        if row["status"] == "refused":
-            raise AgentRefused(row["reason"])
-        if row["status"] == "incomplete" and self.experiment.on_agent_loss == "abort":
-            raise InfrastructureError(f"trial {trial.index} incomplete and on_agent_loss is abort: {row['reason']}")
+                self.events.trial_end.fire(trial=trial, total=total, record=record, kpis=kpis)
+        if record["status"] == "refused":
+            raise AgentRefused(record["reason"])
+        if record["status"] == "incomplete" and self.experiment.on_agent_loss == "abort":
+            raise InfrastructureError(f"trial {trial.index} incomplete and on_agent_loss is abort: {record['reason']}")
 
-    def _measure(
-        self, trial: Trial, total: int, condition: ConditionSpec, flows: list[Flow], row: dict[str, Any]
-    ) -> None:
+    @contextlib.contextmanager
+    def _serving(self, condition: ConditionSpec, flows: list[Flow]) -> Iterator[dict[FlowKey, Target]]:
+        """The trial's servers, and the built-in relay in front of them when the condition asks for it."""
         timing = self.experiment.timing
         serve_deadline = time.time() + SERVE_TIMEOUT_S + timing.lead + timing.duration + timing.grace
-        relays: list[RelayProcess] = []
-        begun: list[HostCounterSource] = []
         try:
-            try:
-                targets = self._start_servers(flows, serve_deadline)
-            except InfrastructureError as exc:
-                row["status"], row["reason"] = "error", f"server side did not start: {exc}"
-                return
+            targets = self._start_servers(flows, serve_deadline)
+        except InfrastructureError as exc:
+            raise _ServersFailed(str(exc)) from None
+        relays: list[RelayProcess] = []
+        try:
             if condition.appliance == "relay":
                 for key, target in targets.items():
                     relay = RelayProcess(upstream_host=target["host"], upstream_port=target["port"])
                     relays.append(relay)
                     targets[key] = Target(host=relay.host, port=relay.port)
-            start_at = time.time() + timing.lead
-            deadline = start_at + timing.duration + timing.grace
-            row.update(start_at=start_at, deadline=deadline)
-            self.events.trial_start.fire(trial=trial, total=total, start_at=start_at, duration=timing.duration)
-            tags = self._tags(trial)
-            if self.sink is not None:
-                self.sink.submit([marker_line(tags, event="start", t=start_at, status="running")])
-
-            for source in self.host_sources:
-                # an agent source's agents write to InfluxDB themselves
-                write = not isinstance(source, AgentHostSource)
-                on_sample = self._host_sample_handler(trial, tags, start_at, write=write)
-                source.begin(trial=trial, tags=tags, start_at=start_at, seconds=timing.duration, on_sample=on_sample)
-                begun.append(source)
-            calls = self._dispatch(trial, flows, targets, start_at, deadline)
-            results = self._collect(calls, start_at, deadline)
+            yield targets
         finally:
-            host_samples = [sample for source in begun for sample in source.end()]
             for relay in relays:
                 relay.stop()
-        self.store.add_host_samples(self.run_id, trial.index, host_samples)
+
+    def _measure(
+        self,
+        trial: Trial,
+        total: int,
+        flows: list[Flow],
+        targets: dict[FlowKey, Target],
+        start_at: float,
+        deadline: float,
+    ) -> tuple[str, str, dict[str, float]]:
+        """Load and host counters for one trial window: its status, reason and KPIs."""
+        timing = self.experiment.timing
+        window = TrialWindow(tags=self._tags(trial), start_at=start_at, seconds=timing.duration)
+        self.events.trial_start.fire(trial=trial, total=total, start_at=start_at, duration=timing.duration)
+        with self._host_lock:
+            self._open_host[trial.index] = []
+
+        def on_sample(sample: HostSample) -> None:
+            self.events.host_sample.fire(trial=trial, sample=sample)
+
+        def on_record(samples: list[HostSample]) -> None:
+            self._record_host(trial, start_at, samples)
+
+        begun: list[HostCounterSource] = []
+        try:
+            for source in self.host_sources:
+                source.begin(window, on_sample=on_sample, on_record=on_record)
+                begun.append(source)
+            calls = self._dispatch(trial, flows, targets, start_at, deadline)
+            results = self._collect(calls, start_at)
+        finally:
+            for source in begun:
+                source.end()
         for result in results:
             self.store.add_agent_result(self.run_id, trial.index, result)
-        samples = [{**s, "agent": r["agent"], "workload": r["workload"]} for r in results for s in r["samples"]]
-        row["kpis"] = trial_kpis(self.experiment, row, samples, host_samples)
+        samples: list[StoredSample] = [
+            {**s, "trial_idx": trial.index, "agent": r["agent"], "workload": r["workload"]}
+            for r in results
+            for s in r["samples"]
+        ]
+        with self._host_lock:
+            host = self._open_host.pop(trial.index, [])
+        kpis = trial_kpis(self.experiment, start_at, samples, host)
         failed = sorted(
             (r for r in results if r["status"] != "ok"), key=lambda r: list(_TRIAL_STATUS).index(r["status"])
         )
         if failed:
-            row["status"] = _TRIAL_STATUS[failed[0]["status"]]
-            row["reason"] = f"{failed[0]['workload']} on {failed[0]['agent']}: {failed[0]['reason']}"
-        else:
-            row["status"] = "ok"
+            worst = failed[0]
+            return _TRIAL_STATUS[worst["status"]], f"{worst['workload']} on {worst['agent']}: {worst['reason']}", kpis
+        return "ok", "", kpis
 
-    def _host_sample_handler(
-        self, trial: Trial, tags: dict[str, Any], start_at: float, *, write: bool
-    ) -> Callable[[HostSample], None]:
-        """Each second of host counters to the live display and, with `write`, to the controller's sink."""
-        timing = self.experiment.timing
+    def _record_host(self, trial: Trial, start_at: float, samples: list[HostSample]) -> None:
+        """A source's record of a trial's host counters: stored, and in the trial's KPIs. Counters that arrive
+        once the trial is over (vCenter's) make its KPIs be computed again and announced."""
+        self.store.add_host_samples(self.run_id, trial.index, samples)
+        with self._host_lock:
+            gathering = self._open_host.get(trial.index)
+            if gathering is not None:
+                gathering += samples
+                return
+        if samples:
+            kpis = trial_kpis(
+                self.experiment,
+                start_at,
+                self.store.samples(self.run_id, trial.index),
+                self.store.host_samples(self.run_id, trial.index),
+            )
+            self.events.trial_kpis.fire(trial=trial, kpis=kpis)
 
-        def handle(sample: HostSample) -> None:
-            self.events.host_sample.fire(trial=trial, sample=sample)
-            if write and self.sink is not None:
-                phase = phase_of(
-                    sample["t"], sample["dt"], start_at=start_at, warmup=timing.warmup, steady=timing.steady
-                )
-                self.sink.submit(host_lines(sample, {**tags, "host": sample["host"]}, phase))
-
-        return handle
-
-    def _start_servers(self, flows: list[Flow], deadline: float) -> dict[tuple[str, str, str | None], Target]:
+    def _start_servers(self, flows: list[Flow], deadline: float) -> dict[FlowKey, Target]:
         """One server per flow (iperf3 serves one test at a time); all started before any client."""
-        calls: dict[tuple[str, str, str | None], Future[Any]] = {}
-        targets: dict[tuple[str, str, str | None], Target] = {}
+        calls: dict[FlowKey, Future[Target]] = {}
+        targets: dict[FlowKey, Target] = {}
         for flow in flows:
             if flow.server is None:
                 external = workloads.get(flow.workload.kind).external_target(flow.workload.params)
                 if external is not None:
                     targets[flow.key] = external
                 continue
-            calls[flow.key] = self.engine.call(
-                flow.server,
-                "vtax.serve",
-                {
-                    "kind": flow.workload.kind,
-                    "params": flow.workload.params.model_dump(mode="json"),
-                    "bind": self.agents[flow.server].address,
-                    "deadline": deadline + self.clocks[flow.server].offset_s,
-                },
-            )
+            calls[flow.key] = self.engine.call(flow.server, wire.SERVE, self._serve_request(flow, deadline))
         for key, future in calls.items():
             try:
                 targets[key] = future.result(timeout=SERVE_TIMEOUT_S)
@@ -311,51 +344,64 @@ class RunLoop:
                 ) from None
         return targets
 
+    def _serve_request(self, flow: Flow, deadline: float) -> ServeRequest:
+        assert flow.server is not None
+        return {
+            "kind": flow.workload.kind,
+            "params": flow.workload.params.model_dump(mode="json"),
+            "bind": self.agents[flow.server].address,
+            "deadline": deadline,
+        }
+
+    def _client_request(
+        self, trial: Trial, flow: Flow, target: Target | None, start_at: float, deadline: float
+    ) -> RunWorkloadRequest:
+        timing = self.experiment.timing
+        tags: ClientTags = {
+            **self._tags(trial),
+            "zone": self.agents[flow.client].zone,
+            "workload": flow.workload.label,
+            "kind": flow.workload.kind,
+            "role": "client",
+        }
+        return {
+            "agent": flow.client,
+            "workload": flow.workload.label,
+            "kind": flow.workload.kind,
+            "params": flow.workload.params.model_dump(mode="json"),
+            "target": target,
+            "start_at": start_at,
+            "duration": timing.duration,
+            "deadline": deadline,
+            "tags": tags,
+            "warmup": timing.warmup,
+            "steady": timing.steady,
+        }
+
     def _dispatch(
         self,
         trial: Trial,
         flows: list[Flow],
-        targets: dict[tuple[str, str, str | None], Target],
+        targets: dict[FlowKey, Target],
         start_at: float,
         deadline: float,
-    ) -> list[tuple[Flow, Future[Any]]]:
-        """Every client at once; times travel in each agent's own clock."""
-        calls = []
-        for flow in flows:
-            offset = self.clocks[flow.client].offset_s
-            future = self.engine.call(
-                flow.client,
-                "vtax.run_workload",
-                {
-                    "agent": flow.client,
-                    "workload": flow.workload.label,
-                    "kind": flow.workload.kind,
-                    "params": flow.workload.params.model_dump(mode="json"),
-                    "target": targets.get(flow.key),
-                    "start_at": start_at + offset,
-                    "duration": self.experiment.timing.duration,
-                    "deadline": deadline + offset,
-                    "run_id": self.run_id,
-                    "tags": {
-                        **self._tags(trial),
-                        "zone": self.agents[flow.client].zone,
-                        "workload": flow.workload.label,
-                        "kind": flow.workload.kind,
-                        "role": "client",
-                    },
-                    "warmup": self.experiment.timing.warmup,
-                    "steady": self.experiment.timing.steady,
-                    "clock_offset": offset,
-                },
+    ) -> list[tuple[Flow, Future[AgentResult]]]:
+        """Every client at once."""
+        return [
+            (
+                flow,
+                self.engine.call(
+                    flow.client,
+                    wire.RUN_WORKLOAD,
+                    self._client_request(trial, flow, targets.get(flow.key), start_at, deadline),
+                ),
             )
-            calls.append((flow, future))
-        return calls
+            for flow in flows
+        ]
 
-    def _collect(self, calls: list[tuple[Flow, Future[Any]]], start_at: float, deadline: float) -> list[dict[str, Any]]:
-        """Wait for every agent until the deadline plus a margin; give up on the ones that do not answer.
-
-        Results come back in the controller's clock: each agent's offset is taken out of its times.
-        """
+    def _collect(self, calls: list[tuple[Flow, Future[AgentResult]]], start_at: float) -> list[AgentResult]:
+        """Wait for every agent until the deadline plus a margin; give up on the ones that do not answer."""
+        deadline = start_at + self.experiment.timing.duration + self.experiment.timing.grace
         wait([f for _, f in calls], timeout=max(0.0, deadline + KILL_MARGIN_S - time.time()))
         results = []
         for flow, future in calls:
@@ -371,19 +417,13 @@ class RunLoop:
                 result = _failure(flow, "lost", str(exc))
             except Exception as exc:
                 result = _failure(flow, "error", str(exc))
-            offset = self.clocks[flow.client].offset_s
-            for sample in result["samples"]:
-                sample["t"] -= offset
-            for key in ("start_at", "started_at", "ended_at"):
-                if result.get(key) is not None:
-                    result[key] -= offset
-            if result.get("started_at") is not None:
-                result["start_skew_s"] = result["started_at"] - start_at
+            if "started_at" in result:
+                result = {**result, "start_skew_s": result["started_at"] - start_at}
             results.append(result)
         return results
 
 
-def _failure(flow: Flow, status: str, reason: str) -> dict[str, Any]:
+def _failure(flow: Flow, status: wire.WorkloadStatus, reason: str) -> AgentResult:
     return {
         "agent": flow.client,
         "workload": flow.workload.label,

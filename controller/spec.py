@@ -11,7 +11,7 @@ import ipaddress
 import re
 import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -29,8 +29,8 @@ from pydantic import (
 
 import workloads
 from controller.errors import SpecError
-from controller.hostcounters import HOST_METRICS
-from workloads.base import WorkloadParams
+from controller.metrics import HOST_METRICS
+from workloads.base import MetricInfo, WorkloadParams
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
@@ -97,8 +97,18 @@ class AgentSpec(Strict):
         return value
 
 
-class VsphereAction(Strict):
+class Action(Strict):
+    """A built-in hook action, carried out by the wing that registers a handler for its `kind`."""
+
+    kind: ClassVar[str]
+    kind_option: ClassVar[str]  # the command-line option that brings the wing in
+
+
+class VsphereAction(Action):
     """A built-in vSphere action used as a hook (needs --vcenter): the condition's state set through the API."""
+
+    kind: ClassVar[str] = "vsphere"
+    kind_option: ClassVar[str] = "vcenter"
 
     vsphere: Literal["power_on", "power_off", "relocate", "set_attribute", "wait"]
     vms: list[str] = Field(
@@ -323,12 +333,14 @@ class Experiment(Strict):
         return "vsphere" in self.model_fields_set or any(a.vm for a in self.agents) or bool(self.vsphere_actions())
 
 
-def metric_names(experiment: Experiment) -> set[str]:
-    """Every metric a run of this experiment can report."""
-    names = set(HOST_METRICS)
+def metric_catalogue(experiment: Experiment) -> dict[str, MetricInfo]:
+    """Every metric a run of this experiment can report, with its unit and direction: each workload's, under
+    its label, then the host's."""
+    catalogue: dict[str, MetricInfo] = {}
     for entry in experiment.workloads:
-        names |= {f"{entry.label}.{field}" for field in workloads.get(entry.kind).METRICS}
-    return names
+        for field, info in workloads.get(entry.kind).METRICS.items():
+            catalogue[f"{entry.label}.{field}"] = info
+    return catalogue | HOST_METRICS
 
 
 def schema() -> dict[str, Any]:
@@ -477,7 +489,7 @@ def _check_references(source: str, experiment: Experiment) -> None:
                 f"condition {relayed[0].name!r} uses the relay, which forwards TCP only",
             )
 
-    names = metric_names(experiment)
+    names = metric_catalogue(experiment)
     for metric in experiment.sla:
         if metric not in names:
             close = difflib.get_close_matches(metric, sorted(names), n=1)

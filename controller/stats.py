@@ -8,11 +8,31 @@ of freedom), which keeps the interval asymmetric as a ratio should be; p-values 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
 ALPHA = 0.05
+
+
+class Description(TypedDict):
+    """One condition's values of one metric, summarised."""
+
+    mean: float | None
+    sd: float | None
+    ci95: list[float] | None  # [low, high]; None when n < 2
+    n: int
+    values: list[float]
+
+
+class Overhead(TypedDict):
+    """A condition against the baseline."""
+
+    delta: float | None
+    pct: float | None
+    ci95_pct: list[float] | None
+    p_value: float | None
+    significant: bool
 
 
 def _clean(x: float) -> float | None:
@@ -26,7 +46,7 @@ def _t_quantile(df: float) -> float:
     return float(stats.t.ppf(1 - ALPHA / 2, df))
 
 
-def describe(values: list[float]) -> dict[str, Any]:
+def describe(values: list[float]) -> Description:
     """mean, sd, ci95 [low, high] (None when n < 2), n and the values themselves."""
     arr = np.asarray(values, dtype=float)
     n = int(arr.size)
@@ -40,10 +60,10 @@ def describe(values: list[float]) -> dict[str, Any]:
     return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": n, "values": arr.tolist()}
 
 
-def overhead(baseline: list[float], condition: list[float]) -> dict[str, Any]:
+def overhead(baseline: list[float], condition: list[float]) -> Overhead:
     """delta, pct, ci95_pct [low, high], p_value and significant of `condition` against `baseline`."""
     base, cond = np.asarray(baseline, dtype=float), np.asarray(condition, dtype=float)
-    result: dict[str, Any] = {"delta": None, "pct": None, "ci95_pct": None, "p_value": None, "significant": False}
+    result: Overhead = {"delta": None, "pct": None, "ci95_pct": None, "p_value": None, "significant": False}
     if base.size == 0 or cond.size == 0:
         return result
     m0, m1 = float(base.mean()), float(cond.mean())

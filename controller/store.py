@@ -12,9 +12,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
+from agent.wire import AgentResult, HostSample, TrialRecord
 from controller.errors import InputError
+from workloads.base import Sample
 
 DEFAULT_PATH = "vtax.db"
 
@@ -68,6 +70,63 @@ _ADDED_COLUMNS = [
     ("samples", "histogram_json", "TEXT"),
     ("agent_results", "host", "TEXT"),
 ]  # (table, column, type), oldest first
+
+
+class StoredSample(Sample):
+    """A workload sample as the store gives it back: which trial, agent and workload it belongs to."""
+
+    trial_idx: int
+    agent: str
+    workload: str
+
+
+class StoredHostSample(HostSample):
+    trial_idx: int
+
+
+class StoredResult(TypedDict):
+    run_id: str
+    trial_idx: int
+    agent: str
+    workload: str
+    status: str
+    reason: str
+    started_at: float | None
+    ended_at: float | None
+    agent_cpu_s: float | None
+    summary: dict[str, float]
+    start_skew_s: float | None
+    host: str | None
+
+
+class Flag(TypedDict):
+    """Something about a trial the analysis must know: a VM migrated, counters missing."""
+
+    trial_idx: int
+    kind: str
+    severity: Literal["error", "warning"]
+    message: str
+
+
+class ClockRow(TypedDict):
+    agent: str
+    offset_s: float
+    uncertainty_s: float
+    rtt_s: float
+
+
+class RunRow(TypedDict):
+    id: str
+    name: str
+    engine: str
+    spec_path: str | None
+    spec: dict[str, Any]  # the validated spec as JSON, re-validated by whoever reads it
+    created: float
+    finished: float | None
+    status: str
+    reason: str | None
+
+
 _TRIAL_COLUMNS = ("idx", "condition", "repetition", "status", "reason", "start_at", "deadline", "ended")
 
 
@@ -117,7 +176,7 @@ class Store:
                 (status, reason, time.time(), run_id),
             )
 
-    def add_trial(self, run_id: str, trial: dict[str, Any]) -> None:
+    def add_trial(self, run_id: str, trial: TrialRecord) -> None:
         with self._transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO trials (run_id, idx, condition, repetition, status, reason, start_at,"
@@ -126,7 +185,7 @@ class Store:
                 {"run_id": run_id, **{k: trial[k] for k in _TRIAL_COLUMNS}},
             )
 
-    def add_agent_result(self, run_id: str, trial_idx: int, result: dict[str, Any]) -> None:
+    def add_agent_result(self, run_id: str, trial_idx: int, result: AgentResult) -> None:
         with self._transaction():
             self._db.execute(
                 "INSERT INTO agent_results (run_id, trial_idx, agent, workload, status, reason, started_at, ended_at,"
@@ -171,12 +230,13 @@ class Store:
                 [(run_id, agent, c["offset_s"], c["uncertainty_s"], c["rtt_s"]) for agent, c in clocks.items()],
             )
 
-    def clocks(self, run_id: str) -> list[dict[str, Any]]:
+    def clocks(self, run_id: str) -> list[ClockRow]:
         return [
-            dict(r) for r in self._db.execute("SELECT * FROM agent_clocks WHERE run_id = ? ORDER BY agent", (run_id,))
+            {k: r[k] for k in ("agent", "offset_s", "uncertainty_s", "rtt_s")}  # type: ignore[misc]
+            for r in self._db.execute("SELECT * FROM agent_clocks WHERE run_id = ? ORDER BY agent", (run_id,))
         ]
 
-    def add_host_samples(self, run_id: str, trial_idx: int, samples: list[dict[str, Any]]) -> None:
+    def add_host_samples(self, run_id: str, trial_idx: int, samples: list[HostSample]) -> None:
         """Host counter samples of a trial, each naming its host."""
         with self._transaction():
             self._db.executemany(
@@ -203,7 +263,7 @@ class Store:
         )
         return [dict(row) for row in rows]
 
-    def run(self, run_id: str) -> dict[str, Any]:
+    def run(self, run_id: str) -> RunRow:
         """A run by id or unique id prefix; InputError when there is none or several."""
         rows = self._db.execute("SELECT * FROM runs WHERE id LIKE ? || '%' ORDER BY created", (run_id,)).fetchall()
         if not rows:
@@ -211,30 +271,45 @@ class Store:
         exact = [row for row in rows if row["id"] == run_id]
         if len(rows) > 1 and not exact:
             raise InputError(f"{self.path}: {run_id!r} matches {len(rows)} runs; give more of the id")
-        run = dict((exact or rows)[0])
-        run["spec"] = json.loads(run.pop("spec_json"))
+        row = (exact or rows)[0]
+        run: RunRow = {k: row[k] for k in RunRow.__annotations__ if k != "spec"}  # type: ignore[assignment]
+        run["spec"] = json.loads(row["spec_json"])
         return run
 
-    def trials(self, run_id: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._db.execute("SELECT * FROM trials WHERE run_id = ? ORDER BY idx", (run_id,))]
+    def trials(self, run_id: str) -> list[TrialRecord]:
+        rows = self._db.execute("SELECT * FROM trials WHERE run_id = ? ORDER BY idx", (run_id,))
+        return [{k: r[k] for k in _TRIAL_COLUMNS} for r in rows]  # type: ignore[misc]
 
-    def agent_results(self, run_id: str) -> list[dict[str, Any]]:
+    def agent_results(self, run_id: str) -> list[StoredResult]:
         rows = self._db.execute("SELECT * FROM agent_results WHERE run_id = ? ORDER BY trial_idx, agent", (run_id,))
-        return [{**dict(r), "summary": json.loads(r["summary_json"] or "{}")} for r in rows]
+        columns = [k for k in StoredResult.__annotations__ if k != "summary"]
+        return [
+            {**{k: r[k] for k in columns}, "summary": json.loads(r["summary_json"] or "{}")}  # type: ignore[misc]
+            for r in rows
+        ]
 
-    def samples(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT * FROM samples WHERE run_id = ? ORDER BY trial_idx, t", (run_id,))
+    def _rows(self, table: str, run_id: str, trial_idx: int | None) -> list[sqlite3.Row]:
+        """A run's rows of `table` (of one trial, given `trial_idx`), in trial and time order."""
+        if trial_idx is None:
+            query, args = f"SELECT * FROM {table} WHERE run_id = ? ORDER BY trial_idx, t", (run_id,)
+        else:
+            query, args = f"SELECT * FROM {table} WHERE run_id = ? AND trial_idx = ? ORDER BY t", (run_id, trial_idx)
+        with self._lock:
+            return self._db.execute(query, args).fetchall()
+
+    def samples(self, run_id: str, trial_idx: int | None = None) -> list[StoredSample]:
+        rows = self._rows("samples", run_id, trial_idx)
         samples = []
         for r in rows:
-            sample = {k: r[k] for k in ("trial_idx", "agent", "workload", "t", "dt")}
+            sample: StoredSample = {k: r[k] for k in ("trial_idx", "agent", "workload", "t", "dt")}  # type: ignore[assignment]
             sample["values"] = json.loads(r["values_json"])
             if r["histogram_json"]:
                 sample["histogram"] = json.loads(r["histogram_json"])
             samples.append(sample)
         return samples
 
-    def host_samples(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT * FROM host_counters WHERE run_id = ? ORDER BY trial_idx, t", (run_id,))
+    def host_samples(self, run_id: str, trial_idx: int | None = None) -> list[StoredHostSample]:
+        rows = self._rows("host_counters", run_id, trial_idx)
         return [
             {
                 "trial_idx": r["trial_idx"],
@@ -276,9 +351,9 @@ class Store:
                 "DELETE FROM trial_flags WHERE run_id = ? AND trial_idx = ? AND kind = ?", (run_id, trial_idx, kind)
             )
 
-    def flags(self, run_id: str) -> list[dict[str, Any]]:
+    def flags(self, run_id: str) -> list[Flag]:
         rows = self._db.execute("SELECT * FROM trial_flags WHERE run_id = ? ORDER BY trial_idx", (run_id,))
-        return [dict(r) for r in rows]
+        return [{k: r[k] for k in ("trial_idx", "kind", "severity", "message")} for r in rows]  # type: ignore[misc]
 
     def put_note(self, run_id: str, key: str, value: Any) -> None:
         """A JSON-able fact about the run as a whole, e.g. where vSphere placed its agents."""

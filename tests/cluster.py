@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from controller.lab import agent_command, redis_command
+from controller.lab.netns import agent_command, redis_command
 
 
 def free_port(host: str = "127.0.0.1") -> int:

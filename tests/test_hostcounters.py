@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.tasks import host_counters
+from agent.tasks import TaskIO, host_counters
 from tests.cluster import Agents, RedisServer, TimeSeriesServer
 from tests.conftest import Vtax
 
@@ -146,8 +146,7 @@ def test_the_task_samples_every_second_and_stops_on_cancel_and_at_the_deadline()
         start_at=start_at,
         seconds=30,
         deadline=start_at + 60,
-        cancelled=lambda: time.time() > start_at + 2.3,
-        on_sample=streamed.append,
+        io=TaskIO(cancelled=lambda: time.time() > start_at + 2.3, host_sample=streamed.append),
     )
     assert time.monotonic() - began < 3.5
     assert done["status"] == "cancelled" and done["host"] == socket.gethostname()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.tasks import TASKS
+from agent.tasks import TASKS, TaskIO
 from tests.conftest import Vtax
 
 HTTP_SPEC = """\
@@ -106,6 +106,6 @@ def test_a_locustfile_outside_the_configured_directory_is_refused(tmp_path: Path
         start_at=now,
         duration=1,
         deadline=now + 10,
-        locustfile_dir=tmp_path / directory if directory else None,
+        io=TaskIO(locustfile_dir=tmp_path / directory if directory else None),
     )
     assert result["status"] == "error" and "refused" in result["reason"] and reason in result["reason"]

@@ -10,23 +10,25 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from controller.inventory import swapped_uuid
-from controller.plan import Trial
+from agent.wire import HostSample, TrialTags
+from controller.hostsources import TrialWindow
 from controller.spec import ApplianceSelector, VsphereAction, VsphereSpec
 from controller.store import Store
-from controller.vactions import run_action
-from controller.vcenter import Vcenter, VcenterConfig
-from controller.vcsim import VcSim
-from controller.vperf import HISTORICAL_INTERVAL_S, PerfReader, convert
-from controller.vsphere import Vsphere, VsphereHostSource
+from controller.vsphere.actions import run_action
+from controller.vsphere.connection import Vcenter, VcenterConfig
+from controller.vsphere.inventory import swapped_uuid
+from controller.vsphere.perf import HISTORICAL_INTERVAL_S, PerfReader, convert
+from controller.vsphere.session import Vsphere
+from controller.vsphere.source import VsphereHostSource
 from tests.cluster import Agents, RedisServer, TimeSeriesServer
 from tests.conftest import VTAX, Vtax
 from tests.grafana import dashboard_answers
+from tests.vcsim import VCSIM_SCRIPT, VcSim
 
 HOST, OTHER_HOST = "DC0_C0_H0", "DC0_C0_H1"
 VM = [f"DC0_C0_RP0_VM{i}" for i in range(4)]  # VM0, VM1: agents; VM3: the appliance
@@ -74,7 +76,7 @@ def _flags(sim: VcSim, certificate: tuple[Path, Path]) -> list[str]:
 
 def _set(sim: VcSim, *settings: str) -> str:
     """A hook command that sets simulator counters."""
-    return f"python -m controller.vcsim {sim.control} {' '.join(settings)}"
+    return f"python {VCSIM_SCRIPT} {sim.control} {' '.join(settings)}"
 
 
 def test_tls_is_verified_by_default_and_errors_are_one_line(
@@ -263,7 +265,7 @@ def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
 def test_a_migration_mid_trial_flags_and_excludes_that_trial(
     vtax: Vtax, sim: VcSim, certificate: tuple[Path, Path]
 ) -> None:
-    move = f"python -m controller.vcsim {sim.control} --migrate {VM[0]}={OTHER_HOST}@1.5"
+    move = f"python {VCSIM_SCRIPT} {sim.control} --migrate {VM[0]}={OTHER_HOST}@1.5"
     spec = vtax.spec(
         f"""
         name: vsphere-drs
@@ -318,13 +320,20 @@ def test_a_trial_hands_over_before_vcenter_publishes_it_unless_its_load_would_le
         time.sleep(5.2 - time.time() % 5)  # just after a sample: the one holding this moment ends in ~5 s
 
         received: list[dict[str, object]] = []
+
+        def window(trial: int, start_at: float, seconds: float) -> TrialWindow:
+            tags: TrialTags = {"run": "r", "trial": trial, "condition": "c", "repetition": 1}
+            return TrialWindow(tags=tags, start_at=start_at, seconds=seconds)
+
+        def record(trial: int) -> Callable[[list[HostSample]], None]:  # as the run loop stores a trial's record
+            return lambda samples: store.add_host_samples("r", trial, samples)
+
         source = VsphereHostSource(vsphere=vsphere, store=store, cooldown_s=6)
         now = time.time()
-        trial = Trial(index=0, condition="c", repetition=1)
-        tags = {"run": "r", "trial": 0}
-        source.begin(trial=trial, tags=tags, start_at=now - 9, seconds=9, on_sample=received.append)
+        source.begin(window(0, now - 9, 9), on_sample=received.append, on_record=record(0))
         handing_over = time.time()
-        assert source.end() == []
+        source.end()
+        assert store.host_samples("r") == []
         assert time.time() - handing_over < 1.5  # not the ~4.8 s until vCenter has the window's last sample
         assert store.vsphere_trials("r") == set()
         source.finish()
@@ -335,9 +344,7 @@ def test_a_trial_hands_over_before_vcenter_publishes_it_unless_its_load_would_le
 
         source = VsphereHostSource(vsphere=vsphere, store=store, cooldown_s=0)
         now = time.time()
-        trial = Trial(index=1, condition="c", repetition=1)
-        tags = {"run": "r", "trial": 1}
-        source.begin(trial=trial, tags=tags, start_at=now - 3, seconds=3, on_sample=received.append)
+        source.begin(window(1, now - 3, 3), on_sample=received.append, on_record=record(1))
         source.end()
         assert time.time() >= (now // 5 + 1) * 5  # the sample holding the steady phase's end is over
         source.finish()
@@ -345,7 +352,7 @@ def test_a_trial_hands_over_before_vcenter_publishes_it_unless_its_load_would_le
         assert not store.flags("r")
 
         now = time.time()  # interrupted (Ctrl-C): no waiting for vCenter; the trial says what it lacks
-        source.begin(trial=trial, tags={"run": "r", "trial": 2}, start_at=now - 9, seconds=9, on_sample=received.append)
+        source.begin(window(2, now - 9, 9), on_sample=received.append, on_record=record(2))
         source.end()
         stopping = time.time()
         source.finish(abandon=True)
@@ -362,7 +369,7 @@ class _insecure(_vsphere):
 
 
 def test_summation_counters_become_percent_and_rates() -> None:
-    from controller.vperf import Counter
+    from controller.vsphere.perf import Counter
 
     ready = Counter(key=1, name="cpu.ready.summation", unit="millisecond", rollup="summation")
     assert convert(ready, 1000, 20) == (5.0, "%")  # 1,000 ms waiting in a 20 s sample
@@ -443,7 +450,7 @@ def test_vcenter_gone_mid_run_costs_those_trials_their_counters_not_the_run(vtax
 def test_a_lost_vcenter_session_is_logged_in_again(vtax: Vtax) -> None:
     """A soak test outlives vCenter sessions (restarts, idle timeouts): vtax logs in again and loses nothing."""
     with VcSim(clusters=1, hosts=1, vms=1, refresh=1) as sim:
-        drop = f"python -m controller.vcsim {sim.control} --drop-sessions --login {sim.user}:{sim.password}"
+        drop = f"python {VCSIM_SCRIPT} {sim.control} --drop-sessions --login {sim.user}:{sim.password}"
         spec = vtax.spec(
             f"""
             name: vsphere-relogin

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agent.tasks import TASKS
+from agent.tasks import TASKS, TaskIO
 from workloads import get
 
 
@@ -101,7 +101,7 @@ def test_running_load_reports_live_progress() -> None:
         start_at=now,
         duration=3,
         deadline=now + 15,
-        progress=readings.append,
+        io=TaskIO(progress=readings.append),
     )
     assert result["status"] == "ok", result["reason"]
     assert len(readings) >= 2

@@ -16,11 +16,9 @@ from typing import Any
 
 import psutil
 
-HOSTNAME = socket.gethostname()
+from agent.wire import HostSample
 
-# {"t", "dt", "host", "values": {"host.cpu_pct", ...[, "appliance.host_cpu_pct"]}, "per_core": {...},
-#  "net": {iface: {...}}[, "appliance": {"pattern", "processes"}]}
-HostSample = dict[str, Any]
+HOSTNAME = socket.gethostname()
 
 
 def _busy(times: Any) -> tuple[float, float, float]:

@@ -1,6 +1,6 @@
-"""vtax-vcsim, the vCenter simulator of the test lab: built from deploy/vcsim against Debian's govmomi
-source (GOPATH mode, no network), started on a free loopback port, and steered through its control API
-(set a counter's value for an entity, migrate a VM the way DRS does)."""
+"""vtax-vcsim, the vCenter simulator of the test lab (test support, not part of the package): built from
+deploy/vcsim against Debian's govmomi source (GOPATH mode, no network), started on a free loopback port, and
+steered through its control API (set a counter's value for an entity, migrate a VM the way DRS does)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,18 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from controller.errors import InfrastructureError
-from controller.vcenter import Vcenter, VcenterConfig
+from controller.vsphere.connection import Vcenter, VcenterConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "deploy" / "vcsim"
 BINARY = ROOT / "build" / "vtax-vcsim"
+VCSIM_SCRIPT = Path(__file__).resolve()  # run as a script from hooks: python tests/vcsim.py CONTROL ...
 GOPATH = "/usr/share/gocode"  # golang-github-vmware-govmomi-dev and its dependencies
 
 
@@ -135,9 +137,9 @@ def drop_sessions(url: str, user: str, password: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m controller.vcsim CONTROL_URL [ENTITY:COUNTER[#INSTANCE]=VALUE...] [--migrate VM=HOST@DELAY_S]
+    """`python tests/vcsim.py CONTROL_URL [ENTITY:COUNTER[#INSTANCE]=VALUE...] [--migrate VM=HOST@DELAY_S]
     [--drop-sessions]`: steer a running simulator, e.g. from a condition's hooks."""
-    parser = argparse.ArgumentParser(prog="python -m controller.vcsim", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python tests/vcsim.py", description=main.__doc__)
     parser.add_argument("control", help="the simulator's control URL (it prints it on start)")
     parser.add_argument(
         "settings", nargs="*", help="ENTITY:COUNTER[#INSTANCE]=VALUE, e.g. DC0_C0_H0:cpu.usage.average#1=9000"
@@ -166,4 +168,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--build"]:  # `make vcsim`
+        print("vCenter simulator:", build())
+    else:
+        main()

@@ -9,10 +9,10 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from controller.errors import HookError
-from controller.inventory import VmInfo
 from controller.spec import VsphereAction
-from controller.vcenter import describe_fault
-from controller.vsphere import Vsphere
+from controller.vsphere.connection import describe_fault
+from controller.vsphere.inventory import VmInfo
+from controller.vsphere.session import Vsphere
 
 POLL_S = 0.2
 
@@ -110,10 +110,9 @@ _ACTIONS = {
 }
 
 
-def run_action(vsphere: Vsphere | None, action: VsphereAction, *, stage: str, condition: str) -> None:
-    """Carry out one action; HookError (exit 3) on any failure, naming the condition and the VM."""
-    if vsphere is None:
-        raise HookError(f"{stage} hook of condition {condition!r}: {action} needs --vcenter")
+def run_action(vsphere: Vsphere, action: VsphereAction, *, stage: str, condition: str) -> None:
+    """Carry out one action (the handler of `vsphere:` hooks); HookError (exit 3) on any failure, naming the
+    condition and the VM."""
     deadline = time.time() + action.timeout
     try:
         vsphere.vcenter.retry(_ACTIONS[action.vsphere], vsphere, action, _targets(vsphere, action), deadline)

@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,98 +20,25 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from agent.hostcounters import HostSample
+from agent.wire import HostSample, TrialTags
 from controller.errors import InputError
-from controller.hostcounters import HOST_METRICS, HostCounterSource
-from controller.inventory import AgentVm, Inventory, VmInfo, map_agents
-from controller.plan import Trial
-from controller.spec import Experiment, VsphereSpec
+from controller.hostsources import HostCounterSource, RecordHandler, SampleHandler, TrialWindow
+from controller.metrics import HOST_METRICS
 from controller.store import Store
-from controller.vcenter import Vcenter, VcenterError, describe_fault
-from controller.vperf import PerfReader, PerfSample
+from controller.vsphere.connection import VcenterError, describe_fault
+from controller.vsphere.metrics import HOST_MAXIMA, summaries
+from controller.vsphere.perf import PerfSample
+from controller.vsphere.session import Vsphere
 from workloads.base import combine
 
 log = logging.getLogger("vtax.vsphere")
 
 MIGRATION_EVENTS = ["VmMigratedEvent", "DrsVmMigratedEvent", "VmRelocatedEvent", "VmBeingHotMigratedEvent"]
 
-
-class Vsphere:
-    """One run's view of vSphere: the connection, the inventory, where each agent lives."""
-
-    def __init__(self, *, vcenter: Vcenter, spec: VsphereSpec) -> None:
-        self.vcenter = vcenter
-        self.spec = spec
-        self.inventory = Inventory(vcenter=vcenter)
-        self.agents: dict[str, AgentVm] = {}
-        self._reader: PerfReader | None = None
-
-    @property
-    def reader(self) -> PerfReader:
-        if self._reader is None:
-            self._reader = PerfReader(vcenter=self.vcenter)
-        return self._reader
-
-    def map(self, agents: list[dict[str, Any]]) -> dict[str, AgentVm]:
-        """Map agents (name, vm, vm_uuid, address) to VMs; an agent without a VM is an input error."""
-        self.agents = map_agents(self.inventory, agents=agents, zones=self.spec.zones)
-        lost = [a for a in self.agents.values() if a.vm is None]
-        if lost:
-            names = ", ".join(f"{a.agent} ({a.how})" for a in lost)
-            raise InputError(
-                f"vCenter: no VM found for agent(s) {names}; set `vm:` (name or BIOS UUID) on the agent in the spec"
-            )
-        return self.agents
-
-    def describe(self) -> dict[str, Any]:
-        """Where the agents are (VM, how it was found, host, cluster, zone) and the appliance VMs on their hosts:
-        for `vtax inventory` and the run's result."""
-        hosts = self.inventory.hosts
-        agents = {
-            name: {
-                "vm": found.vm.name if found.vm else None,
-                "found_by": found.how,
-                "uuid": found.vm.uuid if found.vm else None,
-                "host": found.host.name if found.host else None,
-                "cluster": found.host.cluster if found.host else None,
-                "zone": found.zone,
-                "power": found.vm.power if found.vm else None,
-            }
-            for name, found in self.agents.items()
-        }
-        on = {a.vm.host for a in self.agents.values() if a.vm is not None and a.vm.host}
-        appliances = [
-            {"vm": vm.name, "host": hosts[vm.host].name if vm.host in hosts else None, "power": vm.power}
-            for vm in self.appliance_vms(on)
-        ]
-        return {"server": self.vcenter.about, "agents": agents, "appliances": appliances}
-
-    def agent_vms(self) -> list[VmInfo]:
-        return [a.vm for a in self.agents.values() if a.vm is not None]
-
-    def appliance_vms(self, hosts: set[str] | None = None) -> list[VmInfo]:
-        return self.inventory.appliances(self.spec.appliances, hosts)
-
-
-def guest_agents(experiment: Experiment, identity: Callable[[str], dict[str, Any] | None]) -> list[dict[str, Any]]:
-    """The experiment's agents that live in VMs (not hypervisor agents), with what each reported of itself."""
-    guests = []
-    for agent in experiment.agents:
-        if agent.hypervisor:
-            continue
-        registered = identity(agent.name) or {}
-        guests.append(
-            {
-                "name": agent.name,
-                "vm": agent.vm,
-                "vm_uuid": registered.get("vm_uuid"),
-                "address": registered.get("address"),
-            }
-        )
-    return guests
-
-
 _FAULTS = (VcenterError, vmodl.MethodFault, OSError)  # what vCenter going away or refusing looks like
+
+
+_Handlers = tuple[SampleHandler, RecordHandler]  # a trial's live view and record
 
 
 class _RunStopped(Exception):
@@ -157,33 +83,23 @@ class VsphereHostSource(HostCounterSource):
         self.max_wait_s = max_wait_s
         self._placements = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsphere-placement")
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsphere-counters")
-        self._opening: tuple[dict[str, Any], Future[_Window], Callable[[HostSample], None] | None] | None = None
+        self._opening: tuple[TrialTags, Future[_Window], _Handlers | None] | None = None
         self._pending: list[Future[list[HostSample]]] = []
         self._stopping = threading.Event()
 
-    def begin(
-        self,
-        *,
-        trial: Trial,
-        tags: dict[str, Any],
-        start_at: float,
-        seconds: float,
-        on_sample: Callable[[HostSample], None],
-    ) -> None:
+    def begin(self, window: TrialWindow, *, on_sample: SampleHandler, on_record: RecordHandler) -> None:
         """Note where every watched VM runs now, in the background: vCenter's answer must not delay the load."""
-        self._open_window(tags, start_at, seconds, on_sample)
+        self._open_window(window, (on_sample, on_record))
 
-    def _open_window(
-        self, tags: dict[str, Any], start_at: float, seconds: float, on_sample: Callable[[HostSample], None] | None
-    ) -> None:
-        placing = self._placements.submit(self.vsphere.vcenter.retry, self._open, tags, start_at, seconds)
-        self._opening = (tags, placing, on_sample)
+    def _open_window(self, window: TrialWindow, handlers: _Handlers | None) -> None:
+        placing = self._placements.submit(self.vsphere.vcenter.retry, self._open, window)
+        self._opening = (window.tags, placing, handlers)
 
     def _flag(self, run_id: str, trial_idx: int, kind: str, message: str, *, severity: str = "warning") -> None:
         log.warning("trial %d: %s", trial_idx, message)
         self.store.add_flag(run_id, trial_idx, kind=kind, severity=severity, message=message)
 
-    def _open(self, tags: dict[str, Any], start_at: float, seconds: float) -> _Window:
+    def _open(self, window: TrialWindow) -> _Window:
         vms = self.vsphere.agent_vms()
         hosts = self.vsphere.inventory.current_hosts(vms)
         appliances = self.vsphere.appliance_vms({h for h in hosts.values() if h})
@@ -191,12 +107,12 @@ class VsphereHostSource(HostCounterSource):
         roles = {vm.moid: "agent_vm" for vm in vms} | {vm.moid: "appliance" for vm in appliances}
         roles |= {host: "host" for host in set(hosts.values()) if host}
         entities = self._entities(roles)
-        interval, why = self.vsphere.reader.interval_for(entities[0], start_at) if entities else (0, None)
+        interval, why = self.vsphere.reader.interval_for(entities[0], window.start_at) if entities else (0, None)
         return _Window(
-            trial_idx=tags["trial"],
-            run_id=tags["run"],
-            start_at=start_at,
-            end=start_at + seconds,
+            trial_idx=window.tags["trial"],
+            run_id=window.tags["run"],
+            start_at=window.start_at,
+            end=window.end,
             hosts=hosts,
             roles=roles,
             interval=interval,
@@ -204,20 +120,20 @@ class VsphereHostSource(HostCounterSource):
             offset_s=self.vsphere.reader.offset_s,
         )
 
-    def end(self) -> list[HostSample]:
-        """Check for migrations now and leave the counters to the background reader: they are stored with the
-        trial, not returned. A vCenter failure costs this trial its counters, flagged, not the run."""
-        window, on_sample = self._opened()
+    def end(self) -> None:
+        """Check for migrations now and leave the counters to the background reader, which hands them to the
+        trial's record when vCenter has published them. A vCenter failure costs this trial its counters,
+        flagged, not the run."""
+        window, handlers = self._opened()
         if window is not None:
-            self._pending.append(self._reads.submit(self._collect, window, on_sample))
-        return []
+            self._pending.append(self._reads.submit(self._collect, window, handlers))
 
-    def _opened(self) -> tuple[_Window | None, Callable[[HostSample], None] | None]:
+    def _opened(self) -> tuple[_Window | None, _Handlers | None]:
         """The window begun last, once vCenter's sample holding its steady phase's end is over, its migrations
         checked; None when vCenter could not be asked."""
         if self._opening is None:
             return None, None
-        (tags, placing, on_sample), self._opening = self._opening, None
+        (tags, placing, handlers), self._opening = self._opening, None
         try:
             window = placing.result()
             self._sleep_until(window.sample_end(window.end - self.cooldown_s))
@@ -227,7 +143,7 @@ class VsphereHostSource(HostCounterSource):
                 tags["run"], tags["trial"], "vsphere_missing", f"vCenter counters not read: {describe_fault(exc)}"
             )
             return None, None
-        return window, on_sample
+        return window, handlers
 
     def finish(self, *, abandon: bool = False) -> None:
         """Wait for the counters of the trials still being read; with `abandon` (the run was interrupted) stop
@@ -238,14 +154,15 @@ class VsphereHostSource(HostCounterSource):
             reading.result()
         self._pending = []
 
-    def collect_window(self, tags: dict[str, Any], start_at: float, seconds: float) -> list[HostSample]:
-        """A past window read on its own and stored, with the VMs where they are now (`vtax collect`)."""
-        self._open_window(tags, start_at, seconds, None)
-        window, _ = self._opened()
-        return [] if window is None else self._collect(window, None)
+    def collect_window(self, window: TrialWindow) -> list[HostSample]:
+        """A past window read on its own, its raw counters stored, with the VMs where they are now
+        (`vtax collect`); returns its host samples."""
+        self._open_window(window, None)
+        opened, _ = self._opened()
+        return [] if opened is None else self._collect(opened, None)
 
-    def _collect(self, window: _Window, on_sample: Callable[[HostSample], None] | None) -> list[HostSample]:
-        """Read, convert and store one window's counters (raw, and per-host samples for the analysis)."""
+    def _collect(self, window: _Window, handlers: _Handlers | None) -> list[HostSample]:
+        """Read and convert one window's counters: raw ones stored here, per-host samples to the record."""
         try:
             samples = self.vsphere.vcenter.retry(self._read, window)
         except _RunStopped:
@@ -263,9 +180,10 @@ class VsphereHostSource(HostCounterSource):
             return []
         self._store(window, samples)
         host_samples = self._host_samples(window, samples)
-        self.store.add_host_samples(window.run_id, window.trial_idx, host_samples)
-        for sample in host_samples:
-            if on_sample is not None:
+        if handlers is not None:
+            on_sample, on_record = handlers
+            on_record(host_samples)
+            for sample in host_samples:
                 on_sample(sample)
         return host_samples
 
@@ -324,7 +242,7 @@ class VsphereHostSource(HostCounterSource):
             rows.append(vars(s) | {"role": role, "entity": name, "moid": s.entity, "host": host, "t": s.t - s.dt})
         self.store.add_vsphere_samples(window.run_id, window.trial_idx, rows)
 
-    def _host_samples(self, window: _Window, samples: list[PerfSample]) -> list[dict[str, Any]]:
+    def _host_samples(self, window: _Window, samples: list[PerfSample]) -> list[HostSample]:
         """Per ESXi host and sample interval: the host's counters and its agent and appliance VMs' summaries."""
         inventory = self.vsphere.inventory
         values: dict[tuple[str, float, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -334,12 +252,12 @@ class VsphereHostSource(HostCounterSource):
             if host is None or role is None:
                 continue
             per_vcpu = s.value / inventory.vms[s.entity].num_cpu if role != "host" else s.value
-            for name, value in _summaries(role, s.counter, s.instance, s.value, per_vcpu):
+            for name, value in summaries(role, s.counter, s.instance, s.value, per_vcpu):
                 values[(host, s.t - s.dt, s.dt)][name].append(value)
         result = []
         for (host, t, dt), named in sorted(values.items(), key=lambda item: item[0][1]):
             combined = {
-                name: max(found) if name in _HOST_MAXIMA else combine(HOST_METRICS.get(name), found)
+                name: max(found) if name in HOST_MAXIMA else combine(HOST_METRICS.get(name), found)
                 for name, found in named.items()
             }
             result.append({"host": inventory.hosts[host].name, "t": t, "dt": dt, "values": combined})
@@ -377,48 +295,6 @@ class VsphereHostSource(HostCounterSource):
             self._flag(window.run_id, window.trial_idx, "vm_migrated", message, severity="error")
 
 
-def _summaries(role: str, counter: str, instance: str, value: float, per_vcpu: float) -> list[tuple[str, float]]:
-    """The vtax metrics one counter value feeds, by the role of its entity (and instance: aggregate or one)."""
-    if role == "host":
-        if instance:
-            return [(name, value) for name in _HOST_INSTANCE_COUNTERS.get(counter, ())]
-        return [(name, value) for name in _HOST_COUNTERS.get(counter, ())]
-    if instance:
-        return []
-    prefix = "vm" if role == "agent_vm" else "appliance"
-    names = _VM_COUNTERS.get(counter, ())
-    return [
-        (f"{prefix}.{name}", per_vcpu if name in _PER_VCPU else value)
-        for name in names
-        if f"{prefix}.{name}" in HOST_METRICS
-    ]
-
-
-_HOST_COUNTERS = {
-    "cpu.usage.average": ("host.cpu_pct",),
-    "cpu.usagemhz.average": ("host.cpu_mhz",),
-    "mem.usage.average": ("host.mem_pct",),
-    "net.received.average": ("host.net_rx_mbps",),
-    "net.transmitted.average": ("host.net_tx_mbps",),
-    "net.packetsRx.summation": ("host.net_packets_per_s",),
-    "net.packetsTx.summation": ("host.net_packets_per_s",),
-    "net.droppedRx.summation": ("host.net_dropped_per_s",),
-    "net.droppedTx.summation": ("host.net_dropped_per_s",),
-}
-_HOST_INSTANCE_COUNTERS = {"cpu.usage.average": ("host.cpu_max_core_pct",)}
-_HOST_MAXIMA = {"host.cpu_max_core_pct"}  # within a host: the busiest instance
-_VM_COUNTERS = {
-    "cpu.usage.average": ("cpu_pct",),
-    "cpu.usagemhz.average": ("cpu_mhz",),
-    "cpu.ready.summation": ("ready_pct",),
-    "cpu.costop.summation": ("costop_pct",),
-    "cpu.latency.average": ("cpu_latency_pct",),
-    "net.droppedRx.summation": ("net_dropped_per_s",),
-    "net.droppedTx.summation": ("net_dropped_per_s",),
-}
-_PER_VCPU = {"ready_pct", "costop_pct"}
-
-
 def collect_missing(*, vsphere: Vsphere, store: Store, run_id: str, seconds: float) -> list[int]:
     """Read vCenter's counters for the trials of a stored run that have none (vCenter was unreachable then):
     realtime data within the hour, else 300 s historical samples (flagged). Returns the trials filled in.
@@ -436,6 +312,14 @@ def collect_missing(*, vsphere: Vsphere, store: Store, run_id: str, seconds: flo
         if trial["start_at"] is None or trial["idx"] in have:
             continue
         store.clear_flags(run_id, trial["idx"], kind="vsphere_missing")
-        if source.collect_window({"run": run_id, "trial": trial["idx"]}, trial["start_at"], seconds):
+        tags: TrialTags = {
+            "run": run_id,
+            "trial": trial["idx"],
+            "condition": trial["condition"],
+            "repetition": trial["repetition"],
+        }
+        samples = source.collect_window(TrialWindow(tags=tags, start_at=trial["start_at"], seconds=seconds))
+        if samples:
+            store.add_host_samples(run_id, trial["idx"], samples)
             filled.append(trial["idx"])
     return filled

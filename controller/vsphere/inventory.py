@@ -16,7 +16,7 @@ from typing import Any
 from pyVmomi import vim, vmodl
 
 from controller.spec import ApplianceSelector, ZoneSource
-from controller.vcenter import Vcenter
+from controller.vsphere.connection import Vcenter
 
 
 @dataclass

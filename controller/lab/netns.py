@@ -322,7 +322,7 @@ def _apply_delay(state: dict[str, Any], delay_ms: float, *, with_rate: bool) -> 
         netns=APPLIANCE,
     )
     log = STATE_DIR / "delayer.log"
-    cmd = [sys.executable, "-m", "controller.delayer", "--queue", str(DELAY_QUEUE), "--delay-ms", str(delay_ms)]
+    cmd = [sys.executable, "-m", "controller.lab.delayer", "--queue", str(DELAY_QUEUE), "--delay-ms", str(delay_ms)]
     state["pids"]["delayer"] = _spawn(cmd, log, netns=APPLIANCE)
     give_up = time.monotonic() + 10
     while "READY" not in log.read_text():

@@ -1,7 +1,7 @@
 """A userspace one-way delay for kernels without `tc netem`: packets queued by NFQUEUE are held for a
 fixed time, in arrival order, then accepted. Run inside the appliance namespace by `vtax lab appliance`.
 
-    python -m controller.delayer --queue 7 --delay-ms 5
+    python -m controller.lab.delayer --queue 7 --delay-ms 5
 
 Prints READY once bound. Adds about 0.1–0.2 ms of its own per packet on top of the delay.
 """

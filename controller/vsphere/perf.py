@@ -18,7 +18,7 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
-from controller.vcenter import Vcenter, VcenterError, describe_fault
+from controller.vsphere.connection import Vcenter, VcenterError, describe_fault
 
 log = logging.getLogger("vtax.vsphere")
 

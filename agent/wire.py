@@ -1,0 +1,229 @@
+"""The wire: every message that crosses a process between the controller and its agents.
+
+The task names, each task's request and reply, the envelopes they travel in, and the records they carry
+(workload samples, host samples, agent results, trial records). Both engines and the agent build and read
+messages only through these types; a test checks that every request the controller builds binds to its
+task's signature.
+
+Times are unix seconds in the controller's clock everywhere on the wire. An agent converts to its own clock
+and back once, at its edge (`agent.edge`), with the request envelope's `clock_offset` (agent clock − controller
+clock, measured by the controller at run start).
+
+Messages are JSON: nothing here is ever pickled, and nothing that arrives is executed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+from workloads.base import Sample, Target
+
+SERVE = "vtax.serve"
+RUN_WORKLOAD = "vtax.run_workload"
+HOST_COUNTERS = "vtax.host_counters"
+PING = "vtax.ping"
+END_TRIAL = "vtax.end_trial"
+TASK_NAMES = (SERVE, RUN_WORKLOAD, HOST_COUNTERS, PING, END_TRIAL)
+
+JSONObject = dict[str, object]  # a workload's parameters as JSON; the agent validates them with the kind's model
+WorkloadStatus = Literal["ok", "error", "deadline_exceeded", "cancelled", "refused", "lost", "killed"]
+HostStatus = Literal["ok", "cancelled", "deadline_exceeded"]
+
+
+# --- records ---------------------------------------------------------------------------------------------
+
+
+class TrialTags(TypedDict):
+    """What identifies a trial in every stream (InfluxDB tags, cancellation)."""
+
+    run: str
+    trial: int
+    condition: str
+    repetition: int
+
+
+class ClientTags(TrialTags):
+    """A load client's tags: the trial's, and which workload on which side of which zone."""
+
+    zone: str | None
+    workload: str
+    kind: str
+    role: str
+
+
+class ApplianceProcesses(TypedDict):
+    pattern: str
+    processes: int  # how many processes matched in this sample
+
+
+class HostSample(TypedDict):
+    """One interval of one host's counters: 1 s from a Linux host, 20 s from vCenter."""
+
+    t: float  # start of the interval
+    dt: float  # its length, seconds
+    host: str
+    values: dict[str, float]  # metric name (controller.metrics) → value
+    per_core: NotRequired[dict[str, list[float]]]
+    net: NotRequired[dict[str, dict[str, float]]]  # interface → counter → per-second value
+    appliance: NotRequired[ApplianceProcesses]
+    agent: NotRequired[str]  # the hypervisor agent that measured it (set by the controller)
+
+
+class AgentResult(TypedDict):
+    """One workload's result on one agent for one trial."""
+
+    agent: str
+    workload: str
+    status: WorkloadStatus
+    reason: str
+    samples: list[Sample]
+    summary: dict[str, float]
+    host: NotRequired[str]
+    kind: NotRequired[str]
+    start_at: NotRequired[float]  # the common start it was given
+    started_at: NotRequired[float]  # when its load actually started
+    ended_at: NotRequired[float]
+    agent_cpu_s: NotRequired[float]
+    start_skew_s: NotRequired[float]  # started_at − start_at (set by the controller)
+
+
+class TrialRecord(TypedDict):
+    """A trial as the run store keeps it."""
+
+    idx: int
+    condition: str
+    repetition: int
+    status: str  # ok, error, refused, incomplete, killed, interrupted, aborted
+    reason: str
+    start_at: float | None
+    deadline: float | None
+    ended: float | None
+
+
+# --- task requests and replies ---------------------------------------------------------------------------
+
+
+class ServeRequest(TypedDict):
+    kind: str
+    params: JSONObject
+    bind: str
+    deadline: float
+
+
+class RunWorkloadRequest(TypedDict):
+    agent: str
+    workload: str
+    kind: str
+    params: JSONObject
+    target: Target | None
+    start_at: float
+    duration: float
+    deadline: float
+    tags: ClientTags
+    warmup: float
+    steady: float
+
+
+class HostCountersRequest(TypedDict):
+    start_at: float
+    seconds: float
+    deadline: float
+    appliance_processes: str | None
+    tags: TrialTags
+    warmup: float
+    steady: float
+
+
+class HostCountersReply(TypedDict):
+    host: str
+    status: HostStatus
+    samples: list[HostSample]
+
+
+class PingRequest(TypedDict):
+    pass
+
+
+class PingReply(TypedDict):
+    time: float  # the agent's own clock: the one reading that is not converted
+
+
+class EndTrialRequest(TypedDict):
+    run: str
+    trial: int
+
+
+class EndTrialReply(TypedDict):
+    ended: bool
+
+
+TaskRequest = ServeRequest | RunWorkloadRequest | HostCountersRequest | PingRequest | EndTrialRequest
+TaskReply = Target | AgentResult | HostCountersReply | PingReply | EndTrialReply
+
+REQUESTS: dict[str, type] = {
+    SERVE: ServeRequest,
+    RUN_WORKLOAD: RunWorkloadRequest,
+    HOST_COUNTERS: HostCountersRequest,
+    PING: PingRequest,
+    END_TRIAL: EndTrialRequest,
+}
+
+
+# --- envelopes -------------------------------------------------------------------------------------------
+
+
+class Request(TypedDict):
+    """A task request as an agent receives it."""
+
+    id: int
+    task: str
+    kwargs: TaskRequest
+    clock_offset: float  # this agent's clock − the controller's
+
+
+class CeleryRequest(TypedDict):
+    """The distributed engine's Celery task arguments: a request, the agent it is for and where to reply."""
+
+    id: int
+    agent: str
+    reply_to: str
+    kwargs: TaskRequest
+    clock_offset: float
+
+
+class Reply(TypedDict):
+    """A task's one answer."""
+
+    id: int | None
+    agent: str
+    ok: bool
+    result: NotRequired[TaskReply]
+    error: NotRequired[str]
+    refused: NotRequired[bool]  # the allowlist refused the target
+
+
+class Progress(TypedDict):
+    """A running workload's live, provisional reading (the samples in the reply are the record)."""
+
+    id: int | None
+    agent: str
+    workload: str
+    progress: dict[str, float]
+
+
+class Streamed(TypedDict):
+    """One host sample streamed while a host_counters task runs."""
+
+    id: int | None
+    agent: str
+    sample: HostSample
+
+
+Message = Reply | Progress | Streamed
+
+# the request fields that are moments in time, per task: what an agent's edge converts to its own clock
+INSTANTS: dict[str, tuple[str, ...]] = {
+    SERVE: ("deadline",),
+    RUN_WORKLOAD: ("start_at", "deadline"),
+    HOST_COUNTERS: ("start_at", "deadline"),
+}

@@ -1,0 +1,234 @@
+"""Validity: what makes a trial's or a run's numbers less than trustworthy, each finding with a stable code.
+
+Errors fail the run (exit 1) and keep a trial out of the statistics where they say so; warnings are shown and
+kept in the result's `validity` list. Every code is documented in docs/concepts/validity.md and has a test
+that makes it fire on hand-made data (tests/test_verdicts.py).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+import workloads
+from agent.wire import TrialRecord
+from controller.kpis import in_steady, steady_window
+from controller.spec import Experiment
+from controller.stats import Description, Overhead
+from controller.store import ClockRow, Flag, StoredHostSample, StoredResult, StoredSample
+
+SATURATED_CPU_PCT = 90.0
+MIN_STEADY_COVERAGE = 0.8
+NOISY_CI_PCT = 10.0
+COARSE_SAMPLES = 3  # host samples a steady phase should hold at least
+SAMPLE_JITTER = 0.05  # a 1 s sampler's samples last a few ms more; not a reason to call them coarse
+
+
+class Issue(TypedDict):
+    level: Literal["error", "warning"]
+    code: str
+    message: str
+    trial: NotRequired[int]
+
+
+class MetricResult(TypedDict):
+    """One metric of the result: what the condition checks read."""
+
+    unit: str
+    better: str
+    description: str
+    by_condition: dict[str, Description]
+    overhead: dict[str, Overhead]
+
+
+def issue(level: Literal["error", "warning"], code: str, message: str, trial: int | None = None) -> Issue:
+    found: Issue = {"level": level, "code": code, "message": message}
+    if trial is not None:
+        found["trial"] = trial
+    return found
+
+
+def _started(trial: TrialRecord) -> float:
+    assert trial["start_at"] is not None, "only trials whose load started have samples"
+    return trial["start_at"]
+
+
+def trial_issues(
+    experiment: Experiment,
+    trial: TrialRecord,
+    samples: list[StoredSample],
+    host: list[StoredHostSample],
+    results: list[StoredResult],
+    flags: list[Flag],
+    kpis: dict[str, float],
+) -> tuple[list[Issue], bool]:
+    """One trial's findings, and whether its KPIs count in the statistics."""
+    label = f"trial {trial['idx']} ({trial['condition']} #{trial['repetition']})"
+    if trial["status"] != "ok":
+        message = f"{label} {trial['status']}: {trial['reason']}"
+        return [issue("error", f"trial_{trial['status']}", message, trial["idx"])], False
+    found = _workload_issues(experiment, trial, label, samples, results, kpis)
+    found += _host_issues(experiment, trial, label, host)
+    found += [issue(f["severity"], f["kind"], f"{label}: {f['message']}", trial["idx"]) for f in flags]
+    if experiment.vsphere.on_migration == "exclude" and any(f["kind"] == "vm_migrated" for f in flags):
+        found.append(issue("error", "trial_excluded", f"{label} left out of the statistics: a VM moved", trial["idx"]))
+        return found, False
+    return found, True
+
+
+def clock_issues(experiment: Experiment, clocks: list[ClockRow]) -> list[Issue]:
+    """An agent whose clock offset is known less well than the start skew the spec tolerates."""
+    return [
+        issue(
+            "warning",
+            "clock_uncertain",
+            f"agent {reading['agent']}: clock offset known only to ±{1000 * reading['uncertainty_s']:.1f} ms",
+        )
+        for reading in clocks
+        if 1000 * reading["uncertainty_s"] > experiment.timing.max_start_skew_ms
+    ]
+
+
+def _workload_issues(
+    experiment: Experiment,
+    trial: TrialRecord,
+    label: str,
+    samples: list[StoredSample],
+    results: list[StoredResult],
+    kpis: dict[str, float],
+) -> list[Issue]:
+    issues = []
+    start, end = steady_window(experiment, _started(trial))
+    for entry in experiment.workloads:
+        hook = getattr(workloads.get(entry.kind), "warnings", None)
+        if hook is None:
+            continue
+        prefix = f"{entry.label}."
+        own = {name.removeprefix(prefix): value for name, value in kpis.items() if name.startswith(prefix)}
+        warned = any(
+            s["values"].get("cpu_warning") for s in samples if s["workload"] == entry.label and in_steady(s, start, end)
+        )
+        for code, message in hook(own, entry.params, warned):
+            issues.append(issue("warning", code, f"{label}: {entry.label}: {message}", trial["idx"]))
+    cpu = kpis.get("host.cpu_pct")
+    if cpu is not None and cpu >= SATURATED_CPU_PCT:
+        issues.append(
+            issue(
+                "warning",
+                "host_saturated",
+                f"{label}: host CPU {cpu:.0f} % in the steady phase; the load generators share the host with what "
+                "they measure, so this may measure the generator, not the appliance",
+                trial["idx"],
+            )
+        )
+    expected = experiment.timing.steady * MIN_STEADY_COVERAGE
+    limit_ms = experiment.timing.max_start_skew_ms
+    for result in results:
+        skew_ms = 1000 * (result["start_skew_s"] or 0.0)
+        if abs(skew_ms) > limit_ms:
+            issues.append(
+                issue(
+                    "warning",
+                    "start_skew",
+                    f"{label}: agent {result['agent']} started {skew_ms:+.1f} ms off the common start "
+                    f"(limit {limit_ms:g} ms)",
+                    trial["idx"],
+                )
+            )
+        seconds = sum(
+            s["dt"]
+            for s in samples
+            if s["agent"] == result["agent"] and s["workload"] == result["workload"] and in_steady(s, start, end)
+        )
+        if seconds < expected:
+            issues.append(
+                issue(
+                    "warning",
+                    "steady_incomplete",
+                    f"{label}: {result['workload']} on {result['agent']} has {seconds:.1f} s of samples in a "
+                    f"{experiment.timing.steady:g} s steady phase",
+                    trial["idx"],
+                )
+            )
+    return issues
+
+
+def _host_issues(experiment: Experiment, trial: TrialRecord, label: str, host: list[StoredHostSample]) -> list[Issue]:
+    """Every hypervisor agent's host counters cover the steady phase (an agent lost or late leaves gaps), and
+    host samples are fine enough for it (vCenter's are 20 s long)."""
+    start, end = steady_window(experiment, _started(trial))
+    issues = []
+    coarsest = max((s["dt"] for s in host), default=0.0)
+    if coarsest * COARSE_SAMPLES > experiment.timing.steady * (1 + SAMPLE_JITTER):
+        issues.append(
+            issue(
+                "warning",
+                "host_counters_coarse",
+                f"{label}: host counters come in {coarsest:.3g} s samples, too coarse for a "
+                f"{experiment.timing.steady:g} s steady phase: warm-up and cool-down leak into them; make the steady "
+                f"phase at least {COARSE_SAMPLES * coarsest:.3g} s",
+                trial["idx"],
+            )
+        )
+    for agent in experiment.agents:
+        if not agent.hypervisor:
+            continue
+        seconds = sum(s["dt"] for s in host if s.get("agent") == agent.name and in_steady(s, start, end))
+        if seconds < experiment.timing.steady * MIN_STEADY_COVERAGE:
+            issues.append(
+                issue(
+                    "warning",
+                    "host_counters_incomplete",
+                    f"{label}: host counters of hypervisor agent {agent.name} cover {seconds:.1f} s of a "
+                    f"{experiment.timing.steady:g} s steady phase",
+                    trial["idx"],
+                )
+            )
+    return issues
+
+
+def appliance_issues(experiment: Experiment, host: list[StoredHostSample]) -> list[Issue]:
+    """A pattern that matched no process in the whole run is a typo more likely than an idle appliance."""
+    issues = []
+    for agent in experiment.agents:
+        if agent.appliance_processes is None:
+            continue
+        found = [s["appliance"]["processes"] for s in host if s.get("agent") == agent.name and "appliance" in s]
+        if found and not any(found):
+            issues.append(
+                issue(
+                    "warning",
+                    "appliance_not_found",
+                    f"hypervisor agent {agent.name}: no process matched appliance_processes "
+                    f"{agent.appliance_processes!r} in any trial, so appliance.host_cpu_pct is 0",
+                )
+            )
+    return issues
+
+
+def condition_issues(experiment: Experiment, metrics: dict[str, MetricResult]) -> list[Issue]:
+    issues = []
+    for condition in experiment.conditions:
+        n = max((m["by_condition"][condition.name]["n"] for m in metrics.values()), default=0)
+        if n < 2:
+            issues.append(
+                issue(
+                    "warning" if n else "error",
+                    "too_few_repetitions",
+                    f"condition {condition.name}: {n} valid repetition(s); a confidence interval needs at least 2",
+                )
+            )
+    for name, metric in metrics.items():
+        if not name.endswith("throughput_gbps"):
+            continue
+        for condition, described in metric["by_condition"].items():
+            if described["ci95"] and described["mean"]:
+                width = 100.0 * (described["ci95"][1] - described["mean"]) / abs(described["mean"])
+                if width > NOISY_CI_PCT:
+                    issues.append(
+                        issue(
+                            "warning",
+                            "noisy",
+                            f"{name} under {condition}: 95 % CI is ±{width:.0f} % of the mean; add repetitions",
+                        )
+                    )
+    return issues

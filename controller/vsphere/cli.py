@@ -1,0 +1,205 @@
+"""The vSphere wing's command line: its six connection options as one reusable group, what it hands a run
+(host-counter source, hook actions, placement), and its own commands, `vtax collect` and `vtax inventory`."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from controller.analysis import analyse
+from controller.distributed import connect, list_agents
+from controller.errors import InputError
+from controller.hooks import ActionHandler
+from controller.hostsources import HostCounterSource
+from controller.options import AsJsonOption, BrokerOption, StoreOption, console, errors
+from controller.report import print_result
+from controller.runloop import Placer
+from controller.spec import Experiment, VsphereSpec, load
+from controller.store import DEFAULT_PATH, Store
+from controller.vsphere.actions import run_action
+from controller.vsphere.connection import Vcenter, load_config
+from controller.vsphere.session import Vsphere, guest_agents, placer
+from controller.vsphere.source import VsphereHostSource, collect_missing
+
+NO_VCENTER = "--vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class VcenterOptions:
+    """The vCenter options of a command, as one value."""
+
+    vcenter: Annotated[
+        str | None,
+        typer.Option(
+            "--vcenter", help="vCenter/ESXi URL: host counters, inventory, vSphere hooks (or VTAX_VCENTER_URL)"
+        ),
+    ] = None
+    vcenter_config: Annotated[
+        Path | None,
+        typer.Option("--vcenter-config", envvar="VTAX_VCENTER_CONFIG", help="YAML file of vCenter settings"),
+    ] = None
+    vcenter_user: Annotated[str | None, typer.Option("--vcenter-user", help="or VTAX_VCENTER_USER")] = None
+    vcenter_password: Annotated[
+        str | None, typer.Option("--vcenter-password", help="prefer VTAX_VCENTER_PASSWORD: flags show in `ps`")
+    ] = None
+    vcenter_ca_bundle: Annotated[
+        Path | None, typer.Option("--vcenter-ca-bundle", help="PEM CA bundle that signed vCenter's certificate")
+    ] = None
+    vcenter_insecure: Annotated[
+        bool | None, typer.Option("--vcenter-insecure", help="do not verify vCenter's TLS certificate (labs only)")
+    ] = None
+
+
+_OPTION_FIELDS = [f.name for f in fields(VcenterOptions)]
+
+
+def with_vcenter_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a typer command the vCenter options; it receives them as one `vcenter_options: VcenterOptions`.
+
+    Typer has no option groups, so the group is spliced into the command's signature here, once, instead of
+    six parameters declared again on every command that talks to vCenter.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "vcenter_options"]
+    hints = typing.get_type_hints(VcenterOptions, include_extras=True)
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=hints[name])
+        for name in _OPTION_FIELDS
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        options = VcenterOptions(**{name: kwargs.pop(name) for name in _OPTION_FIELDS})
+        command(**kwargs, vcenter_options=options)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *extra]} | {"return": None}
+    return wrapper
+
+
+def open_vsphere(experiment: Experiment | None, options: VcenterOptions) -> Vsphere | None:
+    """The vSphere session when a vCenter is configured; an error when the spec needs one and none is."""
+    config = load_config(
+        options.vcenter,
+        options.vcenter_config,
+        user=options.vcenter_user,
+        password=options.vcenter_password,
+        ca_bundle=options.vcenter_ca_bundle,
+        insecure=options.vcenter_insecure,
+    )
+    if config is None:
+        actions = experiment.vsphere_actions() if experiment is not None else []
+        if actions:
+            condition, stage, action = actions[0]
+            raise InputError(f"condition {condition.name!r} {stage}: {action} needs --vcenter (or VTAX_VCENTER_URL)")
+        return None
+    if options.vcenter_insecure or config.insecure:
+        errors.print(f"vtax: warning: not verifying the TLS certificate of {config.url}")
+    return Vsphere(vcenter=Vcenter(config=config), spec=experiment.vsphere if experiment else VsphereSpec())
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunWiring:
+    """What the vSphere wing hands a run: a host-counter source, the `vsphere:` hook actions, the placement."""
+
+    sources: list[HostCounterSource]
+    actions: dict[str, ActionHandler]
+    place: Placer
+
+
+def wiring(vsphere: Vsphere, experiment: Experiment, store: Store) -> RunWiring:
+    source = VsphereHostSource(vsphere=vsphere, store=store, cooldown_s=experiment.timing.cooldown)
+    return RunWiring(
+        sources=[source],
+        actions={"vsphere": functools.partial(run_action, vsphere)},
+        place=placer(vsphere, experiment),
+    )
+
+
+def _required(experiment: Experiment | None, options: VcenterOptions) -> Vsphere:
+    vsphere = open_vsphere(experiment, options)
+    if vsphere is None:
+        raise InputError(NO_VCENTER)
+    return vsphere
+
+
+def collect(
+    run_id: Annotated[str, typer.Argument(help="run id or a unique prefix of it")],
+    store: StoreOption = DEFAULT_PATH,
+    *,
+    vcenter_options: VcenterOptions,
+) -> None:
+    """Read vCenter's counters for the trials of a --vcenter run that have none (vCenter was unreachable at the
+    time), then print the summary again. Within about an hour realtime data is read; later, 300 s samples."""
+    opened = Store(store)
+    run = opened.run(run_id)
+    experiment = Experiment.model_validate(run["spec"])
+    vsphere = _required(experiment, vcenter_options)
+    with vsphere.vcenter:
+        filled = collect_missing(vsphere=vsphere, store=opened, run_id=run["id"], seconds=experiment.timing.duration)
+    console.print(f"vCenter counters read for {len(filled)} trial(s): {', '.join(map(str, filled)) or 'none missing'}")
+    print_result(console, analyse(opened, run["id"]))
+
+
+def inventory(
+    spec: Annotated[
+        Path | None, typer.Argument(help="experiment spec whose agents to map (default: --broker's)")
+    ] = None,
+    broker: BrokerOption = None,
+    as_json: AsJsonOption = False,
+    *,
+    vcenter_options: VcenterOptions,
+) -> None:
+    """Show where each agent lives in vSphere: its VM (and how it was found), host, cluster, zone, and the
+    appliance VMs on those hosts. Exit 2 when an agent has no VM."""
+    experiment = load(spec) if spec is not None else None
+    vsphere = _required(experiment, vcenter_options)
+    with vsphere.vcenter:
+        registered = {a["name"]: a for a in list_agents(connect(broker))} if broker else {}
+        if experiment is not None:
+            wanted = guest_agents(experiment, registered.get)
+        elif registered:
+            wanted = list(registered.values())
+        else:
+            raise InputError("inventory: give a spec, or --broker to map the agents registered there")
+        try:
+            vsphere.map(wanted)
+            missing = ""
+        except InputError as exc:
+            missing = str(exc)
+        placed = vsphere.describe()
+        rows = [{"agent": name, **row} for name, row in placed["agents"].items()]
+        if as_json:
+            print(json.dumps({**placed, "agents": rows}, indent=2))
+        else:
+            _print_inventory(vsphere, placed, rows)
+        if missing:
+            raise InputError(missing)
+
+
+def _print_inventory(vsphere: Vsphere, placed: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    console.print(f"{placed['server']}: {len(vsphere.inventory.hosts)} hosts, {len(vsphere.inventory.vms)} VMs")
+    columns = ("agent", "vm", "found_by", "host", "cluster", "zone", "power")
+    table = Table(*(c.replace("_", " ") for c in columns))
+    for row in rows:
+        table.add_row(*(str(row[c] or "") for c in columns))
+    console.print(table)
+    appliances = Table("appliance VM", "host", "power")
+    for row in placed["appliances"]:
+        appliances.add_row(row["vm"], row["host"] or "", row["power"])
+    console.print(appliances if placed["appliances"] else "no appliance VMs on these hosts (vsphere.appliances)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the wing's commands to the `vtax` app."""
+    app.command("collect")(with_vcenter_options(collect))
+    app.command("inventory")(with_vcenter_options(inventory))

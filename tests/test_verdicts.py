@@ -1,0 +1,350 @@
+"""Verdict logic on hand-made data (after Shaker's tests/test_sla.py): a Store filled by hand, then `analyse`.
+
+Every statistic is checked against a value computed here independently, every validity code is made to fire,
+and every SLA rule is made to pass and to fail.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scipy import stats as scipy_stats
+
+from agent.wire import AgentResult, HostSample, TrialRecord
+from controller.analysis import analyse
+from controller.plan import make_plan
+from controller.spec import Experiment, parse
+from controller.store import Store
+from controller.validity import COARSE_SAMPLES, NOISY_CI_PCT, SATURATED_CPU_PCT
+
+T0 = 1_700_000_000.0
+WARMUP, STEADY, COOLDOWN = 1.0, 4.0, 1.0
+SPEC = f"""
+name: verdicts
+agents: [{{name: a}}, {{name: b}}, {{name: hv, hypervisor: true, appliance_processes: "fw01"}}]
+conditions: [{{name: base, baseline: true}}, {{name: fw}}]
+workloads: [{{kind: iperf3, agents: [a], server: b}}]
+timing: {{warmup: {WARMUP}, steady: {STEADY}, cooldown: {COOLDOWN}, max_start_skew_ms: 5}}
+repetitions: 3
+"""
+
+
+class Run:
+    """A run written into a store by hand, trial by trial, as the run loop would have written it."""
+
+    def __init__(self, tmp_path: Path, spec: str = SPEC, run_id: str = "r1") -> None:
+        self.experiment: Experiment = parse(spec)
+        self.store = Store(tmp_path / "verdicts.db")
+        self.run_id = run_id
+        self.store.create_run(
+            run_id=run_id, name="verdicts", engine="embedded", spec_path=None, spec=self.experiment.model_dump()
+        )
+        self.plan = make_plan(self.experiment)
+
+    def start(self, idx: int) -> float:
+        return T0 + 100 * idx
+
+    def trial(
+        self,
+        idx: int,
+        gbps: list[float] | float,
+        *,
+        status: str = "ok",
+        cpu: float = 40.0,
+        host_dt: float = 1.0,
+        skew_s: float = 0.001,
+        appliance_processes: int = 1,
+        hypervisor_seconds: float | None = None,
+    ) -> None:
+        """Trial `idx` of the plan with `gbps` per steady second (one value: every second the same)."""
+        trial = self.plan[idx]
+        start = self.start(idx)
+        duration = WARMUP + STEADY + COOLDOWN
+        record: TrialRecord = {
+            "idx": idx,
+            "condition": trial.condition,
+            "repetition": trial.repetition,
+            "status": status,
+            "reason": "" if status == "ok" else "made by hand",
+            "start_at": start,
+            "deadline": start + duration + 10,
+            "ended": start + duration,
+        }
+        self.store.add_trial(self.run_id, record)
+        per_second = gbps if isinstance(gbps, list) else [gbps] * int(STEADY)
+        seconds = [2.0] * int(WARMUP) + per_second + [2.0] * int(COOLDOWN)  # warm-up and cool-down must not count
+        result: AgentResult = {
+            "agent": "a",
+            "workload": "iperf3",
+            "status": "ok",
+            "reason": "",
+            "samples": [{"t": start + i, "dt": 1.0, "values": {"throughput_gbps": v}} for i, v in enumerate(seconds)],
+            "summary": {},
+            "started_at": start + skew_s,
+            "start_skew_s": skew_s,
+        }
+        self.store.add_agent_result(self.run_id, idx, result)
+        covered = duration if hypervisor_seconds is None else hypervisor_seconds
+        host: list[HostSample] = [
+            {
+                "t": start + t,
+                "dt": host_dt,
+                "host": "hv1",
+                "agent": "hv",
+                "values": {"host.cpu_pct": cpu, "appliance.host_cpu_pct": 0.0},
+                "appliance": {"pattern": "fw01", "processes": appliance_processes},
+            }
+            for t in _steps(0.0, covered, host_dt)
+        ]
+        self.store.add_host_samples(self.run_id, idx, host)
+
+    def result(self) -> dict[str, Any]:
+        self.store.add_clocks(self.run_id, {"a": {"offset_s": 0.0, "uncertainty_s": 0.0001, "rtt_s": 0.0002}})
+        return analyse(self.store, self.run_id)
+
+
+def _steps(start: float, end: float, step: float) -> list[float]:
+    return [start + i * step for i in range(round((end - start) / step))]
+
+
+def _codes(result: dict[str, Any]) -> dict[str, str]:
+    return {issue["code"]: issue["level"] for issue in result["validity"]}
+
+
+BASE = [10.0, 10.2, 10.4]  # the baseline's three repetitions (Gbit/s): sd 0.2
+FW = [7.8, 8.0, 8.2]
+
+
+def _clean_run(tmp_path: Path, changes: dict[int, dict[str, Any]] | None = None, **kwargs: Any) -> Run:
+    """Three good repetitions per condition, interleaved (base, fw, base, ...); `changes` alters some trials."""
+    run = Run(tmp_path, **kwargs)
+    for idx, trial in enumerate(run.plan):
+        values = BASE if trial.condition == "base" else FW
+        made: dict[str, Any] = {"cpu": 40.0 if trial.condition == "base" else 60.0} | (changes or {}).get(idx, {})
+        run.trial(idx, made.pop("gbps", values[trial.repetition - 1]), **made)
+    return run
+
+
+def test_statistics_are_what_their_names_say(tmp_path: Path) -> None:
+    result = _clean_run(tmp_path).result()
+    assert result["passed"] and not result["validity"]
+    metric = result["metrics"]["iperf3.throughput_gbps"]
+    base = metric["by_condition"]["base"]
+    assert base["values"] == BASE and base["n"] == 3 and base["mean"] == pytest.approx(10.2)
+    half = scipy_stats.t.ppf(0.975, 2) * 0.2 / math.sqrt(3)
+    assert base["ci95"] == pytest.approx([10.2 - half, 10.2 + half])
+    over = metric["overhead"]["fw"]
+    assert over["delta"] == pytest.approx(-2.2) and over["pct"] == pytest.approx(-220 / 10.2)
+    assert over["p_value"] == pytest.approx(scipy_stats.ttest_ind(FW, BASE, equal_var=False).pvalue)
+    assert over["significant"]
+    low, high = over["ci95_pct"]
+    assert low < over["pct"] < high < 0  # a log-ratio interval around the ratio's change, all of it a loss
+    # the ratio 8/10.2 on the log scale (delta method): se² = (0.04/3)/8² + (0.04/3)/10.2², Welch's df
+    a, b = (0.04 / 3) / 8**2, (0.04 / 3) / 10.2**2
+    se, df = math.sqrt(a + b), (a + b) ** 2 / (a**2 / 2 + b**2 / 2)
+    expected = [100 * (math.exp(math.log(8 / 10.2) + s * scipy_stats.t.ppf(0.975, df) * se) - 1) for s in (-1, 1)]
+    assert [low, high] == pytest.approx(expected)
+    cpu = result["metrics"]["host.cpu_pct"]
+    assert cpu["by_condition"]["fw"]["mean"] == pytest.approx(60.0)
+    assert result["metrics"]["host.cpu_per_gbps"]["by_condition"]["base"]["values"] == pytest.approx(
+        [40 / 10, 40 / 10.2, 40 / 10.4]
+    )
+
+
+def test_only_the_steady_phase_counts_and_agents_combine_per_second(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path)
+    result = run.result()
+    # warm-up and cool-down seconds were 2 Gbit/s: had they counted, the first trial would not be exactly 10
+    assert result["trials"][0]["kpis"]["iperf3.throughput_gbps"] == pytest.approx(10.0)
+    run.store.add_agent_result(  # a second client in the same trial: throughput sums per second
+        run.run_id,
+        0,
+        {
+            "agent": "b",
+            "workload": "iperf3",
+            "status": "ok",
+            "reason": "",
+            "samples": [{"t": run.start(0) + 1 + i, "dt": 1.0, "values": {"throughput_gbps": 5.0}} for i in range(4)],
+            "summary": {},
+        },
+    )
+    assert analyse(run.store, run.run_id)["trials"][0]["kpis"]["iperf3.throughput_gbps"] == pytest.approx(15.0)
+
+
+def test_host_counters_are_weighted_by_their_overlap_with_the_steady_phase(tmp_path: Path) -> None:
+    run = Run(tmp_path)
+    run.trial(0, 10.0, cpu=50.0, host_dt=6.0)  # one 6 s sample covering the whole trial
+    start = run.start(0)
+    run.store.add_host_samples(  # a second host whose sample covers half the steady phase at 10 %
+        run.run_id, 0, [{"t": start + WARMUP, "dt": 2.0, "host": "hv2", "values": {"host.cpu_pct": 10.0}}]
+    )
+    kpis = analyse(run.store, run.run_id)["trials"][0]["kpis"]
+    assert kpis["host.cpu_pct"] == pytest.approx((50.0 + 10.0) / 2)  # hosts combine by mean
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [("error", "trial_error"), ("incomplete", "trial_incomplete"), ("killed", "trial_killed")],
+)
+def test_a_trial_that_did_not_end_ok_is_an_error_and_left_out(tmp_path: Path, status: str, code: str) -> None:
+    run = _clean_run(tmp_path, {0: {"gbps": 1000.0, "status": status}})
+    result = run.result()
+    assert _codes(result)[code] == "error" and not result["passed"]
+    assert 1000.0 not in result["metrics"]["iperf3.throughput_gbps"]["by_condition"]["base"]["values"]
+
+
+def test_host_saturated(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path, {1: {"cpu": SATURATED_CPU_PCT + 5}})
+    assert _codes(run.result())["host_saturated"] == "warning"
+
+
+def test_start_skew(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path, {1: {"skew_s": 0.006}})  # limit 5 ms
+    result = run.result()
+    assert _codes(result)["start_skew"] == "warning" and result["start_skew_ms"]["max"] == pytest.approx(6.0)
+
+
+def test_steady_incomplete(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path, {1: {"gbps": [8.0, 8.0]}})  # 2 s of samples in a 4 s steady phase
+    assert _codes(run.result())["steady_incomplete"] == "warning"
+
+
+def test_host_counters_coarse(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path, {1: {"host_dt": STEADY / COARSE_SAMPLES * 1.2}})
+    assert _codes(run.result())["host_counters_coarse"] == "warning"
+
+
+def test_host_counters_incomplete(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path, {1: {"hypervisor_seconds": WARMUP + 1}})  # 1 s of the steady phase covered
+    assert _codes(run.result())["host_counters_incomplete"] == "warning"
+
+
+def test_appliance_not_found(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path, {idx: {"appliance_processes": 0} for idx in range(6)})
+    assert _codes(run.result())["appliance_not_found"] == "warning"
+
+
+def test_too_few_repetitions(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path, {idx: {"status": "error"} for idx in (1, 3)})  # fw: one valid repetition left
+    codes = _codes(run.result())
+    assert codes["too_few_repetitions"] == "warning"
+    run = _clean_run(tmp_path, {idx: {"status": "error"} for idx in (1, 3, 5)}, run_id="r2")  # none left
+    assert _codes(run.result())["too_few_repetitions"] == "error"
+
+
+def test_noisy(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path, {1: {"gbps": 5.0}, 3: {"gbps": 10.0}, 5: {"gbps": 15.0}})
+    result = run.result()
+    fw = result["metrics"]["iperf3.throughput_gbps"]["by_condition"]["fw"]
+    assert 100 * (fw["ci95"][1] - fw["mean"]) / fw["mean"] > NOISY_CI_PCT
+    assert _codes(result)["noisy"] == "warning"
+
+
+def test_clock_uncertain(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path)
+    run.store.add_clocks(run.run_id, {"b": {"offset_s": 0.3, "uncertainty_s": 0.010, "rtt_s": 0.020}})  # ±10 ms
+    assert _codes(run.result())["clock_uncertain"] == "warning"
+
+
+@pytest.mark.parametrize(
+    ("kind", "severity"),
+    [("vsphere_missing", "warning"), ("vsphere_resolution", "warning"), ("vm_migrated", "error")],
+)
+def test_trial_flags_become_findings(tmp_path: Path, kind: str, severity: str) -> None:
+    run = _clean_run(tmp_path)
+    run.store.add_flag(run.run_id, 1, kind=kind, severity=severity, message="made by hand")
+    assert _codes(run.result())[kind] == severity
+
+
+def test_trial_excluded_when_a_vm_moved_unless_the_spec_keeps_it(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path)
+    run.store.add_flag(run.run_id, 1, kind="vm_migrated", severity="error", message="moved")
+    result = run.result()
+    assert _codes(result)["trial_excluded"] == "error"
+    assert result["metrics"]["iperf3.throughput_gbps"]["by_condition"]["fw"]["values"] == FW[1:]
+    kept = _clean_run(tmp_path, spec=SPEC + "vsphere: {on_migration: keep}\n", run_id="r2")
+    kept.store.add_flag(kept.run_id, 1, kind="vm_migrated", severity="error", message="moved")
+    result = kept.result()
+    assert "trial_excluded" not in _codes(result)
+    assert result["metrics"]["iperf3.throughput_gbps"]["by_condition"]["fw"]["values"] == FW
+
+
+HTTP_SPEC = """
+name: http-verdicts
+agents: [{name: a}, {name: b}]
+conditions: [{name: base, baseline: true}]
+workloads: [{kind: http, agents: [a], server: b}]
+timing: {warmup: 1, steady: 4, cooldown: 1}
+repetitions: 2
+"""
+
+
+@pytest.mark.parametrize(
+    ("values", "code"),
+    [
+        ([{"rps": 1000.0, "failures_per_s": 1.0}] * 4, "http_failures"),
+        ([{"rps": r} for r in (1000.0, 1000.0, 1000.0, 1200.0)], "http_rate_unsteady"),
+        ([{"rps": 1000.0, "generator_cpu_pct": 99.0}] * 4, "generator_saturated"),
+        ([{"rps": 1000.0, "target_cpu_pct": 99.0}] * 4, "target_saturated"),
+    ],
+)
+def test_http_findings(tmp_path: Path, values: list[dict[str, float]], code: str) -> None:
+    run = Run(tmp_path, spec=HTTP_SPEC)
+    for idx in range(2):
+        start = run.start(idx)
+        run.store.add_trial(
+            run.run_id,
+            {
+                "idx": idx,
+                "condition": "base",
+                "repetition": idx + 1,
+                "status": "ok",
+                "reason": "",
+                "start_at": start,
+                "deadline": start + 20,
+                "ended": start + 6,
+            },
+        )
+        samples = [{"t": start + 1 + i, "dt": 1.0, "values": v} for i, v in enumerate(values)]
+        result: AgentResult = {
+            "agent": "a",
+            "workload": "http",
+            "status": "ok",
+            "reason": "",
+            "samples": samples,  # type: ignore[typeddict-item]
+            "summary": {},
+        }
+        run.store.add_agent_result(run.run_id, idx, result)
+    assert _codes(analyse(run.store, run.run_id))[code] == "warning"
+
+
+@pytest.mark.parametrize(
+    ("rule", "passes"),
+    [
+        ({"min": 7.0}, True),
+        ({"min": 9.0}, False),  # fw's mean is 8
+        ({"max": 12.0}, True),
+        ({"max": 10.0}, False),  # base's mean is 10.2
+        ({"max_change_pct": 30.0}, True),  # fw is −21.6 %
+        ({"max_change_pct": 20.0}, False),
+    ],
+)
+def test_sla_rules(tmp_path: Path, rule: dict[str, float], passes: bool) -> None:
+    key, limit = next(iter(rule.items()))
+    spec = SPEC + f"sla: {{iperf3.throughput_gbps: {{{key}: {limit}}}}}\n"
+    result = _clean_run(tmp_path, spec=spec).result()
+    assert all(check["ok"] for check in result["sla"]) is passes
+    assert result["passed"] is passes
+    assert {check["rule"] for check in result["sla"]} == {key}
+
+
+def test_an_sla_on_a_metric_never_measured_fails(tmp_path: Path) -> None:
+    spec = SPEC + "sla: {iperf3.loss_pct: {max: 1}}\n"  # a TCP run reports no UDP loss
+    result = _clean_run(tmp_path, spec=spec).result()
+    assert result["sla"] == [
+        {"metric": "iperf3.loss_pct", "condition": None, "rule": "present", "limit": None, "value": None, "ok": False}
+    ]
+    assert not result["passed"]

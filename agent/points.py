@@ -1,4 +1,4 @@
-"""vtax's InfluxDB schema: the measurements, tags and fields every writer uses (documented in the README).
+"""vtax's InfluxDB schema: the measurements, tags and fields every writer uses (documented in docs/how-to/influxdb.md).
 
 - vtax_sample   one workload sample: tags run, trial, condition, repetition, phase, agent, host, zone,
                 workload, kind, role; one float field per sample value, plus latency_p50_ms/p99_ms

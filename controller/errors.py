@@ -1,4 +1,4 @@
-"""Errors that end a command, each carrying the exit code design.md assigns to it."""
+"""Errors that end a command, each carrying its exit code (docs/reference/exit-codes.md)."""
 
 
 class VtaxError(Exception):

@@ -55,7 +55,7 @@ class Strict(BaseModel):
 class AgentSpec(Strict):
     """A place load runs. In the embedded engine, a local child process."""
 
-    name: Name
+    name: Name = Field(description="how workloads refer to it; a distributed agent registers under this name")
     address: str | None = Field(
         None,
         description="address its servers listen on and clients reach it by; default: 127.0.0.1 in the embedded "
@@ -110,7 +110,10 @@ class VsphereAction(Action):
     kind: ClassVar[str] = "vsphere"
     kind_option: ClassVar[str] = "vcenter"
 
-    vsphere: Literal["power_on", "power_off", "relocate", "set_attribute", "wait"]
+    vsphere: Literal["power_on", "power_off", "relocate", "set_attribute", "wait"] = Field(
+        description="the action: power VMs on or off, move them to a host or cluster, set a custom attribute, or "
+        "wait for a state"
+    )
     vms: list[str] = Field(
         min_length=1,
         description="VM names or shell-style patterns; `agents` is every agent's VM, `appliances` every appliance VM",
@@ -150,9 +153,9 @@ Hook = Annotated[
 class ConditionSpec(Strict):
     """A state of the system under test, entered and left around every trial by hooks."""
 
-    name: Name
+    name: Name = Field(description="how results name it")
     baseline: bool = Field(False, description="the condition every other is compared with; exactly one")
-    description: str | None = None
+    description: str | None = Field(None, description="free text, e.g. the vendor and version of the appliance")
     setup: list[Hook] = Field(
         default_factory=list, description="run before each trial: shell commands, or vSphere actions"
     )
@@ -179,14 +182,14 @@ Selector = Annotated[
 class Pair(Strict):
     """One client → server flow of the `pairs` topology."""
 
-    client: Name
-    server: Name
+    client: Name = Field(description="the agent that sends the load")
+    server: Name = Field(description="the agent that serves it")
 
 
 class WorkloadEntry(Strict):
     """Common fields of a workload in a spec; `kind` and `params` come from the workload module."""
 
-    kind: str  # narrowed to one Literal per kind below
+    kind: str = Field(description="iperf3, http, cpu or noop: what load it is")  # one Literal per kind below
     params: WorkloadParams
     name: Name | None = Field(None, description="prefix of its metrics; defaults to the kind")
     topology: Literal["many-to-one", "pairs", "mesh", "zone-crossing"] = Field(
@@ -222,9 +225,9 @@ AnyWorkload = Annotated[Union[tuple(WORKLOAD_MODELS.values())], Field(discrimina
 class Timing(Strict):
     """Phases of every trial, in seconds. KPIs come from the steady phase only."""
 
-    warmup: float = Field(2.0, ge=0, le=3600)
-    steady: float = Field(10.0, gt=0, le=7 * 86400)
-    cooldown: float = Field(1.0, ge=0, le=3600)
+    warmup: float = Field(2.0, ge=0, le=3600, description="load runs but is not measured: connections ramp up")
+    steady: float = Field(10.0, gt=0, le=7 * 86400, description="the measured phase: every KPI comes from it")
+    cooldown: float = Field(1.0, ge=0, le=3600, description="load runs on, unmeasured, so the steady end is clean")
     grace: float = Field(10.0, ge=1, le=3600, description="hard deadline = end of cool-down + grace")
     lead: float = Field(1.0, ge=0.2, le=60, description="time from dispatch to the common start")
     max_start_skew_ms: float = Field(
@@ -291,13 +294,17 @@ class VsphereSpec(Strict):
 class Experiment(Strict):
     """An experiment: who runs what load, under which conditions, how often, in which order."""
 
-    name: Name
-    description: str | None = None
-    agents: list[AgentSpec] = Field(min_length=1)
-    conditions: list[ConditionSpec] = Field(min_length=1)
-    workloads: list[AnyWorkload] = Field(min_length=1)  # type: ignore[valid-type]
-    timing: Timing = Field(default_factory=Timing)
-    repetitions: int = Field(3, ge=1, le=1000)
+    name: Name = Field(description="names the run in results, the store and InfluxDB")
+    description: str | None = Field(None, description="free text")
+    agents: list[AgentSpec] = Field(min_length=1, description="where load runs; names unique")
+    conditions: list[ConditionSpec] = Field(
+        min_length=1, description="the states compared; names unique, exactly one `baseline: true`"
+    )
+    workloads: list[AnyWorkload] = Field(  # type: ignore[valid-type]
+        min_length=1, description="what load runs, from which agents to which; names (or kinds) unique"
+    )
+    timing: Timing = Field(default_factory=Timing, description="the phases of every trial")
+    repetitions: int = Field(3, ge=1, le=1000, description="trials per condition")
     order: Literal["interleaved", "blocked", "random"] = Field(
         "interleaved", description="interleaved ABAB..., blocked AA..BB.., random within each repetition"
     )
@@ -307,7 +314,9 @@ class Experiment(Strict):
         "continue", description="when an agent dies mid-trial: store the trial as incomplete and go on, or abort"
     )
     sla: dict[str, SlaRule] = Field(default_factory=dict, description="thresholds keyed by metric name")
-    vsphere: VsphereSpec = Field(default_factory=VsphereSpec)
+    vsphere: VsphereSpec = Field(
+        default_factory=VsphereSpec, description="with --vcenter: zones, appliance VMs, what a migration does"
+    )
 
     @property
     def baseline(self) -> ConditionSpec:

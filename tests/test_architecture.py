@@ -1,4 +1,4 @@
-"""The layering rules of docs/development/architecture.md, read from the code with `ast`, and the wire's
+"""The layering rules of docs/development.md, read from the code with `ast`, and the wire's
 contract: what the controller sends binds to what the agent's tasks accept."""
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def test_tls_is_verified_by_default_and_errors_are_one_line(
         workloads: [{{kind: noop, agents: [a1]}}]
         """
     )
-    env_password = {"VTAX_VCENTER_PASSWORD": sim.password}  # as the README recommends: not in `ps`
+    env_password = {"VTAX_VCENTER_PASSWORD": sim.password}  # as docs/how-to/vsphere.md recommends: not in `ps`
 
     def inventory(*flags: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -9,10 +9,10 @@ import platform
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 
+from agent.wire import AgentIdentity
 from workloads import iperf3
 
 DMI_UUID = Path("/sys/class/dmi/id/product_uuid")
@@ -46,7 +46,7 @@ def _version(distribution: str) -> str | None:
 
 def identity(
     *, name: str, zone: str | None, allow: list[str], address: str | None, vm_uuid: str | None = None
-) -> dict[str, Any]:
+) -> AgentIdentity:
     """A JSON-able description of this agent and the machine it runs on; `address` defaults to the first one,
     `vm_uuid` to the BIOS UUID this machine reports."""
     addresses = _addresses()

@@ -28,6 +28,7 @@ from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from agent.settings import InfluxConfig
+from agent.wire import SinkStats
 
 log = logging.getLogger("vtax.sink")
 
@@ -173,7 +174,7 @@ class InfluxSink:
             self._queue.extend(lines)
             self._idle.clear()
 
-    def stats(self) -> dict[str, float | int | str]:
+    def stats(self) -> SinkStats:
         """For heartbeats and logs: no secrets."""
         return {
             "sent": self.sent,

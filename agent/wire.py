@@ -87,6 +87,38 @@ class AgentResult(TypedDict):
     start_skew_s: NotRequired[float]  # started_at − start_at (set by the controller)
 
 
+class SinkStats(TypedDict):
+    """What an agent's InfluxDB sink has done, reported in its heartbeat."""
+
+    sent: int
+    rejected: int
+    spooled_bytes: int
+    spool_dropped: int
+    last_error: str | None
+
+
+class AgentIdentity(TypedDict):
+    """What an agent registers about itself and its machine (the heartbeat's value in Redis)."""
+
+    name: str
+    address: str | None
+    hostname: str
+    vm_uuid: str | None
+    addresses: list[str]
+    cores: int | None
+    memory_bytes: int
+    kernel: str
+    iperf3: str | None
+    locust: str | None
+    vtax: str | None
+    zone: str | None
+    allow: list[str]
+    pid: int
+    started: float
+    heartbeat: NotRequired[float]  # when this value was written (agent clock)
+    sink: NotRequired[SinkStats | None]
+
+
 class TrialRecord(TypedDict):
     """A trial as the run store keeps it."""
 

@@ -23,7 +23,7 @@ from agent.edge import AgentHost, execute
 from agent.identity import identity
 from agent.safety import Allowlist
 from agent.sink import InfluxConfig, InfluxSink
-from agent.wire import TASK_NAMES, Message, Request, TaskRequest
+from agent.wire import TASK_NAMES, AgentIdentity, Message, Request, TaskRequest
 
 log = logging.getLogger("vtax.agent")
 REPLY_RETRY_S = 60.0  # how long a finished task keeps trying to hand its reply to a restarting broker
@@ -67,11 +67,11 @@ class BrokerLink:
         return value
 
     def heartbeat_forever(
-        self, name: str, ident: dict[str, Any], stop: threading.Event, sink: InfluxSink | None = None
+        self, name: str, ident: AgentIdentity, stop: threading.Event, sink: InfluxSink | None = None
     ) -> None:
         key = AGENT_KEY.format(name=name)
         while not stop.is_set():
-            beat = {**ident, "heartbeat": time.time(), "sink": sink.stats() if sink else None}
+            beat: AgentIdentity = {**ident, "heartbeat": time.time(), "sink": sink.stats() if sink else None}
             try:
                 self.redis.set(key, json.dumps(beat), ex=HEARTBEAT_TTL_S)
             except redis.RedisError as exc:

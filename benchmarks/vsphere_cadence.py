@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.vcsim import VcSim
+from _vcsim import VcSim
 
 VTAX = str(Path(sys.executable).parent / "vtax")
 SPEC = """

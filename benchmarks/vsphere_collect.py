@@ -16,12 +16,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from _vcsim import VcSim
 from pyVmomi import vim
 
 from controller.vsphere.connection import Vcenter, VcenterConfig
 from controller.vsphere.inventory import Inventory
 from controller.vsphere.perf import PerfReader
-from tests.vcsim import VcSim
 
 WINDOW_S = 600
 HOSTS_PER_CLUSTER = 8

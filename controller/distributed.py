@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from agent.broker import AGENT_KEY, AGENT_PATTERN, CANCEL_KEY, make_app, queue_for
-from agent.wire import CeleryRequest, TaskRequest
+from agent.wire import AgentIdentity, CeleryRequest, TaskRequest
 from controller.engine import AgentKilled, Engine, ProgressCallback, SampleCallback
 from controller.errors import InfrastructureError
 
@@ -47,7 +47,7 @@ def wait_for_broker(broker: str, timeout: float = 10.0) -> redis.Redis:
             time.sleep(0.05)
 
 
-def list_agents(client: redis.Redis) -> list[dict[str, Any]]:
+def list_agents(client: redis.Redis) -> list[AgentIdentity]:
     """Identities of the agents whose heartbeat is current, sorted by name."""
     agents = []
     for key in client.scan_iter(match=AGENT_PATTERN, count=1000):
@@ -78,7 +78,7 @@ class CeleryEngine(Engine):
         self._stop = threading.Event()
         self._last_seen: dict[str, float] = {}
         self._lost: set[str] = set()
-        self.identities: dict[str, dict[str, Any]] = {}
+        self.identities: dict[str, AgentIdentity] = {}
         self._redis: redis.Redis | None = None
         self._app = make_app(broker)
         self._threads = [
@@ -101,7 +101,7 @@ class CeleryEngine(Engine):
             thread.start()
         return self
 
-    def identity(self, agent: str) -> dict[str, Any] | None:
+    def identity(self, agent: str) -> AgentIdentity | None:
         return self.identities.get(agent)
 
     def call(

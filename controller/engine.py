@@ -25,7 +25,7 @@ from typing import Any
 
 from agent.local import agent_main
 from agent.settings import InfluxConfig
-from agent.wire import HostSample, Message, Request, TaskRequest
+from agent.wire import AgentIdentity, HostSample, Message, Request, TaskRequest
 from controller.errors import InfrastructureError, InputError
 from controller.spec import Experiment
 
@@ -110,7 +110,7 @@ class Engine(ABC):
         for future in futures:
             future.set_exception(error(f"agent {agent!r} {reason}"))
 
-    def identity(self, agent: str) -> dict[str, Any] | None:
+    def identity(self, agent: str) -> AgentIdentity | None:
         """What the agent registered about itself, where the engine knows it."""
         return None
 

@@ -16,11 +16,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, wait
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import workloads
 from agent import wire
-from agent.wire import AgentResult, ClientTags, HostSample, RunWorkloadRequest, ServeRequest, TrialRecord, TrialTags
+from agent.wire import (
+    AgentIdentity,
+    AgentResult,
+    ClientTags,
+    HostSample,
+    RunWorkloadRequest,
+    ServeRequest,
+    TrialRecord,
+    TrialTags,
+)
 from controller import clock
 from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
 from controller.errors import InfrastructureError, VtaxError
@@ -59,7 +68,7 @@ class Placement(TypedDict):
 
 
 # given what each agent registered of itself, where the agents are
-Placer = Callable[[Callable[[str], dict[str, Any] | None]], Placement]
+Placer = Callable[[Callable[[str], AgentIdentity | None]], Placement]
 
 
 class _ServersFailed(Exception):

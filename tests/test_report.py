@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
 
+import pytest
 from rich.console import Console
 
 from controller.events import Events
@@ -33,3 +35,33 @@ def test_each_host_has_its_cpu_and_a_late_sample_of_an_earlier_trial_is_not_show
     events.host_sample.fire(trial=first, sample={"host": "esx-a", "values": {"host.cpu_pct": 99.0}})  # vCenter's, late
     shown = _shown(display)
     assert "trial 2/2" in shown and "host CPU –" in shown
+
+
+def test_a_failing_listener_is_logged_by_name_and_the_others_still_hear(caplog: pytest.LogCaptureFixture) -> None:
+    """An output's bug must never cost a measurement or hide the error that stopped a run."""
+    events = Events()
+    heard: list[int] = []
+
+    def broken_output(**_: object) -> None:
+        raise RuntimeError("display bug")
+
+    events.trial_kpis.add_listener(broken_output)
+    events.trial_kpis.add_listener(lambda **kwargs: heard.append(kwargs["trial"]))
+    with caplog.at_level(logging.ERROR, logger="vtax.events"):
+        events.trial_kpis.fire(trial=7, kpis={})
+    assert heard == [7]
+    assert "broken_output" in caplog.text and "trial_kpis" in caplog.text and "display bug" in caplog.text
+
+
+def test_kpis_that_arrive_after_their_trial_are_shown_again() -> None:
+    """vCenter's counters come after their trial: the display prints the trial's recomputed KPIs."""
+    events = Events()
+    out = io.StringIO()
+    LiveDisplay(Console(file=out, width=160, color_system=None), events, warmup=1, steady=3)
+    trial = Trial(index=0, condition="sva", repetition=1)
+    record = {"status": "ok", "reason": ""}
+    events.trial_end.fire(trial=trial, total=4, record=record, kpis={"iperf3.throughput_gbps": 20.0})
+    events.trial_kpis.fire(trial=trial, kpis={"iperf3.throughput_gbps": 20.0, "host.cpu_pct": 30.0})
+    lines = out.getvalue().splitlines()
+    assert "host.cpu_pct" not in lines[0]
+    assert "trial 1/4  sva #1  host counters in" in lines[1] and "host.cpu_pct 30" in lines[1]

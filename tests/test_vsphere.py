@@ -8,6 +8,7 @@ entity and unit.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -215,6 +216,9 @@ def test_known_host_load_lands_in_the_right_trial_entity_and_unit(
         spec, *_flags(sim, certificate), "--vcenter-password", sim.password, "--influx", influxd.url
     )
     assert result is not None, done.stderr
+    # the live view got vCenter's counters too: each trial's KPIs, announced again when they arrive after it
+    shown = [line for line in done.stdout.splitlines() if re.search(r"sva #\d .*host\.cpu_pct 60\b", line)]
+    assert len(shown) == 2, done.stdout
     metrics = result["metrics"]
     host_cpu = metrics["host.cpu_pct"]
     assert host_cpu["unit"] == "%"

@@ -117,6 +117,7 @@ class RunWiring:
 
 
 def wiring(vsphere: Vsphere, experiment: Experiment, store: Store) -> RunWiring:
+    """The parts of a --vcenter run: vCenter's counters stored in `store`, the actions, the agents' VMs."""
     source = VsphereHostSource(vsphere=vsphere, store=store, cooldown_s=experiment.timing.cooldown)
     return RunWiring(
         sources=[source],

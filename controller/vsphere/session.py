@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from agent.wire import AgentIdentity
 from controller.errors import InputError
-from controller.runloop import Placement
+from controller.runloop import Placement, Placer
 from controller.spec import Experiment, VsphereSpec
 from controller.vsphere.connection import Vcenter
 from controller.vsphere.inventory import AgentVm, Inventory, VmInfo, map_agents
@@ -71,7 +72,7 @@ class Vsphere:
         return self.inventory.appliances(self.spec.appliances, hosts)
 
 
-def guest_agents(experiment: Experiment, identity: Callable[[str], dict[str, Any] | None]) -> list[dict[str, Any]]:
+def guest_agents(experiment: Experiment, identity: Callable[[str], AgentIdentity | None]) -> list[dict[str, Any]]:
     """The experiment's agents that live in VMs (not hypervisor agents), with what each reported of itself."""
     guests = []
     for agent in experiment.agents:
@@ -89,11 +90,11 @@ def guest_agents(experiment: Experiment, identity: Callable[[str], dict[str, Any
     return guests
 
 
-def placer(vsphere: Vsphere, experiment: Experiment) -> Callable[[Callable[[str], dict[str, Any] | None]], Placement]:
+def placer(vsphere: Vsphere, experiment: Experiment) -> Placer:
     """The run loop's placement: every guest agent mapped to its VM, host and zone (an agent without a VM is an
     input error); the zones vSphere knows, and where everything is, kept with the run as its `vsphere` note."""
 
-    def place(identity: Callable[[str], dict[str, Any] | None]) -> Placement:
+    def place(identity: Callable[[str], AgentIdentity | None]) -> Placement:
         placed = vsphere.map(guest_agents(experiment, identity))
         return {"zones": {name: found.zone for name, found in placed.items()}, "notes": {"vsphere": vsphere.describe()}}
 

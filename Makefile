@@ -11,6 +11,7 @@ TEST_PACKAGES := $(DEMO_PACKAGES) python3-dev gcc redis-server iproute2 nftables
 TEST_SERVICES := redis-server influxdb victoria-metrics
 DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
+TEST_INSTALL := .[test,lab]  # a variable: a comma inside $(call ...) would split the argument
 
 .PHONY: demo test lint docs setup vcsim clean
 
@@ -60,7 +61,7 @@ $(DEMO_STAMP): pyproject.toml
 
 $(STAMP): pyproject.toml
 	$(call packages,$(TEST_PACKAGES))
-	$(call venv,.[test,lab])
+	$(call venv,$(TEST_INSTALL))
 	touch $(STAMP) $(DEMO_STAMP)
 
 clean:

@@ -11,7 +11,8 @@ TEST_PACKAGES := $(DEMO_PACKAGES) python3-dev gcc redis-server iproute2 nftables
 TEST_SERVICES := redis-server influxdb victoria-metrics
 DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
-TEST_INSTALL := .[test,lab]  # a variable: a comma inside $(call ...) would split the argument
+# a variable, since a comma inside $(call ...) would split the argument
+TEST_INSTALL := .[test,lab]
 
 .PHONY: demo test lint docs setup vcsim clean
 

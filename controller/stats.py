@@ -1,8 +1,9 @@
 """Statistics over repetitions: means with t-intervals, and overheads against the baseline.
 
 Each trial contributes one value per metric (its steady-phase KPI), so n is the number of repetitions.
-The overhead's CI is computed on the log of the ratio of means (delta method, Welch–Satterthwaite degrees
-of freedom), which keeps the interval asymmetric as a ratio should be; p-values come from Welch's t-test.
+The overhead's CI and its p-value come from one model: the log of the ratio of means (delta method,
+Welch–Satterthwaite degrees of freedom), which keeps the interval asymmetric as a ratio should be, or the plain
+difference of means where a mean is not positive. So a change is significant exactly when its CI excludes 0.
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def _t_quantile(df: float) -> float:
     return float(stats.t.ppf(1 - ALPHA / 2, df))
 
 
+def _t_survival(t: float, df: float) -> float:
+    """P(T > t) for Student's t with `df` degrees of freedom."""
+    from scipy import stats  # half a second to import: only commands that analyse pay for it
+
+    return float(stats.t.sf(t, df))
+
+
 def describe(values: list[float]) -> Description:
     """mean, sd, ci95 [low, high] (None when n < 2), n and the values themselves."""
     arr = np.asarray(values, dtype=float)
@@ -61,7 +69,13 @@ def describe(values: list[float]) -> Description:
 
 
 def overhead(baseline: list[float], condition: list[float]) -> Overhead:
-    """delta, pct, ci95_pct [low, high], p_value and significant of `condition` against `baseline`."""
+    """delta, pct, ci95_pct [low, high], p_value and significant of `condition` against `baseline`.
+
+    The interval and the p-value come from one model on one scale, so that `significant` (p < 0.05) holds
+    exactly when the interval excludes no change: the log of the ratio of means where both means are positive
+    (a ratio's interval is asymmetric, as it should be), else the difference of means; Welch's standard error
+    and degrees of freedom either way.
+    """
     base, cond = np.asarray(baseline, dtype=float), np.asarray(condition, dtype=float)
     result: Overhead = {"delta": None, "pct": None, "ci95_pct": None, "p_value": None, "significant": False}
     if base.size == 0 or cond.size == 0:
@@ -72,37 +86,26 @@ def overhead(baseline: list[float], condition: list[float]) -> Overhead:
     if base.size < 2 or cond.size < 2:
         return result
     v0, v1 = float(base.var(ddof=1)), float(cond.var(ddof=1))
-    if v0 == 0 and v1 == 0:
-        result["p_value"] = 1.0 if m0 == m1 else 0.0
+    log_scale = m0 > 0 and m1 > 0
+    if log_scale:  # delta method: var(log mean) ≈ var / (n · mean²)
+        a, b, centre = v1 / (cond.size * m1**2), v0 / (base.size * m0**2), math.log(m1 / m0)
     else:
-        from scipy import stats  # half a second to import: only commands that analyse pay for it
-
-        result["p_value"] = _clean(stats.ttest_ind(cond, base, equal_var=False).pvalue)
-    result["significant"] = result["p_value"] is not None and result["p_value"] < ALPHA
-    result["ci95_pct"] = _ratio_ci(m0, v0, base.size, m1, v1, cond.size)
-    return result
-
-
-def _ratio_ci(m0: float, v0: float, n0: int, m1: float, v1: float, n1: int) -> list[float] | None:
-    """CI of 100·(m1/m0 − 1): on the log scale when both means are positive, else Welch on the difference."""
-    if m0 > 0 and m1 > 0:
-        a, b = v1 / (n1 * m1**2), v0 / (n0 * m0**2)
-        centre = math.log(m1 / m0)
-    elif m0 != 0:
-        a, b = v1 / n1, v0 / n0
-        centre = m1 - m0
-    else:
-        return None
+        a, b, centre = v1 / cond.size, v0 / base.size, m1 - m0
     se = math.sqrt(a + b)
-    if se == 0:
+    if se == 0:  # no spread at all: the difference is exact
+        result["p_value"] = 1.0 if centre == 0 else 0.0
         bounds = (centre, centre)
     else:
-        df = (a + b) ** 2 / ((a**2 / (n1 - 1) if a else 0.0) + (b**2 / (n0 - 1) if b else 0.0))
+        df = (a + b) ** 2 / ((a**2 / (cond.size - 1) if a else 0.0) + (b**2 / (base.size - 1) if b else 0.0))
+        result["p_value"] = _clean(2 * _t_survival(abs(centre) / se, df))
         half = _t_quantile(df) * se
         bounds = (centre - half, centre + half)
-    if m0 > 0 and m1 > 0:
-        return [100.0 * (math.exp(bound) - 1) for bound in bounds]
-    return [100.0 * bound / abs(m0) for bound in bounds]
+    result["significant"] = result["p_value"] is not None and result["p_value"] < ALPHA
+    if log_scale:
+        result["ci95_pct"] = [100.0 * (math.exp(bound) - 1) for bound in bounds]
+    elif m0 != 0:
+        result["ci95_pct"] = [100.0 * bound / abs(m0) for bound in bounds]
+    return result
 
 
 def geometric_mean_ci(ratios: list[float]) -> tuple[float, list[float] | None]:

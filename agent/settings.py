@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from agent.urls import check_http
 
 Settings = TypeVar("Settings", bound=BaseModel)
 
@@ -42,7 +44,7 @@ def load_settings(
     except ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(part) for part in error["loc"])
-        raise ValueError(f"{config_file or what}: {field}: {error['msg']}") from None
+        raise ValueError(f"{config_file or what}: {field}: {error['msg'].removeprefix('Value error, ')}") from None
 
 
 class InfluxConfig(BaseModel):
@@ -51,6 +53,12 @@ class InfluxConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(description="e.g. http://influx.example:8086")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        return check_http(value)
+
     kind: Literal["auto", "v2", "v1"] = Field("auto", description="auto: from /ping's version header")
     token: SecretStr | None = Field(None, description="v2 token")
     org: str = Field("vtax", description="v2 organisation")

@@ -28,6 +28,7 @@ from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
 
 from agent.settings import InfluxConfig
+from agent.urls import redact, without_credentials
 from agent.wire import SinkStats
 
 log = logging.getLogger("vtax.sink")
@@ -35,6 +36,7 @@ log = logging.getLogger("vtax.sink")
 FLUSH_S = 0.5  # a point waits at most this long in memory: well inside the 2 s promise
 BATCH_LINES = 5000
 SEGMENT_BYTES = 4 * 1024 * 1024
+FAILING_GRACE_S = 3.0  # how long a final flush waits for a server that keeps failing
 
 
 class TransientError(Exception):
@@ -58,7 +60,8 @@ def detect_kind(config: InfluxConfig) -> Literal["v1", "v2"]:
     if config.kind != "auto":
         return config.kind
     try:
-        with urllib.request.urlopen(f"{config.url.rstrip('/')}/ping", timeout=5, context=_tls(config)) as reply:
+        url = without_credentials(config.url).rstrip("/")
+        with urllib.request.urlopen(f"{url}/ping", timeout=5, context=_tls(config)) as reply:
             version = reply.headers.get("X-Influxdb-Version", "")
     except (OSError, urllib.error.URLError) as exc:
         raise TransientError(f"/ping failed: {exc}") from None
@@ -66,6 +69,18 @@ def detect_kind(config: InfluxConfig) -> Literal["v1", "v2"]:
     if len(parts) >= 2 and parts[0] == "1" and parts[1].isdigit() and int(parts[1]) < 8:
         return "v1"
     return "v2"
+
+
+def probe(config: InfluxConfig, timeout: float = 3.0) -> str | None:
+    """Why the server does not answer at all, or None when it does (any HTTP answer counts: it is there)."""
+    try:
+        url = without_credentials(config.url).rstrip("/")
+        with urllib.request.urlopen(f"{url}/ping", timeout=timeout, context=_tls(config)):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, urllib.error.URLError) as exc:
+        return redact(str(getattr(exc, "reason", exc)))
 
 
 class Writer:
@@ -166,6 +181,7 @@ class InfluxSink:
         self._writer: Writer | None = None
         self._stop = threading.Event()
         self._idle = threading.Event()
+        self._failing = False  # the last write attempt failed: the server is down or refusing
         self._thread = threading.Thread(target=self._loop, name="influx-sink", daemon=True)
         self._thread.start()
 
@@ -184,14 +200,23 @@ class InfluxSink:
             "last_error": self.last_error,
         }
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until nothing is queued or spooled; False if the server did not take it all in time."""
-        give_up = time.monotonic() + timeout
-        while time.monotonic() < give_up:
+    def pending(self) -> int:
+        """Points waiting in memory (the spool's are on disk already)."""
+        with self._lock:
+            return len(self._queue)
+
+    def flush(self, timeout: float, *, give_up_failing_after: float = FAILING_GRACE_S) -> bool:
+        """Wait until nothing is queued or spooled; False if the server did not take it all in time. A server
+        that keeps failing is given `give_up_failing_after` seconds, not the whole timeout: what it does not take
+        waits in the spool."""
+        started = time.monotonic()
+        while (waited := time.monotonic() - started) < timeout:
             with self._lock:
                 empty = not self._queue
             if empty and not self.spool.segments():
                 return True
+            if self._failing and waited >= give_up_failing_after:
+                return False
             time.sleep(0.1)
         return False
 
@@ -212,11 +237,11 @@ class InfluxSink:
         while not self._stop.wait(backoff):
             try:
                 self._drain()
-                backoff = FLUSH_S
+                backoff, self._failing = FLUSH_S, False
             except Exception as exc:  # TransientError, or anything unforeseen: the writer thread never dies
                 if not isinstance(exc, TransientError):
                     log.exception("InfluxDB sink: unexpected error; points are kept in the spool")
-                self.last_error = str(exc)
+                self.last_error, self._failing = redact(str(exc)), True
                 with self._lock:
                     pending, self._queue = self._queue, []
                 if pending:
@@ -252,7 +277,7 @@ class InfluxSink:
         except Rejected as exc:
             if len(lines) == 1:
                 self.rejected += 1
-                log.error("InfluxDB rejected a point for good (not retried): %s | %s", exc, lines[0][:500])
+                log.error("InfluxDB rejected a point for good (not retried): %s | %s", redact(str(exc)), lines[0][:500])
                 return
             middle = len(lines) // 2
             self._send(lines[:middle])

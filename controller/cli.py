@@ -18,6 +18,7 @@ from rich.table import Table
 from agent.safety import LOOPBACK
 from agent.settings import InfluxConfig
 from agent.sink import InfluxSink
+from agent.urls import check_broker, redact
 from controller import spec as spec_module
 from controller.analysis import analyse
 from controller.demo import demo_experiment
@@ -64,6 +65,10 @@ def _engine(experiment: spec_module.Experiment, broker: str | None, influx: Infl
                 f"condition {relayed[0]!r}: the built-in relay runs on the controller's loopback and serves only "
                 "the embedded engine; with --broker, put a real appliance in the path with setup hooks"
             )
+        try:
+            check_broker(broker)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         return CeleryEngine(broker, [a.name for a in experiment.agents])
     return EmbeddedEngine.for_experiment(experiment, influx)
 
@@ -81,7 +86,7 @@ def _execute(
     store = Store(store_path)
     events = Events()
     LiveDisplay(console, events, warmup=experiment.timing.warmup, steady=experiment.timing.steady)
-    output = InfluxOutput(influx, events, experiment) if influx else None
+    output = InfluxOutput(influx, events, experiment, errors) if influx else None
     plan_size = len(experiment.conditions) * experiment.repetitions
     console.print(
         f"[bold]{experiment.name}[/]: {len(experiment.conditions)} conditions × {experiment.repetitions} repetitions "
@@ -322,7 +327,7 @@ def agents(
             ", ".join(a["allow"]),
             age,
         )
-    console.print(table if found else f"no agents registered with {broker}")
+    console.print(table if found else f"no agents registered with {redact(broker)}")
 
 
 app.add_typer(lab_app, name="lab")
@@ -332,5 +337,5 @@ def main() -> None:
     try:
         app()
     except VtaxError as exc:
-        errors.print(f"vtax: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        errors.print(f"vtax: error: {redact(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

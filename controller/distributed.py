@@ -18,20 +18,25 @@ from typing import Any
 import redis
 
 from agent.broker import AGENT_KEY, AGENT_PATTERN, CANCEL_KEY, make_app, queue_for
+from agent.urls import check_broker, redact
 from agent.wire import AgentIdentity, CeleryRequest, TaskRequest
 from controller.engine import AgentKilled, Engine, ProgressCallback, SampleCallback
-from controller.errors import InfrastructureError
+from controller.errors import InfrastructureError, InputError
 
 LOST_AFTER_S = 10.0
 
 
 def connect(broker: str) -> redis.Redis:
     """A Redis client for `broker`; InfrastructureError (exit 3) when it cannot be reached."""
+    try:
+        check_broker(broker)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     client = redis.Redis.from_url(broker, socket_timeout=5, socket_connect_timeout=3)
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise InfrastructureError(f"broker {broker} is unreachable: {exc}") from None
+        raise InfrastructureError(f"broker {redact(broker)} is unreachable: {redact(str(exc))}") from None
     return client
 
 
@@ -92,7 +97,8 @@ class CeleryEngine(Engine):
         missing = [name for name in self._names if name not in live]
         if missing:
             raise InfrastructureError(
-                f"agents not registered with {self.broker}: {', '.join(missing)} (see `vtax agents --broker ...`)"
+                f"agents not registered with {redact(self.broker)}: {', '.join(missing)} "
+                "(see `vtax agents --broker ...`)"
             )
         self.identities = {name: live[name] for name in self._names}
         now = time.monotonic()

@@ -14,7 +14,8 @@ from rich.console import Console
 
 from agent.points import host_lines, kpi_lines, marker_line, phase_of, sample_line
 from agent.settings import InfluxConfig
-from agent.sink import InfluxSink
+from agent.sink import InfluxSink, probe
+from agent.urls import redact
 from agent.wire import HostSample, TrialRecord, TrialTags
 from controller.events import Events
 from controller.plan import Trial
@@ -25,8 +26,18 @@ from controller.store import Store
 class InfluxOutput:
     """Listens to a run's events and writes what the controller measures to InfluxDB as it happens."""
 
-    def __init__(self, config: InfluxConfig, events: Events, experiment: Experiment) -> None:
+    def __init__(self, config: InfluxConfig, events: Events, experiment: Experiment, errors: Console) -> None:
+        """Checks the server at once: one that does not answer is warned of now, and its points spooled."""
         self.sink = InfluxSink(config.model_copy(update={"spool_dir": config.spool_dir / "controller"}))
+        problem = probe(config)
+        if problem is not None:
+            errors.print(
+                f"vtax: warning: InfluxDB at {redact(config.url)} does not answer ({problem}); the run goes on, its "
+                f"points wait in {self.sink.config.spool_dir} and are sent once it answers (or with `vtax export`)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         self._timing = experiment.timing
         self._run_id = ""
         self._starts: dict[int, float] = {}  # trial → its common start, for the phase of late (vCenter) samples
@@ -66,9 +77,15 @@ class InfluxOutput:
         self.sink.submit(kpi_lines(result, time.time()))
 
 
+FINAL_FLUSH_S = 30.0
+
+
 def report_sink(sink: InfluxSink, console: Console, errors: Console) -> None:
-    """Flush, then say what reached InfluxDB; anything left is in the spool, never silently gone."""
-    sink.close(timeout=30)
+    """Flush (bounded, and said), then say what reached InfluxDB; anything left is in the spool, never silently
+    gone."""
+    if sink.pending():
+        console.print(f"InfluxDB: writing the last {sink.pending()} points (at most {FINAL_FLUSH_S:g} s)…")
+    sink.close(timeout=FINAL_FLUSH_S)
     stats = sink.stats()
     console.print(f"InfluxDB: {stats['sent']} points written, {stats['rejected']} rejected")
     if stats["spooled_bytes"] or stats["spool_dropped"]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from agent.urls import redact
 from agent.wire import AgentResult, HostSample, TrialRecord
 from controller.errors import InputError
 from workloads.base import Sample
@@ -170,10 +171,11 @@ class Store:
             )
 
     def finish_run(self, run_id: str, status: str, reason: str = "") -> None:
+        """The run's end; a reason that quotes a URL is kept without its password."""
         with self._transaction():
             self._db.execute(
                 "UPDATE runs SET status = ?, reason = ?, finished = ? WHERE id = ?",
-                (status, reason, time.time(), run_id),
+                (status, redact(reason), time.time(), run_id),
             )
 
     def add_trial(self, run_id: str, trial: TrialRecord) -> None:
@@ -182,7 +184,7 @@ class Store:
                 "INSERT OR REPLACE INTO trials (run_id, idx, condition, repetition, status, reason, start_at,"
                 " deadline, ended) VALUES (:run_id, :idx, :condition, :repetition, :status, :reason, :start_at,"
                 " :deadline, :ended)",
-                {"run_id": run_id, **{k: trial[k] for k in _TRIAL_COLUMNS}},
+                {"run_id": run_id, **{k: trial[k] for k in _TRIAL_COLUMNS}, "reason": redact(trial["reason"])},
             )
 
     def add_agent_result(self, run_id: str, trial_idx: int, result: AgentResult) -> None:

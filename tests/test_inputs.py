@@ -1,0 +1,93 @@
+"""Bad service URLs are bad input (exit 2, one line, at once), passwords never show, and an InfluxDB that does
+not answer is said at the start and costs the run no long wait at its end."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from agent.urls import redact
+from tests.conftest import Vtax
+
+NOOP = """\
+name: inputs
+agents: [{name: a}]
+conditions: [{name: base, baseline: true}]
+workloads: [{kind: noop, agents: [a]}]
+timing: {warmup: 0, steady: 1.5, cooldown: 0, lead: 0.2}
+repetitions: 2
+"""
+SECRET = "s3cret-pw"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("redis://:pw@10.0.0.5:6379/0", "redis://:***@10.0.0.5:6379/0"),
+        ("rediss://user:pw@host:6380", "rediss://user:***@host:6380"),
+        ("redis://:a@h:1/0 and http://u:b@i:8086", "redis://:***@h:1/0 and http://u:***@i:8086"),
+        ("http://influx.example:8086", "http://influx.example:8086"),  # nothing to hide
+    ],
+)
+def test_redact_hides_every_password_in_a_text(text: str, shown: str) -> None:
+    assert redact(text) == shown
+
+
+@pytest.mark.parametrize("command", ["run", "agents", "agent"])
+def test_a_broker_url_without_a_scheme_is_bad_input(vtax: Vtax, command: str) -> None:
+    args = {"run": ["run", str(vtax.spec(NOOP))], "agents": ["agents"], "agent": ["agent", "--name", "a"]}[command]
+    began = time.monotonic()
+    done = vtax(*args, "--broker", "localhost:6379")
+    assert time.monotonic() - began < 10
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("vtax: error: --broker: 'localhost:6379' is not a Redis URL; expected redis://")
+    assert "Traceback" not in done.stderr
+    if command == "run":
+        assert not vtax.store.exists() or json.loads(vtax("runs", "--json").stdout) == []  # nothing was started
+
+
+def test_an_influx_url_without_a_scheme_is_bad_input(vtax: Vtax) -> None:
+    began = time.monotonic()
+    done = vtax("run", str(vtax.spec(NOOP)), "--influx", "localhost:8086")
+    assert time.monotonic() - began < 10
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "vtax: error: InfluxDB settings: url: 'localhost:8086' is not an http(s) URL; expected e.g. "
+        "http://influx.example:8086"
+    ]
+
+
+def test_a_broker_password_shows_nowhere(vtax: Vtax) -> None:
+    """Unreachable broker with a password: the error, `vtax agents` and the stored run all leave it out."""
+    url = f"redis://:{SECRET}@127.0.0.1:{_free_port()}/0"
+    done = vtax("run", str(vtax.spec(NOOP)), "--broker", url)
+    assert done.returncode == 3, done.stderr
+    assert SECRET not in done.stdout + done.stderr and "redis://:***@127.0.0.1" in done.stderr
+    listed = vtax("agents", "--broker", url)
+    assert listed.returncode == 3 and SECRET not in listed.stdout + listed.stderr
+    runs = vtax("runs", "--json")
+    assert SECRET not in runs.stdout
+    assert SECRET not in vtax.store.read_bytes().decode("utf-8", "replace")
+
+
+def test_an_influxdb_that_does_not_answer_is_said_at_once_and_costs_no_long_wait(vtax: Vtax) -> None:
+    url = f"http://vtax:{SECRET}@127.0.0.1:{_free_port()}"
+    began = time.monotonic()
+    done = vtax("run", str(vtax.spec(NOOP)), "--influx", url)
+    took = time.monotonic() - began
+    assert done.returncode == 0, done.stderr
+    warning = done.stderr.splitlines()[0]
+    assert warning.startswith("vtax: warning: InfluxDB at http://vtax:***@127.0.0.1:") and "does not answer" in warning
+    assert "bytes of points wait in" in done.stderr  # kept in the spool, not lost, and said
+    assert SECRET not in done.stdout + done.stderr
+    assert took < 20  # the final flush gives a failing server seconds, not its whole 30 s

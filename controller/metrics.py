@@ -9,6 +9,27 @@ from __future__ import annotations
 
 from workloads.base import MetricInfo
 
+# reported only by vCenter (`--vcenter`), and only by a hypervisor agent with `appliance_processes`
+VSPHERE_ONLY = frozenset(
+    {
+        "host.cpu_mhz",
+        "host.mem_pct",
+        "host.net_rx_mbps",
+        "host.net_tx_mbps",
+        "host.net_packets_per_s",
+        "host.net_dropped_per_s",
+        "vm.cpu_pct",
+        "vm.ready_pct",
+        "vm.costop_pct",
+        "vm.cpu_latency_pct",
+        "appliance.cpu_pct",
+        "appliance.cpu_mhz",
+        "appliance.ready_pct",
+        "appliance.net_dropped_per_s",
+    }
+)
+NEEDS_APPLIANCE_PROCESSES = frozenset({"appliance.host_cpu_pct"})
+
 HOST_METRICS: dict[str, MetricInfo] = {
     "host.cpu_pct": MetricInfo(unit="%", across_agents="mean", better="lower", description="busy CPU, all cores"),
     "host.softirq_pct": MetricInfo(

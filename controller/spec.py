@@ -29,7 +29,7 @@ from pydantic import (
 
 import workloads
 from controller.errors import SpecError
-from controller.metrics import HOST_METRICS
+from controller.metrics import HOST_METRICS, NEEDS_APPLIANCE_PROCESSES, VSPHERE_ONLY
 from workloads.base import MetricInfo, WorkloadParams
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -444,14 +444,25 @@ def _spec_error(source: str, exc: ValidationError) -> SpecError:
 def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
     """Field names of the model found at `loc`, walking the spec models."""
     model: Any = Experiment
+    keyed = False  # the last field was a map: the next part is one of its keys, not a field
     for part in loc:
-        if isinstance(part, str) and part in WORKLOAD_MODELS:
+        if keyed:
+            keyed = False
+        elif isinstance(part, str) and part in WORKLOAD_MODELS:
             model = WORKLOAD_MODELS[part]
         elif isinstance(part, str) and isinstance(model, type) and issubclass(model, BaseModel):
-            model = _unwrap(model.model_fields[part].annotation) if part in model.model_fields else None
+            field = model.model_fields.get(part)
+            model = _unwrap(field.annotation) if field is not None else None
+            keyed = field is not None and _is_map(field.annotation)
     if isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []
+
+
+def _is_map(annotation: Any) -> bool:
+    while get_origin(annotation) in (Union, types.UnionType, Annotated):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return get_origin(annotation) is dict
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -504,6 +515,23 @@ def _check_references(source: str, experiment: Experiment) -> None:
             close = difflib.get_close_matches(metric, sorted(names), n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise SpecError(source, f"sla.{metric}", f"unknown metric; {hint}known: {', '.join(sorted(names))}")
+        why = _never_reported(experiment, metric)
+        if why:
+            raise SpecError(source, f"sla.{metric}", f"this experiment never reports it: {why}")
+
+
+def _never_reported(experiment: Experiment, metric: str) -> str | None:
+    """Why a known metric can never have a value in a run of this experiment, if it cannot."""
+    if metric in VSPHERE_ONLY and not experiment.mentions_vsphere:
+        return "only vCenter reports it (give the spec a `vsphere:` section and run it with --vcenter)"
+    if metric in NEEDS_APPLIANCE_PROCESSES and not any(a.appliance_processes for a in experiment.agents):
+        return "only a hypervisor agent with `appliance_processes` measures it"
+    label, _, field = metric.partition(".")
+    for entry in experiment.workloads:
+        hook = getattr(workloads.get(entry.kind), "unavailable_metrics", None)
+        if entry.label == label and hook is not None and field in (missing := hook(entry.params)):
+            return f"{entry.kind} with these params: {missing[field]}"
+    return None
 
 
 _TOPOLOGY_FIELDS = {

@@ -73,6 +73,32 @@ CASES = [
         "not a regular expression",
     ),
     ("bad zone source", GOOD + "vsphere: {zones: {from: tag}}\n", "vsphere.zones.from", "attribute"),
+    (
+        "typo in an SLA rule",
+        GOOD + "sla: {iperf3.throughput_gbps: {minimum: 1}}\n",
+        "sla.iperf3.throughput_gbps.minimum",
+        "did you mean 'min'? expected one of: min, max, max_change_pct",
+    ),
+    ("SLA on UDP loss of a TCP load", GOOD + "sla: {iperf3.loss_pct: {max: 1}}\n", "sla.iperf3.loss_pct", "UDP only"),
+    (
+        "SLA on TCP RTT of a UDP load",
+        _mutate("{streams: 1}", "{protocol: udp}").replace("appliance: relay", "description: x")
+        + "sla: {iperf3.rtt_ms: {max: 1}}\n",
+        "sla.iperf3.rtt_ms",
+        "TCP only",
+    ),
+    (
+        "SLA on a vCenter metric without vSphere",
+        GOOD + "sla: {vm.ready_pct: {max: 5}}\n",
+        "sla.vm.ready_pct",
+        "vCenter",
+    ),
+    (
+        "SLA on appliance processes no agent watches",
+        GOOD + "sla: {appliance.host_cpu_pct: {max: 5}}\n",
+        "sla.appliance.host_cpu_pct",
+        "appliance_processes",
+    ),
 ]
 
 
@@ -135,6 +161,16 @@ def test_inventory_without_a_vcenter_says_so(vtax: Vtax) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "vtax: error: --vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)"
+    ]
+
+
+def test_an_sla_on_a_vcenter_metric_is_refused_without_a_vcenter(vtax: Vtax) -> None:
+    spec = vtax.spec(GOOD + "vsphere: {on_migration: keep}\nsla: {vm.ready_pct: {max: 5}}\n")
+    assert vtax("validate", str(spec)).returncode == 0  # it may be run with --vcenter
+    done = vtax("run", str(spec))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "vtax: error: sla.vm.ready_pct: only vCenter reports it; run with --vcenter (or VTAX_VCENTER_URL)"
     ]
 
 

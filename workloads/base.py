@@ -119,6 +119,8 @@ class WorkloadKind(Protocol):
 #       merged histograms, ratios); `samples` are the trial's steady samples of all agents, `per_second` each
 #       field's values combined across agents, one per steady second.
 #   warnings(kpis, params, cpu_warned) -> list[(code, message)]: validity findings of one trial.
+#   unavailable_metrics(params) -> dict[field, reason]: metrics these parameters never report; the spec refuses
+#       an SLA rule on one.
 
 
 def mean_of(samples: list[Sample], key: str) -> float | None:

@@ -91,6 +91,19 @@ def _parse_target(text: str) -> Target:
     return Target(host=host.strip("[]"), port=int(port))
 
 
+_TCP_SENDER_METRICS = ("retransmits", "rtt_ms", "cwnd_kb")  # iperf3 reports them of the sending side
+
+
+def unavailable_metrics(params: Iperf3Params) -> dict[str, str]:
+    """The metrics these parameters can never report, each with why (an SLA on one could never be met)."""
+    if params.protocol == "tcp":
+        missing = dict.fromkeys(("jitter_ms", "loss_pct"), "UDP only")
+        if params.reverse:
+            missing |= dict.fromkeys(_TCP_SENDER_METRICS, "with reverse the TCP sender is the server, not measured")
+        return missing
+    return dict.fromkeys(_TCP_SENDER_METRICS, "TCP only")
+
+
 def external_target(params: Iperf3Params) -> Target | None:
     """The server the user named, if any."""
     return _parse_target(params.target) if params.target else None

@@ -20,6 +20,7 @@ from controller.distributed import connect, list_agents
 from controller.errors import InputError
 from controller.hooks import ActionHandler
 from controller.hostsources import HostCounterSource
+from controller.metrics import VSPHERE_ONLY
 from controller.options import AsJsonOption, BrokerOption, StoreOption, console, errors
 from controller.report import print_result
 from controller.runloop import Placer
@@ -101,6 +102,9 @@ def open_vsphere(experiment: Experiment | None, options: VcenterOptions) -> Vsph
         if actions:
             condition, stage, action = actions[0]
             raise InputError(f"condition {condition.name!r} {stage}: {action} needs --vcenter (or VTAX_VCENTER_URL)")
+        needs = sorted(set(experiment.sla) & VSPHERE_ONLY) if experiment is not None else []
+        if needs:
+            raise InputError(f"sla.{needs[0]}: only vCenter reports it; run with --vcenter (or VTAX_VCENTER_URL)")
         return None
     if options.vcenter_insecure or config.insecure:
         errors.print(f"vtax: warning: not verifying the TLS certificate of {config.url}")

@@ -4,6 +4,7 @@ placement), and passes them to the run loop, which knows none of them."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import sys
@@ -41,7 +42,7 @@ from controller.options import (
     influx_settings,
     write_json,
 )
-from controller.report import LiveDisplay, print_result
+from controller.report import LiveDisplay, duration, print_result
 from controller.runloop import RunLoop
 from controller.store import DEFAULT_PATH, Store
 from controller.vsphere import cli as vsphere_cli
@@ -50,10 +51,28 @@ from controller.vsphere.session import Vsphere
 
 app = typer.Typer(
     help="vtax: measure what virtualization security appliances cost, with repeated trials and confidence intervals.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"vtax {importlib.metadata.version('vtax')}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print vtax's version and exit")
+    ] = False,
+) -> None:
+    """Without a command, the help."""
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
+        raise typer.Exit()
 INTERRUPTED = 130
 
 
@@ -196,12 +215,12 @@ def validate(spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")
     trials = len(experiment.conditions) * experiment.repetitions
     console.print(
         f"{spec}: ok · {len(experiment.conditions)} conditions × {experiment.repetitions} repetitions = {trials} "
-        f"trials, about {trials * (experiment.timing.duration + experiment.timing.lead + 1):.0f} s"
+        f"trials, about {duration(trials * (experiment.timing.duration + experiment.timing.lead + 1))}"
     )
     if experiment.mentions_vsphere:
         per_trial = max(0.0, REALTIME_INTERVAL_S - experiment.timing.cooldown)
         console.print(
-            f"with --vcenter, up to {trials * per_trial + REALTIME_INTERVAL_S:.0f} s more: vCenter's "
+            f"with --vcenter, up to {duration(trials * per_trial + REALTIME_INTERVAL_S)} more: vCenter's "
             f"{REALTIME_INTERVAL_S} s samples are read once over, and a cool-down under {REALTIME_INTERVAL_S} s "
             "makes each trial wait for the one holding its steady phase's end"
         )

@@ -24,6 +24,21 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:,.0f}"
 
 
+def duration(seconds: float) -> str:
+    """A span of time as a person reads it: 45 s, 3 min 20 s, 5 h 12 min, 2 d 0 h."""
+    total = max(0, round(seconds))
+    if total < 90:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 90:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
 def _headline(kpis: dict[str, float]) -> str:
     parts = [f"{name} {_fmt(value)}" for name, value in kpis.items() if name.endswith(HEADLINE_METRICS)]
     return "  ".join(parts)
@@ -41,14 +56,20 @@ class LiveDisplay:
         self._duration = 0.0
         self._hosts: dict[str, float | None] = {}  # host → its latest CPU %
         self._live_values: dict[tuple[str, str], dict[str, float]] = {}
+        self._run_started = time.time()
+        self._done = 0  # trials ended so far
         self._live = Live(console=console, refresh_per_second=4, get_renderable=self._render, transient=True)
         events.trial_start.add_listener(self._on_trial_start)
         events.host_sample.add_listener(self._on_host_sample)
         events.agent_progress.add_listener(self._on_progress)
         events.trial_end.add_listener(self._on_trial_end)
         events.trial_kpis.add_listener(self._on_trial_kpis)
-        events.run_start.add_listener(lambda **_: self._live.start())
+        events.run_start.add_listener(self._on_run_start)
         events.run_end.add_listener(lambda **_: self._live.stop())
+
+    def _on_run_start(self, *, trials: list[Trial], **_: object) -> None:
+        self._run_started, self._total, self._done = time.time(), len(trials), 0
+        self._live.start()
 
     def _on_trial_start(self, *, trial: Trial, total: int, start_at: float, duration: float) -> None:
         self._trial, self._total, self._start_at, self._duration = trial, total, start_at, duration
@@ -64,6 +85,7 @@ class LiveDisplay:
     def _on_trial_end(self, *, trial: Trial, total: int, record: TrialRecord, kpis: dict[str, float]) -> None:
         self._trial = None
         self._total = total
+        self._done += 1
         status = record["status"]
         line = Text(f"trial {trial.index + 1}/{total}  {trial.condition} #{trial.repetition}  ")
         line.append(status, style="green" if status == "ok" else "red")
@@ -84,22 +106,35 @@ class LiveDisplay:
             return "warm-up"
         if elapsed < self._warmup + self._steady:
             return "steady"
-        return "cool-down" if elapsed < self._duration else "collecting"
+        return "cool-down" if elapsed < self._duration else "collecting results"
+
+    def _run_line(self) -> str:
+        """The whole run: how long it has taken, and about how long it has left at the pace so far."""
+        elapsed = time.time() - self._run_started
+        line = f"run {duration(elapsed)}"
+        if self._done:
+            line += f", about {duration(elapsed / self._done * (self._total - self._done))} left"
+        return line
 
     def _render(self) -> Any:
         if self._trial is None:
             return Text("")
         elapsed = time.time() - self._start_at
+        phase = self._phase(elapsed)
+        clock = "" if elapsed >= self._duration else f"  {max(0.0, elapsed):.0f}/{self._duration:.0f} s"
         head = Text(
             f"trial {self._trial.index + 1}/{self._total}  {self._trial.condition} #{self._trial.repetition}  "
-            f"{self._phase(elapsed)}  {max(0.0, elapsed):.0f}/{self._duration:.0f} s",
+            f"{phase}{clock}  ·  {self._run_line()}",
             style="bold",
         )
         bar = ProgressBar(total=self._duration, completed=min(max(elapsed, 0.0), self._duration), width=40)
         cpus = "  ".join(f"{name} {_fmt(cpu)} %" for name, cpu in sorted(self._hosts.items())) if self._hosts else "–"
         host = Text(f"host CPU {cpus}")
         live = [
-            Text(f"{agent} {workload}: " + "  ".join(f"{name} {_fmt(value)}" for name, value in values.items()))
+            Text(
+                f"{agent if agent == workload else f'{agent} {workload}'}: "
+                + "  ".join(f"{name} {_fmt(value)}" for name, value in values.items())
+            )
             for (agent, workload), values in sorted(self._live_values.items())
         ]
         progress = Table.grid(padding=(0, 2))

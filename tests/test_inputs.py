@@ -91,3 +91,12 @@ def test_an_influxdb_that_does_not_answer_is_said_at_once_and_costs_no_long_wait
     assert "bytes of points wait in" in done.stderr  # kept in the spool, not lost, and said
     assert SECRET not in done.stdout + done.stderr
     assert took < 20  # the final flush gives a failing server seconds, not its whole 30 s
+
+
+def test_version_short_help_and_a_bare_vtax(vtax: Vtax) -> None:
+    version = vtax("--version")
+    assert version.returncode == 0 and version.stdout.startswith("vtax ")
+    short = vtax("run", "-h")
+    assert short.returncode == 0 and "--broker" in short.stdout
+    bare = vtax()
+    assert bare.returncode == 0 and "Commands" in bare.stdout and "run" in bare.stdout

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from controller.events import Events
 from controller.plan import Trial
-from controller.report import LiveDisplay
+from controller.report import LiveDisplay, duration
 
 
 def _shown(display: LiveDisplay) -> str:
@@ -65,3 +65,39 @@ def test_kpis_that_arrive_after_their_trial_are_shown_again() -> None:
     lines = out.getvalue().splitlines()
     assert "host.cpu_pct" not in lines[0]
     assert "trial 1/4  sva #1  host counters in" in lines[1] and "host.cpu_pct 30" in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (45, "45 s"),
+        (89.4, "89 s"),
+        (90, "1 min 30 s"),
+        (200, "3 min 20 s"),
+        (5 * 3600 + 12 * 60, "5 h 12 min"),
+        (172_944, "2 d 0 h"),
+    ],
+)
+def test_durations_read_as_a_person_says_them(seconds: float, shown: str) -> None:
+    assert duration(seconds) == shown
+
+
+def test_the_display_says_what_it_does_after_the_load_and_how_long_the_run_has_left() -> None:
+    events = Events()
+    display = LiveDisplay(Console(file=io.StringIO()), events, warmup=1, steady=3)
+    trials = [Trial(index=i, condition="c", repetition=i + 1) for i in range(4)]
+    events.run_start.fire(run_id="r", trials=trials)
+    try:
+        display._run_started = time.time() - 120  # two trials of a minute each are done
+        for trial in trials[:2]:
+            events.trial_end.fire(trial=trial, total=4, record={"status": "ok", "reason": ""}, kpis={})
+        events.trial_start.fire(trial=trials[2], total=4, start_at=time.time() - 6, duration=4)
+        events.agent_progress.fire(agent="neighbour", workload="neighbour", values={"achieved_pct": 20.0})
+        events.agent_progress.fire(agent="web1", workload="tcp", values={"throughput_gbps": 9.5})
+        shown = _shown(display)
+    finally:
+        events.run_end.fire(run_id="r", status="completed")
+    assert "collecting results  ·  run 2 min 0 s, about 2 min 0 s left" in shown
+    assert "6/4 s" not in shown
+    assert "neighbour: achieved_pct 20" in shown and "neighbour neighbour" not in shown
+    assert "web1 tcp: throughput_gbps 9.5" in shown

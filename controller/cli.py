@@ -198,7 +198,7 @@ def export(
     config = influx_settings(influx, influx_config)
     if config is None:
         raise InputError("--influx: an InfluxDB URL is required (or VTAX_INFLUX_URL, or url in --influx-config)")
-    opened = Store(store)
+    opened = Store(store, create=False)
     result = analyse(opened, run_id)
     lines = run_lines(opened, result)
     sink = InfluxSink(config.model_copy(update={"spool_dir": config.spool_dir / "export"}))
@@ -232,13 +232,20 @@ def schema() -> None:
     print(json.dumps(spec_module.schema(), indent=2))
 
 
-@app.command()
+runs_app = typer.Typer(help="List stored runs, newest first; `rm` and `prune` delete them.")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback(invoke_without_command=True)
 def runs(
+    ctx: typer.Context,
     store: StoreOption = DEFAULT_PATH,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
-    """List stored runs, newest first."""
-    rows = Store(store).runs()
+    """List the 50 newest stored runs (id, name, engine, status, trials, created)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = Store(store).runs() if Path(store).exists() else []
     if as_json:
         print(json.dumps([{k: v for k, v in r.items() if k != "spec_json"} for r in rows], indent=2))
         return
@@ -249,6 +256,34 @@ def runs(
     console.print(table if rows else f"no runs in {store}")
 
 
+@runs_app.command("rm")
+def runs_rm(
+    run_ids: Annotated[list[str], typer.Argument(help="run ids or unique prefixes")],
+    store: StoreOption = DEFAULT_PATH,
+) -> None:
+    """Delete runs and everything measured in them."""
+    opened = Store(store, create=False)
+    for run_id in [opened.run(given)["id"] for given in run_ids]:  # every id resolves before any is deleted
+        opened.delete_run(run_id)
+        console.print(f"removed run {run_id}")
+
+
+@runs_app.command("prune")
+def runs_prune(
+    aborted: Annotated[bool, typer.Option("--aborted", help="delete the runs that were aborted")] = False,
+    store: StoreOption = DEFAULT_PATH,
+) -> None:
+    """Delete runs by status: `--aborted` removes every run stopped by a hook, a refusal or an unreachable
+    broker (such runs often hold no trial)."""
+    if not aborted:
+        raise InputError("runs prune: say which runs, e.g. --aborted")
+    opened = Store(store, create=False)
+    gone = opened.runs(limit=None, status="aborted")
+    for row in gone:
+        opened.delete_run(row["id"])
+    console.print(f"removed {len(gone)} aborted run(s)")
+
+
 @app.command()
 def show(
     run_id: Annotated[str, typer.Argument(help="run id or a unique prefix of it")],
@@ -257,7 +292,7 @@ def show(
 ) -> None:
     """Print a stored run's summary again, recomputed from the store."""
     check_writable(json_path)
-    result = analyse(Store(store), run_id)
+    result = analyse(Store(store, create=False), run_id)
     print_result(console, result)
     write_json(json_path, result)
 

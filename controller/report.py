@@ -191,8 +191,14 @@ def summary_table(result: dict[str, Any]) -> Table:
 
 
 def print_result(console: Console, result: dict[str, Any]) -> None:
-    """The summary table, validity and SLA findings, and where the run is stored."""
-    console.print(summary_table(result))
+    """Why the run stopped (if it did not complete), the summary table, validity and SLA findings, and where the
+    run is stored."""
+    if result["status"] != "completed":
+        console.print(Text(f"run {result['run_id']} {result['status']}: {result['reason']}", style="red"))
+    if result["metrics"]:
+        console.print(summary_table(result))
+    else:
+        console.print(Text("no trial was measured, so there is nothing to summarise", style="yellow"))
     for issue in result["validity"]:
         style = "red" if issue["level"] == "error" else "yellow"
         console.print(Text(f"{issue['level']}: {issue['message']}", style=style))

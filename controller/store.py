@@ -128,6 +128,16 @@ class RunRow(TypedDict):
     reason: str | None
 
 
+_RUN_TABLES = (
+    "trials",
+    "agent_results",
+    "agent_clocks",
+    "samples",
+    "host_counters",
+    "vsphere_counters",
+    "trial_flags",
+    "run_notes",
+)
 _TRIAL_COLUMNS = ("idx", "condition", "repetition", "status", "reason", "start_at", "deadline", "ended")
 
 
@@ -135,8 +145,12 @@ class Store:
     """Writes commit immediately: a crash mid-run keeps every trial already measured. Threads may share a
     store (vCenter's counters are stored by a background reader while the next trial runs)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """Opens the store at `path`; without `create`, one that does not exist is an input error (a command that
+        only reads must not leave an empty store behind)."""
         self.path = str(path)
+        if not create and not Path(path).exists():
+            raise InputError(f"{self.path}: no run store here (give --store or VTAX_STORE)")
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False)
@@ -257,11 +271,19 @@ class Store:
                 ],
             )
 
-    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run and everything measured in it."""
+        with self._transaction():
+            for table in _RUN_TABLES:
+                self._db.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            self._db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    def runs(self, limit: int | None = 50, status: str | None = None) -> list[dict[str, Any]]:
+        """The newest runs first, with their trial counts; only those of `status` when it is given."""
         rows = self._db.execute(
             "SELECT r.*, (SELECT COUNT(*) FROM trials t WHERE t.run_id = r.id) AS trials FROM runs r"
-            " ORDER BY created DESC LIMIT ?",
-            (limit,),
+            " WHERE ? IS NULL OR r.status = ? ORDER BY created DESC LIMIT ?",
+            (status, status, -1 if limit is None else limit),
         )
         return [dict(row) for row in rows]
 

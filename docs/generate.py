@@ -218,6 +218,8 @@ def commands_page() -> str:
     ]
     for name, command in group.commands.items():
         if hasattr(command, "commands"):
+            if any(p.name != "help" for p in command.params):  # a group that does something of its own
+                out += _command(name, command)
             for sub, subcommand in command.commands.items():
                 out += _command(f"{name} {sub}", subcommand)
         else:

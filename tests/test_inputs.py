@@ -100,3 +100,38 @@ def test_version_short_help_and_a_bare_vtax(vtax: Vtax) -> None:
     assert short.returncode == 0 and "--broker" in short.stdout
     bare = vtax()
     assert bare.returncode == 0 and "Commands" in bare.stdout and "run" in bare.stdout
+
+
+def test_reading_commands_never_create_a_store(vtax: Vtax) -> None:
+    done = vtax("show", "nosuch")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"vtax: error: {vtax.store}: no run store here (give --store or VTAX_STORE)"
+    ]
+    assert vtax("runs").returncode == 0
+    assert not vtax.store.exists()
+
+
+def test_an_aborted_run_says_why_and_runs_can_be_removed(vtax: Vtax) -> None:
+    hooked = NOOP.replace("{name: base, baseline: true}", "{name: base, baseline: true, setup: 'exit 7'}")
+    failed = vtax("run", str(vtax.spec(hooked)))
+    assert failed.returncode == 3, failed.stderr
+    refused = vtax("run", str(vtax.spec(NOOP)), "--broker", f"redis://127.0.0.1:{_free_port()}/0")
+    assert refused.returncode == 3
+    ok = vtax("run", str(vtax.spec(NOOP)))
+    assert ok.returncode == 0, ok.stderr
+    runs = {r["status"]: r for r in json.loads(vtax("runs", "--json").stdout)}
+    assert set(runs) == {"aborted", "completed"} and len(json.loads(vtax("runs", "--json").stdout)) == 3
+
+    hook_run = next(r for r in json.loads(vtax("runs", "--json").stdout) if "exit 7" in (r["reason"] or ""))
+    shown = vtax("show", hook_run["id"])
+    assert f"run {hook_run['id']} aborted: setup hook of condition 'base' exited 7" in shown.stdout
+    assert "no trial was measured" in shown.stdout
+
+    pruned = vtax("runs", "prune", "--aborted")
+    assert pruned.returncode == 0 and "removed 2 aborted run(s)" in pruned.stdout
+    [left] = json.loads(vtax("runs", "--json").stdout)
+    assert left["status"] == "completed"
+    removed = vtax("runs", "rm", left["id"][:12])
+    assert removed.returncode == 0 and json.loads(vtax("runs", "--json").stdout) == []
+    assert vtax("runs", "rm", "nosuch").returncode == 2

@@ -145,7 +145,7 @@ def collect(
 ) -> None:
     """Read vCenter's counters for the trials of a --vcenter run that have none (vCenter was unreachable at the
     time), then print the summary again. Within about an hour realtime data is read; later, 300 s samples."""
-    opened = Store(store)
+    opened = Store(store, create=False)
     run = opened.run(run_id)
     experiment = Experiment.model_validate(run["spec"])
     vsphere = _required(experiment, vcenter_options)

@@ -198,6 +198,7 @@ class EmbeddedEngine(Engine):
         """Kill the agent with everything it started, fail its pending calls, and start a fresh one."""
         self._terminate(agent)
         self._fail_agent(agent, f"killed: {reason}", AgentKilled)
+        _release(self._agents[agent][1])
         self._spawn(agent)
 
     def cancel(self, run_id: str) -> None:
@@ -211,7 +212,11 @@ class EmbeddedEngine(Engine):
                 inbox.put(None)
                 process.join(2)
             self._terminate(name)
+            _release(inbox)
         self._outbox.put(None)
+        if self._receiver.is_alive():
+            self._receiver.join(2)
+        _release(self._outbox)
 
     def _terminate(self, agent: str) -> None:
         """SIGKILL the agent's process group: the agent and the load it started."""
@@ -223,3 +228,10 @@ class EmbeddedEngine(Engine):
     def _receive(self) -> None:
         while (message := self._outbox.get()) is not None:
             self._deliver(json.loads(message))
+
+
+def _release(queue: Any) -> None:
+    """Close a queue and its feeder thread now, so that its semaphores are released with it rather than left
+    to the interpreter's exit (where the resource tracker reports them as leaked)."""
+    queue.close()
+    queue.join_thread()

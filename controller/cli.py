@@ -73,6 +73,8 @@ def _main(
     if ctx.invoked_subcommand is None:
         console.print(ctx.get_help())
         raise typer.Exit()
+
+
 INTERRUPTED = 130
 
 

@@ -17,7 +17,10 @@ from controller.stats import Description, Overhead
 from controller.store import ClockRow, Flag, StoredHostSample, StoredResult, StoredSample
 
 SATURATED_CPU_PCT = 90.0
-MIN_STEADY_COVERAGE = 0.8
+MIN_STEADY_COVERAGE = 0.8  # of a hypervisor agent's host counters (a lost agent leaves gaps)
+# a workload's samples may leave this much of the steady phase uncovered (timer jitter), no more: a load that
+# stops early or starts late must not be averaged as if it had run throughout
+STEADY_GAP_S, STEADY_GAP_FRACTION = 0.1, 0.01
 NOISY_CI_PCT = 10.0
 COARSE_SAMPLES = 3  # host samples a steady phase should hold at least
 SAMPLE_JITTER = 0.05  # a 1 s sampler's samples last a few ms more; not a reason to call them coarse
@@ -120,7 +123,7 @@ def _workload_issues(
                 trial["idx"],
             )
         )
-    expected = experiment.timing.steady * MIN_STEADY_COVERAGE
+    expected = experiment.timing.steady - max(STEADY_GAP_S, STEADY_GAP_FRACTION * experiment.timing.steady)
     limit_ms = experiment.timing.max_start_skew_ms
     for result in results:
         skew_ms = 1000 * (result["start_skew_s"] or 0.0)
@@ -134,22 +137,29 @@ def _workload_issues(
                     trial["idx"],
                 )
             )
-        seconds = sum(
-            s["dt"]
-            for s in samples
-            if s["agent"] == result["agent"] and s["workload"] == result["workload"] and in_steady(s, start, end)
-        )
-        if seconds < expected:
+        own = [s for s in samples if s["agent"] == result["agent"] and s["workload"] == result["workload"]]
+        covered = _coverage(own, start, end)
+        if covered < expected:
             issues.append(
                 issue(
                     "warning",
                     "steady_incomplete",
-                    f"{label}: {result['workload']} on {result['agent']} has {seconds:.1f} s of samples in a "
-                    f"{experiment.timing.steady:g} s steady phase",
+                    f"{label}: {result['workload']} on {result['agent']} has samples for {covered:.2f} s of a "
+                    f"{experiment.timing.steady:g} s steady phase: the load did not run through all of it",
                     trial["idx"],
                 )
             )
     return issues
+
+
+def _coverage(samples: list[StoredSample], start: float, end: float) -> float:
+    """Seconds of [start, end) that the samples' intervals cover (overlaps counted once)."""
+    covered, reached = 0.0, start
+    for t0, t1 in sorted((max(s["t"], start), min(s["t"] + s["dt"], end)) for s in samples):
+        if t1 > reached:
+            covered += t1 - max(t0, reached)
+            reached = t1
+    return covered
 
 
 def _host_issues(experiment: Experiment, trial: TrialRecord, label: str, host: list[StoredHostSample]) -> list[Issue]:

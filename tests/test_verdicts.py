@@ -58,8 +58,10 @@ class Run:
         skew_s: float = 0.001,
         appliance_processes: int = 1,
         hypervisor_seconds: float | None = None,
+        load_until: float | None = None,
     ) -> None:
-        """Trial `idx` of the plan with `gbps` per steady second (one value: every second the same)."""
+        """Trial `idx` of the plan with `gbps` per steady second (one value: every second the same); with
+        `load_until`, the load stops that many seconds after the start (its last sample cut there)."""
         trial = self.plan[idx]
         start = self.start(idx)
         duration = WARMUP + STEADY + COOLDOWN
@@ -81,7 +83,11 @@ class Run:
             "workload": "iperf3",
             "status": "ok",
             "reason": "",
-            "samples": [{"t": start + i, "dt": 1.0, "values": {"throughput_gbps": v}} for i, v in enumerate(seconds)],
+            "samples": [
+                {"t": start + i, "dt": min(1.0, (load_until or duration) - i), "values": {"throughput_gbps": v}}
+                for i, v in enumerate(seconds)
+                if i < (load_until or duration)
+            ],
             "summary": {},
             "started_at": start + skew_s,
             "start_skew_s": skew_s,
@@ -343,9 +349,17 @@ def test_sla_rules(tmp_path: Path, rule: dict[str, float], passes: bool) -> None
 
 
 def test_an_sla_on_a_metric_never_measured_fails(tmp_path: Path) -> None:
-    spec = SPEC + "sla: {iperf3.loss_pct: {max: 1}}\n"  # a TCP run reports no UDP loss
+    spec = SPEC + "sla: {iperf3.rtt_ms: {max: 1}}\n"  # these hand-made samples carry throughput only
     result = _clean_run(tmp_path, spec=spec).result()
     assert result["sla"] == [
-        {"metric": "iperf3.loss_pct", "condition": None, "rule": "present", "limit": None, "value": None, "ok": False}
+        {"metric": "iperf3.rtt_ms", "condition": None, "rule": "present", "limit": None, "value": None, "ok": False}
     ]
     assert not result["passed"]
+
+
+def test_steady_incomplete_when_the_load_stops_before_the_steady_phase_ends(tmp_path: Path) -> None:
+    """The load stops 0.5 s before the steady end: 3.5 of 4 s (88 %) would have passed an 80 % rule, yet half a
+    second ran without load. Any uncovered stretch beyond timer jitter is reported."""
+    run = _clean_run(tmp_path, {1: {"load_until": WARMUP + STEADY - 0.5}})
+    [found] = [i for i in run.result()["validity"] if i["code"] == "steady_incomplete"]
+    assert "3.50 s of a 4 s steady phase" in found["message"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import time
 
 import pytest
 
 from agent.tasks import TASKS, TaskIO
+from tests.conftest import Vtax
 from workloads import get
 
 
@@ -106,3 +108,30 @@ def test_running_load_reports_live_progress() -> None:
     assert result["status"] == "ok", result["reason"]
     assert len(readings) >= 2
     assert all(r["throughput_gbps"] >= 0 for r in readings) and max(r["throughput_gbps"] for r in readings) > 0.1
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "warmup"),
+    [("iperf3", "{}", 0.5), ("cpu", "{workers: 1, percent: 30}", 0.5), ("http", "{users: 2}", 1.0)],
+)
+def test_every_kind_loads_the_whole_steady_phase(vtax: Vtax, kind: str, params: str, warmup: float) -> None:
+    """A trial of 2.5 s (steady ends at 2.5 s): the load and its samples run through it, so no steady_incomplete
+    (iperf3 was given -t 2 for it, leaving the last half second without load)."""
+    server = ", server: s" if kind != "cpu" else ""
+    spec = vtax.spec(
+        f"""
+        name: coverage
+        agents: [{{name: c}}, {{name: s}}]
+        conditions: [{{name: base, baseline: true}}]
+        workloads: [{{kind: {kind}, agents: [c]{server}, params: {params}}}]
+        timing: {{warmup: {warmup}, steady: {3 - warmup - 0.5}, cooldown: 0}}
+        repetitions: 2
+        """
+    )
+    done, result = vtax.run_json(spec)
+    assert result is not None, done.stderr
+    assert not [v for v in result["validity"] if v["code"] == "steady_incomplete"], result["validity"]
+    db = sqlite3.connect(vtax.store)
+    for idx, trial_start in db.execute("SELECT idx, start_at FROM trials").fetchall():
+        (last_end,) = db.execute("SELECT MAX(t + dt) FROM samples WHERE trial_idx = ?", (idx,)).fetchone()
+        assert last_end >= trial_start + 2.5 - 0.1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -145,7 +146,9 @@ def serve(params: Iperf3Params, *, bind: str, deadline: float) -> Target:
 
 def _command(params: Iperf3Params, target: Target, duration: float) -> list[str]:
     cmd = [_program(), "-c", target["host"], "-p", str(target["port"]), "-J", "--get-server-output"]
-    cmd += ["-t", str(max(1, round(duration))), "-i", "1", "-P", str(params.streams), "--connect-timeout", "5000"]
+    # whole seconds only: rounded up, so the load runs through the whole trial (2.5 s rounded down left half a
+    # second of the steady phase without load)
+    cmd += ["-t", str(max(1, math.ceil(duration))), "-i", "1", "-P", str(params.streams), "--connect-timeout", "5000"]
     if params.protocol == "udp":
         cmd.append("-u")
     if params.reverse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -31,3 +32,19 @@ def test_down_cleans_up_after_a_crash_and_twice(vtax: Vtax) -> None:
     assert "vtx" not in links
     second = vtax("lab", "down")
     assert second.returncode == 0 and "nothing to remove" in second.stdout
+
+
+def test_down_stops_every_process_at_once(vtax: Vtax) -> None:
+    """A lab with a broker and two agents: every process is signalled first, then all are waited for once (one
+    at a time, 3 s each at worst, this took 8.7 s)."""
+    up = vtax("lab", "up", "--guests", "2", "--agents", "--broker-port", "6391")
+    try:
+        assert up.returncode == 0, up.stderr
+    finally:
+        began = time.monotonic()
+        done = vtax("lab", "down")
+        took = time.monotonic() - began
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("process ") == 3  # the broker and two agents
+    assert took < 5.0, f"lab down took {took:.1f} s"
+    assert not [ns for ns in _netns() if ns.startswith("vtax-")]

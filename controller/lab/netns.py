@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from controller.errors import InfrastructureError, InputError
 
 STATE_DIR = Path(os.environ.get("VTAX_LAB_DIR", "/run/vtax-lab"))
@@ -191,12 +193,11 @@ def down() -> list[str]:
     _require_root()
     removed = []
     state = _state()
-    for name, pid in state.get("pids", {}).items():
-        if _kill(pid):
-            removed.append(f"process {name} ({pid})")
+    started = state.get("pids", {})
+    inside = [int(pid) for ns in _namespaces() for pid in _sh("ip", "netns", "pids", ns, check=False).split()]
+    existed = _kill_all([*started.values(), *inside])
+    removed += [f"process {name} ({pid})" for name, pid in started.items() if pid in existed]
     for ns in _namespaces():
-        for pid in _sh("ip", "netns", "pids", ns, check=False).split():
-            _kill(int(pid))
         _sh("ip", "netns", "del", ns, check=False)
         removed.append(f"namespace {ns}")
     for line in _sh("ip", "-o", "link", "show").splitlines():
@@ -209,25 +210,39 @@ def down() -> list[str]:
 
 
 def _kill(pid: int) -> bool:
-    """SIGTERM, then SIGKILL after 3 s; False when there was no such process."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return False
-    give_up = time.monotonic() + 3
-    while time.monotonic() < give_up:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+    """Stop one process (see _kill_all); False when there was no such process."""
+    return bool(_kill_all([pid]))
+
+
+def _kill_all(pids: list[int]) -> set[int]:
+    """SIGTERM every process (its group, where it leads one), then wait for all of them at once, at most 3 s,
+    and SIGKILL what is left. Returns the pids that existed. (One at a time, 2 guests' agents took 8.7 s.)"""
+    existed = {pid for pid in pids if _signal(pid, signal.SIGTERM)}
+    alive, give_up = set(existed), time.monotonic() + 3
+    while alive and time.monotonic() < give_up:
+        alive = {pid for pid in alive if _running(pid)}
+        if alive:
+            time.sleep(0.05)
+    for pid in alive:
+        _signal(pid, signal.SIGKILL)
+    return existed
+
+
+def _signal(pid: int, sig: signal.Signals) -> bool:
+    """Send `sig` to the process group `pid` leads, else to the process; False when neither exists."""
+    for send in (os.killpg, os.kill):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            send(pid, sig)
             return True
-        time.sleep(0.05)
-    for kill in (os.killpg, os.kill):
-        with contextlib.suppress(ProcessLookupError):
-            kill(pid, signal.SIGKILL)
-    return True
+    return False
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie has exited; only its parent's wait is missing)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _netem_available() -> bool:

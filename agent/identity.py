@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from agent.wire import AgentIdentity
+from agent.wire import AgentIdentity, MachineInfo
 from workloads import iperf3
 
 DMI_UUID = Path("/sys/class/dmi/id/product_uuid")
@@ -51,19 +51,38 @@ def identity(
     `vm_uuid` to the BIOS UUID this machine reports."""
     addresses = _addresses()
     return {
+        **machine(),
         "address": address or (addresses[0] if addresses else None),
         "name": name,
-        "hostname": socket.gethostname(),
         "vm_uuid": vm_uuid.lower() if vm_uuid else _vm_uuid(),
         "addresses": addresses,
-        "cores": os.cpu_count(),
-        "memory_bytes": psutil.virtual_memory().total,
-        "kernel": platform.release(),
-        "iperf3": iperf3.version(),
-        "locust": _version("locust"),
-        "vtax": _version("vtax"),
         "zone": zone,
         "allow": allow,
         "pid": os.getpid(),
         "started": time.time(),
     }
+
+
+def machine() -> MachineInfo:
+    """This machine and the versions of the tools that measure on it."""
+    return {
+        "hostname": socket.gethostname(),
+        "kernel": platform.release(),
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_bytes": psutil.virtual_memory().total,
+        "python": platform.python_version(),
+        "iperf3": iperf3.version(),
+        "locust": _version("locust"),
+        "vtax": _version("vtax"),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -97,20 +97,27 @@ class SinkStats(TypedDict):
     last_error: str | None
 
 
-class AgentIdentity(TypedDict):
+class MachineInfo(TypedDict):
+    """A machine and the versions of what measures on it: enough to tell, later, what produced a number."""
+
+    hostname: str
+    kernel: str
+    cpu_model: str
+    cores: int | None
+    memory_bytes: int
+    python: str
+    iperf3: str | None
+    locust: str | None
+    vtax: str | None
+
+
+class AgentIdentity(MachineInfo):
     """What an agent registers about itself and its machine (the heartbeat's value in Redis)."""
 
     name: str
     address: str | None
-    hostname: str
     vm_uuid: str | None
     addresses: list[str]
-    cores: int | None
-    memory_bytes: int
-    kernel: str
-    iperf3: str | None
-    locust: str | None
-    vtax: str | None
     zone: str | None
     allow: list[str]
     pid: int

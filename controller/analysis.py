@@ -22,6 +22,9 @@ from controller.validity import (
     trial_issues,
 )
 
+# the result JSON's format: raised when a key's meaning changes; keys are only ever added, never renamed or dropped
+FORMAT_VERSION = 1
+
 
 class SlaCheck(TypedDict):
     """One SLA rule applied to one condition (condition None: the metric was not measured at all)."""
@@ -63,7 +66,10 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
             else {}
         )
         trial_rows.append(
-            {**{k: trial[k] for k in ("idx", "condition", "repetition", "status", "reason")}, "kpis": kpis}
+            {
+                **{k: trial[k] for k in ("idx", "condition", "repetition", "status", "reason", "start_at", "ended")},
+                "kpis": kpis,
+            }
         )
         found, counts = trial_issues(
             experiment,
@@ -98,7 +104,11 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
     validity += clock_issues(experiment, clocks)
     sla = _sla_checks(experiment, metrics)
     planned = experiment.repetitions * len(experiment.conditions)
+    notes = store.notes(run_id)
+    environment = notes.get("environment")
     return {
+        "format_version": FORMAT_VERSION,
+        "vtax_version": environment["controller"]["vtax"] if environment else None,
         "run_id": run_id,
         "name": run["name"],
         "engine": run["engine"],
@@ -119,7 +129,9 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
         "metrics": metrics,
         "validity": validity,
         "sla": sla,
-        "vsphere": store.notes(run_id).get("vsphere"),
+        "vsphere": notes.get("vsphere"),
+        "environment": environment,
+        "spec": run["spec"],
         "passed": not any(v["level"] == "error" for v in validity) and all(s["ok"] for s in sla),
     }
 

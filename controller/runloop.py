@@ -20,6 +20,7 @@ from typing import TypedDict
 
 import workloads
 from agent import wire
+from agent.identity import machine
 from agent.wire import (
     AgentIdentity,
     AgentResult,
@@ -125,6 +126,7 @@ class RunLoop:
         try:
             with self.engine:
                 self.agents = self._agent_table()
+                self.store.put_note(self.run_id, "environment", self._environment())
                 if self.place is not None:
                     self._apply(self.place(self.engine.identity))
                 flows = expand(self.experiment, self.agents)
@@ -163,6 +165,17 @@ class RunLoop:
                 hypervisor=spec.hypervisor,
             )
         return table
+
+    def _environment(self) -> dict[str, object]:
+        """What ran this: the controller's machine and versions, and what each remote agent registered (an
+        embedded agent runs on the controller's machine)."""
+        volatile = ("heartbeat", "sink")
+        agents = {}
+        for name in self.agents:
+            registered = self.engine.identity(name)
+            if registered is not None:
+                agents[name] = {k: v for k, v in registered.items() if k not in volatile}
+        return {"controller": machine(), "agents": agents}
 
     def _apply(self, placement: Placement) -> None:
         """A placement's zones fill in where the spec names none; its notes are kept with the run."""

@@ -3,13 +3,16 @@ not answer is said at the start and costs the run no long wait at its end."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import platform
 import socket
 import time
 
 import pytest
 
 from agent.urls import redact
+from controller.spec import Experiment
 from tests.conftest import Vtax
 
 NOOP = """\
@@ -136,3 +139,17 @@ def test_an_aborted_run_says_why_and_runs_can_be_removed(vtax: Vtax) -> None:
     removed = vtax("runs", "rm", left["id"][:12])
     assert removed.returncode == 0 and json.loads(vtax("runs", "--json").stdout) == []
     assert vtax("runs", "rm", "nosuch").returncode == 2
+
+
+def test_a_result_file_alone_can_reproduce_its_run_and_be_lined_up_with_grafana(vtax: Vtax) -> None:
+    spec = vtax.spec(NOOP)
+    done, result = vtax.run_json(spec)
+    assert result is not None, done.stderr
+    assert result["format_version"] == 1
+    assert result["vtax_version"] == importlib.metadata.version("vtax")
+    assert Experiment.model_validate(result["spec"]).name == "inputs"  # the spec itself, runnable again
+    controller = result["environment"]["controller"]
+    assert controller["kernel"] == platform.release() and controller["cores"] >= 1 and controller["cpu_model"]
+    assert controller["iperf3"] and controller["python"] == platform.python_version()
+    for trial in result["trials"]:
+        assert trial["start_at"] < trial["ended"] <= result["finished"]

@@ -58,7 +58,8 @@ def run_workload(
     steady: float = 0.0,
     io: TaskIO | None = None,
 ) -> AgentResult:
-    """Wait for the common start, run the load, and return its samples and summary.
+    """Run the load from the common start (the runner prepares its tools before it), and return its samples
+    and summary.
 
     Never raises for a workload failure: the status says what happened and the samples measured so far
     are kept. The deadline is enforced here, by the agent, whatever the controller does. `tags`, `warmup`
@@ -68,9 +69,6 @@ def run_workload(
     module = workloads.get(kind)
     checked = module.Params.model_validate(params)
     cpu_before = time.process_time()
-    while time.time() < start_at and not io.cancelled():
-        time.sleep(min(0.1, max(0.0, start_at - time.time())))
-    started_at = time.time()
     samples: list[Sample] = []
     status: wire.WorkloadStatus = "ok"
     reason = ""
@@ -95,7 +93,7 @@ def run_workload(
         status, reason = "error", str(exc)
     except Exception as exc:  # an agent survives any workload bug and reports it
         status, reason = "error", f"{type(exc).__name__}: {exc}"
-    return {
+    result: AgentResult = {
         "agent": agent,
         "host": HOSTNAME,
         "workload": workload,
@@ -103,12 +101,14 @@ def run_workload(
         "status": status,
         "reason": reason,
         "start_at": start_at,
-        "started_at": started_at,
         "ended_at": time.time(),
         "samples": samples,
         "summary": module.summarize(checked, samples) if samples else {},
         "agent_cpu_s": time.process_time() - cpu_before,
     }
+    if ctx.started:  # the load was released (it may have failed before)
+        result["started_at"] = ctx.started[0]
+    return result
 
 
 def host_counters(

@@ -58,7 +58,15 @@ class RunContext:
     cancelled: Callable[[], bool] = field(default=lambda: False)
     locustfile_dir: Path | None = None
     """The agent's own directory of custom locustfiles, set on the agent, never by a message."""
-    """True once the controller asked every agent to stop (Ctrl-C); runners check it often."""
+    started: list[float] = field(default_factory=list)
+    """When the load was released (wait_for_start records it): the start the skew is measured by."""
+
+    def wait_for_start(self) -> None:
+        """Block until the common start (or a cancel), and record the moment. A runner starts its tools' processes
+        first and calls this just before releasing their load, so no process start-up delays the load."""
+        while (left := self.start_at - time.time()) > 0 and not self.cancelled():
+            time.sleep(min(0.1, left))
+        self.started.append(time.time())
 
     def seconds_left(self) -> float:
         return self.deadline - time.time()
@@ -106,7 +114,8 @@ class WorkloadKind(Protocol):
         ...
 
     def run(self, params: WorkloadParams, ctx: RunContext) -> Iterator[Sample]:
-        """Generate the load and yield its samples; raise DeadlineExceeded past `ctx.deadline`."""
+        """Start the tools, release the load at `ctx.wait_for_start()`, and yield its samples; raise
+        DeadlineExceeded past `ctx.deadline`."""
         ...
 
     def summarize(self, params: WorkloadParams, samples: list[Sample]) -> dict[str, float]:

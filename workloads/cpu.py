@@ -52,8 +52,9 @@ def external_target(params: CpuParams) -> Target | None:
     return None
 
 
-def burn(percent: float, seconds: float) -> None:
-    """Busy-loop `percent` of every period, sleep the rest, for `seconds`."""
+def burn(percent: float, start_at: float, seconds: float) -> None:
+    """From `start_at` (unix time), busy-loop `percent` of every period and sleep the rest, for `seconds`."""
+    time.sleep(max(0.0, start_at - time.time()))
     end = time.monotonic() + seconds
     busy = _PERIOD * percent / 100.0
     while (period_start := time.monotonic()) < end:
@@ -66,7 +67,7 @@ def burn(percent: float, seconds: float) -> None:
 
 def run(params: CpuParams, ctx: RunContext) -> Iterator[Sample]:
     """Start the workers and sample the CPU they actually get, once a second."""
-    burner = f"from workloads.cpu import burn; burn({params.percent!r}, {ctx.duration!r})"
+    burner = f"from workloads.cpu import burn; burn({params.percent!r}, {ctx.start_at!r}, {ctx.duration!r})"
     cmd = [sys.executable, "-c", burner]
     procs = [subprocess.Popen(cmd, stdin=subprocess.DEVNULL) for _ in range(params.workers)]
     handles = [psutil.Process(p.pid) for p in procs]
@@ -76,6 +77,7 @@ def run(params: CpuParams, ctx: RunContext) -> Iterator[Sample]:
                 handle.cpu_affinity(params.cores)
         asked = params.workers * params.percent
         seen: dict[int, float] = {}
+        ctx.wait_for_start()  # the burners, started already, begin at the common start by themselves
         previous, t0 = _cpu_seconds(handles, seen), time.time()
         end = ctx.start_at + ctx.duration
         while any(p.poll() is None for p in procs):

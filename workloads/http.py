@@ -202,6 +202,7 @@ def run(params: HttpParams, ctx: RunContext) -> Iterator[Sample]:
         stderr=subprocess.PIPE,
     )
     assert child.stdout is not None
+    ctx.wait_for_start()  # the child has imported locust meanwhile; it starts its users at the common start
     target_cpu, target_t = _target_cpu(ctx.target), time.time()
     try:
         for line in _lines(child, ctx):

@@ -172,8 +172,15 @@ def run(params: Iperf3Params, ctx: RunContext) -> Iterator[Sample]:
     if ctx.target is None:
         raise WorkloadError("iperf3 client has no target server")
     cmd = _command(params, ctx.target, ctx.duration)
+    # started before the common start, held by a shell that execs iperf3 once released: no process start-up
+    # in the load's first second
+    held = ["sh", "-c", 'read -r _ && exec "$@"', "sh", *cmd]
+    proc = subprocess.Popen(held, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    ctx.wait_for_start()
     launched = time.time()
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()  # communicate() closes it
     out, err = _wait_reporting_progress(proc, ctx)
     try:
         report = json.loads(out)

@@ -32,6 +32,7 @@ def external_target(params: NoopParams) -> Target | None:
 
 
 def run(params: NoopParams, ctx: RunContext) -> Iterator[Sample]:
+    ctx.wait_for_start()
     end = ctx.start_at + ctx.duration
     while time.time() < end:
         ctx.check_stop()

@@ -20,6 +20,7 @@ from controller.validity import (
     clock_issues,
     condition_issues,
     trial_issues,
+    version_issues,
 )
 
 # the result JSON's format: raised when a key's meaning changes; keys are only ever added, never renamed or dropped
@@ -102,10 +103,11 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
     validity += appliance_issues(experiment, [s for samples in host_by_trial.values() for s in samples])
     clocks = store.clocks(run_id)
     validity += clock_issues(experiment, clocks)
-    sla = _sla_checks(experiment, metrics)
-    planned = experiment.repetitions * len(experiment.conditions)
     notes = store.notes(run_id)
     environment = notes.get("environment")
+    validity += version_issues(environment)
+    sla = _sla_checks(experiment, metrics)
+    planned = experiment.repetitions * len(experiment.conditions)
     return {
         "format_version": FORMAT_VERSION,
         "vtax_version": environment["controller"]["vtax"] if environment else None,

@@ -5,8 +5,10 @@ placement), and passes them to the run loop, which knows none of them."""
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.resources
 import json
 import re
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -208,6 +210,34 @@ def export(
     report_sink(sink, console, errors)
     if sink.stats()["spooled_bytes"]:
         raise InfrastructureError(f"InfluxDB at {config.url} did not take every point")
+
+
+SHIPPED = {
+    "deploy": ("vtax_deploy", ("*.service", "*.example", "grafana/*/*.json", "grafana/*/*/*.yaml")),
+    "examples": ("vtax_examples", ("*.yaml",)),
+}
+
+
+@app.command()
+def files(
+    directory: Annotated[Path, typer.Argument(help="where to write them (created if missing)")],
+    force: Annotated[bool, typer.Option("--force", help="overwrite files that exist")] = False,
+) -> None:
+    """Write out what vtax ships beside the command: the Grafana dashboards and provisioning, the agent's systemd
+    unit and environment file (deploy/), and the example specs (examples/)."""
+    written = []
+    for name, (package, patterns) in SHIPPED.items():
+        root = Path(str(importlib.resources.files(package)))
+        for source in sorted({p for pattern in patterns for p in root.glob(pattern) if p.is_file()}):
+            target = directory / name / source.relative_to(root)
+            if target.exists() and not force:
+                raise InputError(f"{target}: exists; give --force to overwrite")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            written.append(target)
+    console.print(
+        f"wrote {len(written)} files under {directory}: " + ", ".join(str(p.relative_to(directory)) for p in written)
+    )
 
 
 @app.command()

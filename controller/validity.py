@@ -78,6 +78,23 @@ def trial_issues(
     return found, True
 
 
+def version_issues(environment: dict[str, object] | None) -> list[Issue]:
+    """Agents that run another vtax than the controller: they may validate or measure differently."""
+    if not environment:
+        return []
+    controller = environment["controller"]["vtax"]  # type: ignore[index]
+    agents: dict[str, dict[str, object]] = environment.get("agents") or {}  # type: ignore[assignment]
+    return [
+        issue(
+            "warning",
+            "version_mismatch",
+            f"agent {name} runs vtax {found['vtax']}, the controller {controller}: install the same version on both",
+        )
+        for name, found in sorted(agents.items())
+        if found.get("vtax") != controller
+    ]
+
+
 def clock_issues(experiment: Experiment, clocks: list[ClockRow]) -> list[Issue]:
     """An agent whose clock offset is known less well than the start skew the spec tolerates."""
     return [

@@ -363,3 +363,16 @@ def test_steady_incomplete_when_the_load_stops_before_the_steady_phase_ends(tmp_
     run = _clean_run(tmp_path, {1: {"load_until": WARMUP + STEADY - 0.5}})
     [found] = [i for i in run.result()["validity"] if i["code"] == "steady_incomplete"]
     assert "3.50 s of a 4 s steady phase" in found["message"]
+
+
+def test_version_mismatch(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path)
+    run.store.put_note(
+        run.run_id,
+        "environment",
+        {"controller": {"vtax": "1.2.0"}, "agents": {"a": {"vtax": "1.2.0"}, "b": {"vtax": "1.1.0"}}},
+    )
+    result = run.result()
+    [found] = [i for i in result["validity"] if i["code"] == "version_mismatch"]
+    assert "agent b runs vtax 1.1.0, the controller 1.2.0" in found["message"] and found["level"] == "warning"
+    assert result["vtax_version"] == "1.2.0"

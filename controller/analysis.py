@@ -56,6 +56,8 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
     results_by_trial = _by_trial(store.agent_results(run_id))
     flags_by_trial = _by_trial(store.flags(run_id))
 
+    clocks = store.clocks(run_id)
+    uncertainty = {c["agent"]: c["uncertainty_s"] for c in clocks}
     validity: list[Issue] = []
     trial_rows = []
     values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -80,6 +82,7 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
             results_by_trial[idx],
             flags_by_trial[idx],
             kpis,
+            uncertainty,
         )
         validity += found
         if counts:
@@ -101,7 +104,6 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
         }
     validity += condition_issues(experiment, metrics)
     validity += appliance_issues(experiment, [s for samples in host_by_trial.values() for s in samples])
-    clocks = store.clocks(run_id)
     validity += clock_issues(experiment, clocks)
     notes = store.notes(run_id)
     environment = notes.get("environment")
@@ -127,7 +129,7 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
         "trials_planned": planned,
         "trials": trial_rows,
         "clocks": {c["agent"]: {k: c[k] for k in ("offset_s", "uncertainty_s", "rtt_s")} for c in clocks},
-        "start_skew_ms": _skew_summary(results_by_trial),
+        "start_skew_ms": _skew_summary(results_by_trial, uncertainty),
         "metrics": metrics,
         "validity": validity,
         "sla": sla,
@@ -138,14 +140,17 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
     }
 
 
-def _skew_summary(results_by_trial: dict[int, list[StoredResult]]) -> dict[str, float | None]:
-    """Spread of the agents' actual start times around the common start, over the whole run."""
-    skews = [
-        1000 * abs(r["start_skew_s"]) for rs in results_by_trial.values() for r in rs if r["start_skew_s"] is not None
-    ]
-    if not skews:
-        return {"max": None, "mean": None}
-    return {"max": max(skews), "mean": sum(skews) / len(skews)}
+def _skew_summary(
+    results_by_trial: dict[int, list[StoredResult]], uncertainty_s: dict[str, float]
+) -> dict[str, float | None]:
+    """Spread of the agents' actual start times around the common start, over the whole run, and how well it is
+    known: the largest clock uncertainty of the agents that started (each skew is known only to ± that)."""
+    started = [r for rs in results_by_trial.values() for r in rs if r["start_skew_s"] is not None]
+    if not started:
+        return {"max": None, "mean": None, "uncertainty": None}
+    skews = [1000 * abs(r["start_skew_s"] or 0.0) for r in started]
+    known = max(1000 * uncertainty_s.get(r["agent"], 0.0) for r in started)
+    return {"max": max(skews), "mean": sum(skews) / len(skews), "uncertainty": known}
 
 
 def _sla_checks(experiment: Experiment, metrics: dict[str, MetricResult]) -> list[SlaCheck]:

@@ -63,13 +63,14 @@ def trial_issues(
     results: list[StoredResult],
     flags: list[Flag],
     kpis: dict[str, float],
+    uncertainty_s: dict[str, float] | None = None,
 ) -> tuple[list[Issue], bool]:
     """One trial's findings, and whether its KPIs count in the statistics."""
     label = f"trial {trial['idx']} ({trial['condition']} #{trial['repetition']})"
     if trial["status"] != "ok":
         message = f"{label} {trial['status']}: {trial['reason']}"
         return [issue("error", f"trial_{trial['status']}", message, trial["idx"])], False
-    found = _workload_issues(experiment, trial, label, samples, results, kpis)
+    found = _workload_issues(experiment, trial, label, samples, results, kpis, uncertainty_s or {})
     found += _host_issues(experiment, trial, label, host)
     found += [issue(f["severity"], f["kind"], f"{label}: {f['message']}", trial["idx"]) for f in flags]
     if experiment.vsphere.on_migration == "exclude" and any(f["kind"] == "vm_migrated" for f in flags):
@@ -115,7 +116,10 @@ def _workload_issues(
     samples: list[StoredSample],
     results: list[StoredResult],
     kpis: dict[str, float],
+    uncertainty_s: dict[str, float],
 ) -> list[Issue]:
+    """A workload's own findings, the host saturated, and per agent: its start off the common start by more than
+    the limit even allowing for how well its clock is known, and steady seconds its samples do not cover."""
     issues = []
     start, end = steady_window(experiment, _started(trial))
     for entry in experiment.workloads:
@@ -144,13 +148,14 @@ def _workload_issues(
     limit_ms = experiment.timing.max_start_skew_ms
     for result in results:
         skew_ms = 1000 * (result["start_skew_s"] or 0.0)
-        if abs(skew_ms) > limit_ms:
+        known_ms = 1000 * uncertainty_s.get(result["agent"], 0.0)
+        if abs(skew_ms) - known_ms > limit_ms:  # off by more than the limit even at the clock's best
             issues.append(
                 issue(
                     "warning",
                     "start_skew",
-                    f"{label}: agent {result['agent']} started {skew_ms:+.1f} ms off the common start "
-                    f"(limit {limit_ms:g} ms)",
+                    f"{label}: agent {result['agent']} started {skew_ms:+.1f} ms (± {known_ms:.1f} ms) off the "
+                    f"common start (limit {limit_ms:g} ms)",
                     trial["idx"],
                 )
             )

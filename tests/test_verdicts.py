@@ -376,3 +376,16 @@ def test_version_mismatch(tmp_path: Path) -> None:
     [found] = [i for i in result["validity"] if i["code"] == "version_mismatch"]
     assert "agent b runs vtax 1.1.0, the controller 1.2.0" in found["message"] and found["level"] == "warning"
     assert result["vtax_version"] == "1.2.0"
+
+
+@pytest.mark.parametrize(("skew_ms", "flagged"), [(6.0, False), (8.0, True)])
+def test_a_start_skew_counts_only_beyond_what_the_clock_can_tell(tmp_path: Path, skew_ms: float, flagged: bool) -> None:
+    """Agent a's clock is known to ± 2 ms: 6 ms off (limit 5) may be 4 ms off, 8 ms is off in any case."""
+    run = _clean_run(tmp_path, {1: {"skew_s": skew_ms / 1000}})
+    run.store.add_clocks(run.run_id, {"a": {"offset_s": 0.0, "uncertainty_s": 0.002, "rtt_s": 0.004}})
+    result = analyse(run.store, run.run_id)
+    assert ("start_skew" in _codes(result)) is flagged
+    assert result["start_skew_ms"]["uncertainty"] == pytest.approx(2.0)
+    if flagged:
+        [found] = [i for i in result["validity"] if i["code"] == "start_skew"]
+        assert "+8.0 ms (± 2.0 ms)" in found["message"]

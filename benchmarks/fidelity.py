@@ -7,7 +7,7 @@ a shortfall is a cost or noise), and the CPU seconds the agent process itself sp
 Both sides turn iperf3's per-second intervals into samples with `workloads.iperf3.parse_report`
 and average `throughput_gbps` over all of them, so they are computed identically.
 
-    .venv/bin/python benchmarks/fidelity.py --pairs 5 --seconds 5 --streams 1
+    .venv/bin/python benchmarks/fidelity.py --seconds 5 --streams 1   # pairs until the ratio is known to ±2 %
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _pairs import interleaved, ratio_summary
+from _pairs import add_pair_options, check_pair_options, interleaved, ratio_summary
 
 from controller.engine import EmbeddedEngine
 from controller.runloop import RunLoop
@@ -33,7 +33,6 @@ from controller.store import Store
 from workloads import iperf3
 
 GOAL = 0.98
-MIN_PAIRS = 5
 HOST = "127.0.0.1"
 
 SPEC = """\
@@ -101,12 +100,11 @@ def vtax_trial(spec_text: str, store: Store) -> tuple[float, float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=MIN_PAIRS, help=f"bare/vtax pairs (at least {MIN_PAIRS})")
+    add_pair_options(parser)
     parser.add_argument("--seconds", type=int, default=5, help="iperf3 duration of every measurement")
     parser.add_argument("--streams", type=int, default=1, help="parallel iperf3 streams (-P)")
     args = parser.parse_args()
-    if args.pairs < MIN_PAIRS:
-        parser.error(f"--pairs must be at least {MIN_PAIRS} (got {args.pairs}): fewer give no usable median")
+    check_pair_options(parser, args)
     if args.seconds < 1:
         parser.error(f"--seconds must be at least 1 (got {args.seconds})")
     if not 1 <= args.streams <= 128:
@@ -117,21 +115,25 @@ def main() -> int:
 
     spec_text = SPEC.format(host=HOST, streams=args.streams, seconds=args.seconds)
 
-    def report(i: int, bare_gbps: float, trial: tuple[float, float, float]) -> None:
+    def report(i: int, bare_gbps: float, trial: tuple[float, float, float], half: float | None) -> None:
         gbps, cpu_s, wall_s = trial
+        known = "–" if half is None else f"±{100 * half:.1f} %"
         log(
-            f"pair {i + 1}/{args.pairs}: bare {bare_gbps:.2f} Gbit/s, vtax {gbps:.2f} Gbit/s,"
-            f" agent CPU {cpu_s:.3f} s, vtax wall {wall_s:.2f} s"
+            f"pair {i + 1} (at most {args.max_pairs}): bare {bare_gbps:.2f} Gbit/s, vtax {gbps:.2f} Gbit/s,"
+            f" agent CPU {cpu_s:.3f} s, vtax wall {wall_s:.2f} s; ratio known to {known}"
         )
 
     with tempfile.TemporaryDirectory(prefix="vtax-fidelity-") as tmp:
         store = Store(Path(tmp) / "fidelity.db")
         try:
             bare, trials = interleaved(
-                args.pairs,
                 lambda: bare_trial(program, args.seconds, args.streams),
                 lambda: vtax_trial(spec_text, store),
+                lambda b, v: (b, v[0]),
                 report,
+                min_pairs=args.min_pairs,
+                max_pairs=args.max_pairs,
+                resolution=args.resolution,
             )
         finally:
             store.close()
@@ -140,12 +142,12 @@ def main() -> int:
     wall = [wall_s for _, _, wall_s in trials]
     result = {
         "benchmark": "fidelity",
-        "pairs": args.pairs,
+        "pairs": len(bare),
         "seconds": args.seconds,
         "streams": args.streams,
         "bare_gbps": [round(x, 4) for x in bare],
         "vtax_gbps": [round(x, 4) for x in through_vtax],
-        **ratio_summary(bare, through_vtax, GOAL),
+        **ratio_summary(bare, through_vtax, GOAL, args.resolution),
         "agent_cpu_s_per_trial": {
             "median": round(statistics.median(cpu), 4),
             "max": round(max(cpu), 4),

@@ -6,7 +6,7 @@ same kind (nginx where installed, else vtax's Python target).
 Prints one JSON object with the median RPS ratio vtax/bare (goal >= 0.97) and its geometric mean with
 a 95 % CI.
 
-    .venv/bin/python benchmarks/http_fidelity.py --pairs 5 --seconds 5 --users 4
+    .venv/bin/python benchmarks/http_fidelity.py --seconds 5 --users 4   # pairs until the ratio is known to ±2 %
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _pairs import interleaved, ratio_summary
+from _pairs import add_pair_options, check_pair_options, interleaved, ratio_summary
 
 from controller.engine import EmbeddedEngine
 from controller.runloop import RunLoop
@@ -95,30 +95,38 @@ def vtax_rps(seconds: int, users: int, size: str, store: Store) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=5)
+    add_pair_options(parser)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--size", default="16k", choices=sorted(http.SIZES))
     args = parser.parse_args()
+    check_pair_options(parser, args)
     with tempfile.TemporaryDirectory(prefix="vtax-http-fidelity-") as tmp:
         locustfile = Path(tmp) / "get.py"
         locustfile.write_text(LOCUSTFILE.format(size=args.size))
         store = Store(Path(tmp) / "h.db")
         bare, through_vtax = interleaved(
-            args.pairs,
             lambda: bare_rps(locustfile, args.seconds, args.users, args.size),
             lambda: vtax_rps(args.seconds, args.users, args.size, store),
-            lambda i, b, v: print(f"pair {i + 1}: bare {b:.0f} rps, vtax {v:.0f} rps", file=sys.stderr),
+            lambda b, v: (b, v),
+            lambda i, b, v, half: print(
+                f"pair {i + 1}: bare {b:.0f} rps, vtax {v:.0f} rps; ratio known to "
+                + ("–" if half is None else f"±{100 * half:.1f} %"),
+                file=sys.stderr,
+            ),
+            min_pairs=args.min_pairs,
+            max_pairs=args.max_pairs,
+            resolution=args.resolution,
         )
     result = {
         "benchmark": "http_fidelity",
-        "pairs": args.pairs,
+        "pairs": len(bare),
         "seconds": args.seconds,
         "users": args.users,
         "object_size": args.size,
         "bare_rps": [round(x, 1) for x in bare],
         "vtax_rps": [round(x, 1) for x in through_vtax],
-        **ratio_summary(bare, through_vtax, GOAL),
+        **ratio_summary(bare, through_vtax, GOAL, args.resolution),
     }
     print(json.dumps(result))
     return 0

@@ -38,13 +38,14 @@ from controller.options import (
     InfluxOption,
     JsonOption,
     StoreOption,
+    VerboseOption,
     check_writable,
     console,
     errors,
     influx_settings,
     write_json,
 )
-from controller.report import LiveDisplay, duration, print_result
+from controller.report import LiveDisplay, duration, print_hook, print_result
 from controller.runloop import RunLoop
 from controller.store import DEFAULT_PATH, Store
 from controller.vsphere import cli as vsphere_cli
@@ -104,11 +105,12 @@ def _execute(
     broker: str | None = None,
     influx: InfluxConfig | None = None,
     vsphere: Vsphere | None = None,
+    verbose: bool = False,
 ) -> None:
     check_writable(json_path)
     store = Store(store_path)
     events = Events()
-    LiveDisplay(console, events, warmup=experiment.timing.warmup, steady=experiment.timing.steady)
+    LiveDisplay(console, events, warmup=experiment.timing.warmup, steady=experiment.timing.steady, verbose=verbose)
     output = InfluxOutput(influx, events, experiment, errors) if influx else None
     plan_size = len(experiment.conditions) * experiment.repetitions
     console.print(
@@ -159,6 +161,7 @@ def run(
     broker: BrokerOption = None,
     influx: InfluxOption = None,
     influx_config: InfluxConfigOption = None,
+    verbose: VerboseOption = False,
     *,
     vcenter_options: vsphere_cli.VcenterOptions,
 ) -> None:
@@ -171,7 +174,9 @@ def run(
     experiment = spec_module.load(spec)
     vsphere = vsphere_cli.open_vsphere(experiment, vcenter_options)
     try:
-        _execute(experiment, str(spec), store, json_path, broker, influx_settings(influx, influx_config), vsphere)
+        _execute(
+            experiment, str(spec), store, json_path, broker, influx_settings(influx, influx_config), vsphere, verbose
+        )
     finally:
         if vsphere is not None:
             vsphere.vcenter.close()
@@ -321,10 +326,15 @@ def show(
     run_id: Annotated[str, typer.Argument(help="run id or a unique prefix of it")],
     json_path: JsonOption = None,
     store: StoreOption = DEFAULT_PATH,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Print a stored run's summary again, recomputed from the store."""
+    """Print a stored run's summary again, recomputed from the store; with --verbose, every hook's output first."""
     check_writable(json_path)
-    result = analyse(Store(store, create=False), run_id)
+    opened = Store(store, create=False)
+    result = analyse(opened, run_id)
+    if verbose:
+        for trial_idx, hook in opened.hook_runs(result["run_id"]):
+            print_hook(console, trial_idx, hook)
     print_result(console, result)
     write_json(json_path, result)
 

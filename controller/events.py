@@ -40,6 +40,7 @@ class Events:
     - agent_progress(agent, workload, values): a live, provisional reading from a running workload
     - trial_end(trial, total, record, kpis): a trial is stored (record: its TrialRecord)
     - trial_kpis(trial, kpis): a trial's KPIs recomputed once host counters arrived after it (vCenter)
+    - hook_ran(trial, hook): a shell hook ran (its HookRun: command, exit code, output)
     - run_end(run_id, status)
     """
 
@@ -50,4 +51,5 @@ class Events:
         self.agent_progress = EventHook("agent_progress")
         self.trial_end = EventHook("trial_end")
         self.trial_kpis = EventHook("trial_kpis")
+        self.hook_ran = EventHook("hook_ran")
         self.run_end = EventHook("run_end")

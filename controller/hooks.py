@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Mapping
+from typing import TypedDict
 
 from controller.errors import HookError
 from controller.spec import Action, Hook
 
 ActionHandler = Callable[..., None]  # (action, *, stage, condition); HookError on failure
+
+
+class HookRun(TypedDict):
+    """One shell hook as it ran: what it printed is kept (the store), not thrown away."""
+
+    stage: str
+    command: str
+    exit_code: int | None  # None: it timed out
+    output: str  # stdout, then stderr
+    seconds: float
+
+
+HookListener = Callable[[HookRun], None]
 
 
 def run_hooks(
@@ -25,8 +40,10 @@ def run_hooks(
     env: Mapping[str, str],
     timeout: float,
     actions: Mapping[str, ActionHandler],
+    on_run: HookListener | None = None,
 ) -> None:
-    """Run each hook in order; the first failure raises HookError."""
+    """Run each hook in order; the first failure raises HookError. Every shell hook's output reaches `on_run`,
+    a failed one's too, before the error."""
     for hook in hooks:
         if isinstance(hook, Action):
             handler = actions.get(hook.kind)
@@ -34,10 +51,13 @@ def run_hooks(
                 raise HookError(f"{stage} hook of condition {condition!r}: {hook} needs --{hook.kind_option}")
             handler(hook, stage=stage, condition=condition)
         else:
-            _shell(hook, stage=stage, condition=condition, env=env, timeout=timeout)
+            _shell(hook, stage=stage, condition=condition, env=env, timeout=timeout, on_run=on_run)
 
 
-def _shell(command: str, *, stage: str, condition: str, env: Mapping[str, str], timeout: float) -> None:
+def _shell(
+    command: str, *, stage: str, condition: str, env: Mapping[str, str], timeout: float, on_run: HookListener | None
+) -> None:
+    began = time.monotonic()
     try:
         done = subprocess.run(
             command,
@@ -48,8 +68,27 @@ def _shell(command: str, *, stage: str, condition: str, env: Mapping[str, str], 
             timeout=timeout,
             check=False,
         )
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
+        if on_run is not None:
+            output = _text(exc.stdout) + _text(exc.stderr)
+            on_run({"stage": stage, "command": command, "exit_code": None, "output": output, "seconds": timeout})
         raise HookError(f"{stage} hook of condition {condition!r} timed out after {timeout:g} s: {command}") from None
+    if on_run is not None:
+        on_run(
+            {
+                "stage": stage,
+                "command": command,
+                "exit_code": done.returncode,
+                "output": done.stdout + done.stderr,
+                "seconds": time.monotonic() - began,
+            }
+        )
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
         raise HookError(f"{stage} hook of condition {condition!r} exited {done.returncode}: {command} ({tail[0]})")
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

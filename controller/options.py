@@ -32,6 +32,9 @@ InfluxConfigOption = Annotated[
 ]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="write the run's result object to this file")]
 AsJsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="print every hook's command and output (they are always stored)")
+]
 
 
 def check_writable(path: Path | None) -> None:

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from agent.wire import HostSample, TrialRecord
 from controller.events import Events
+from controller.hooks import HookRun
 from controller.plan import Trial
 
 HEADLINE_METRICS = ("throughput_gbps", "achieved_pct", "host.cpu_pct")
@@ -47,7 +48,10 @@ def _headline(kpis: dict[str, float]) -> str:
 class LiveDisplay:
     """Trial i/n, condition, phase and the host's live CPU and network while a run goes on."""
 
-    def __init__(self, console: Console, events: Events, *, warmup: float, steady: float) -> None:
+    def __init__(
+        self, console: Console, events: Events, *, warmup: float, steady: float, verbose: bool = False
+    ) -> None:
+        """With `verbose`, every hook's command and output is printed as it runs."""
         self.console = console
         self._warmup, self._steady = warmup, steady
         self._trial: Trial | None = None
@@ -64,6 +68,8 @@ class LiveDisplay:
         events.agent_progress.add_listener(self._on_progress)
         events.trial_end.add_listener(self._on_trial_end)
         events.trial_kpis.add_listener(self._on_trial_kpis)
+        if verbose:
+            events.hook_ran.add_listener(lambda *, trial, hook: print_hook(self.console, trial.index, hook))
         events.run_start.add_listener(self._on_run_start)
         events.run_end.add_listener(lambda **_: self._live.stop())
 
@@ -188,6 +194,17 @@ def summary_table(result: dict[str, Any]) -> Table:
                 end_section=i == len(result["conditions"]) - 1,
             )
     return table
+
+
+def print_hook(console: Console, trial_idx: int, hook: HookRun) -> None:
+    """One hook as it ran: the command, its exit code and time, and what it printed, indented."""
+    code = "timed out" if hook["exit_code"] is None else f"exit {hook['exit_code']}"
+    style = "dim" if hook["exit_code"] == 0 else "red"
+    console.print(
+        Text(f"trial {trial_idx} {hook['stage']}: {hook['command']} ({code}, {hook['seconds']:.2f} s)", style=style)
+    )
+    for line in hook["output"].rstrip().splitlines():
+        console.print(Text(f"    {line}", style="dim"))
 
 
 def print_result(console: Console, result: dict[str, Any]) -> None:

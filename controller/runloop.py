@@ -35,7 +35,7 @@ from controller import clock
 from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
 from controller.errors import InfrastructureError, VtaxError
 from controller.events import Events
-from controller.hooks import ActionHandler, HookError, run_hooks
+from controller.hooks import ActionHandler, HookError, HookRun, run_hooks
 from controller.hostsources import HostCounterSource, TrialWindow, default_sources
 from controller.kpis import trial_kpis
 from controller.plan import Trial, make_plan
@@ -215,6 +215,10 @@ class RunLoop:
         }
         kpis: dict[str, float] = {}
 
+        def ran(hook: HookRun) -> None:
+            self.store.add_hook_run(self.run_id, trial.index, hook)
+            self.events.hook_ran.fire(trial=trial, hook=hook)
+
         def hooks(stage: str) -> None:
             run_hooks(
                 getattr(condition, stage),
@@ -223,6 +227,7 @@ class RunLoop:
                 env=env,
                 timeout=self.experiment.hook_timeout,
                 actions=self.actions,
+                on_run=ran,
             )
 
         try:

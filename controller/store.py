@@ -17,6 +17,7 @@ from typing import Any, Literal, TypedDict
 from agent.urls import redact
 from agent.wire import AgentResult, HostSample, TrialRecord
 from controller.errors import InputError
+from controller.hooks import HookRun
 from workloads.base import Sample
 
 DEFAULT_PATH = "vtax.db"
@@ -56,6 +57,10 @@ CREATE TABLE IF NOT EXISTS vsphere_counters (
 CREATE TABLE IF NOT EXISTS trial_flags (
     run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL,
     message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hook_runs (
+    run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, stage TEXT NOT NULL, command TEXT NOT NULL, exit_code INTEGER,
+    output TEXT NOT NULL, seconds REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS run_notes (
     run_id TEXT NOT NULL, key TEXT NOT NULL, value_json TEXT NOT NULL, PRIMARY KEY (run_id, key)
@@ -136,6 +141,7 @@ _RUN_TABLES = (
     "host_counters",
     "vsphere_counters",
     "trial_flags",
+    "hook_runs",
     "run_notes",
 )
 _TRIAL_COLUMNS = ("idx", "condition", "repetition", "status", "reason", "start_at", "deadline", "ended")
@@ -378,6 +384,30 @@ class Store:
     def flags(self, run_id: str) -> list[Flag]:
         rows = self._db.execute("SELECT * FROM trial_flags WHERE run_id = ? ORDER BY trial_idx", (run_id,))
         return [{k: r[k] for k in ("trial_idx", "kind", "severity", "message")} for r in rows]  # type: ignore[misc]
+
+    def add_hook_run(self, run_id: str, trial_idx: int, hook: HookRun) -> None:
+        """What one hook printed; a URL's password in it is kept out."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO hook_runs VALUES (?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    trial_idx,
+                    hook["stage"],
+                    redact(hook["command"]),
+                    hook["exit_code"],
+                    redact(hook["output"]),
+                    hook["seconds"],
+                ),
+            )
+
+    def hook_runs(self, run_id: str) -> list[tuple[int, HookRun]]:
+        """Every hook of a run as it ran, with its trial, in order."""
+        rows = self._db.execute("SELECT * FROM hook_runs WHERE run_id = ? ORDER BY rowid", (run_id,))
+        return [
+            (r["trial_idx"], {k: r[k] for k in ("stage", "command", "exit_code", "output", "seconds")})  # type: ignore[misc]
+            for r in rows
+        ]
 
     def put_note(self, run_id: str, key: str, value: Any) -> None:
         """A JSON-able fact about the run as a whole, e.g. where vSphere placed its agents."""

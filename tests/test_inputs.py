@@ -153,3 +153,19 @@ def test_a_result_file_alone_can_reproduce_its_run_and_be_lined_up_with_grafana(
     assert controller["iperf3"] and controller["python"] == platform.python_version()
     for trial in result["trials"]:
         assert trial["start_at"] < trial["ended"] <= result["finished"]
+
+
+def test_hook_output_is_kept_and_shown_with_verbose(vtax: Vtax) -> None:
+    hooked = NOOP.replace(
+        "{name: base, baseline: true}", "{name: base, baseline: true, setup: 'echo entering $VTAX_CONDITION'}"
+    )
+    spec = vtax.spec(hooked)
+    quiet = vtax("run", str(spec))
+    assert quiet.returncode == 0, quiet.stderr
+    assert "entering base" not in quiet.stdout
+    loud = vtax("run", str(spec), "--verbose")
+    assert "trial 0 setup: echo entering $VTAX_CONDITION (exit 0" in loud.stdout
+    assert "    entering base" in loud.stdout
+    first = json.loads(vtax("runs", "--json").stdout)[-1]["id"]  # the quiet run kept its hook output too
+    shown = vtax("show", first, "--verbose")
+    assert shown.stdout.count("    entering base") == 2  # both trials' setup

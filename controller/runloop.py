@@ -311,7 +311,7 @@ class RunLoop:
                 source.begin(window, on_sample=on_sample, on_record=on_record)
                 begun.append(source)
             calls = self._dispatch(trial, flows, targets, start_at, deadline)
-            results = self._collect(calls, start_at)
+            results = self._collect(calls, start_at, deadline)
         finally:
             for source in begun:
                 source.end()
@@ -426,9 +426,10 @@ class RunLoop:
             for flow in flows
         ]
 
-    def _collect(self, calls: list[tuple[Flow, Future[AgentResult]]], start_at: float) -> list[AgentResult]:
+    def _collect(
+        self, calls: list[tuple[Flow, Future[AgentResult]]], start_at: float, deadline: float
+    ) -> list[AgentResult]:
         """Wait for every agent until the deadline plus a margin; give up on the ones that do not answer."""
-        deadline = start_at + self.experiment.timing.duration + self.experiment.timing.grace
         wait([f for _, f in calls], timeout=max(0.0, deadline + KILL_MARGIN_S - time.time()))
         results = []
         for flow, future in calls:

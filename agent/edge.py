@@ -1,6 +1,7 @@
 """An agent's edge: where a request from the wire becomes a task call, and its result a reply.
 
-Here, and only here: the allowlist is checked before any load starts; the request's times are converted from
+Here, and only here: the request is checked against its type on the wire; the allowlist is checked before
+any load starts, and the tool is given the address that was checked; the request's times are converted from
 the controller's clock to this agent's and every time the task reports back (its result, streamed host
 samples, InfluxDB points) to the controller's; the live outputs are wired (progress and host samples to the
 controller, samples and readings to InfluxDB). Every failure becomes an error reply: an agent outlives
@@ -9,19 +10,49 @@ anything a message can do to it.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import wire
 from agent.hostsampler import HOSTNAME
 from agent.points import host_lines, live_line, phase_of, sample_line
-from agent.safety import Allowlist, TargetRefused
+from agent.safety import Allowlist, Refused
 from agent.sink import InfluxSink
 from agent.tasks import TASKS, TaskIO
-from agent.wire import AgentResult, HostCountersReply, HostSample, Message, Reply, Request
+from agent.wire import AgentResult, HostCountersReply, HostSample, Message, Reply, Request, TaskRequest
 from workloads.base import Sample
+
+DEFAULT_TASK_SLOTS = 64
+LATE_START_S = 1.0  # a load task that arrives this long after its common start is refused, not run late
+HOLDING_TASKS = (wire.RUN_WORKLOAD, wire.HOST_COUNTERS)  # tasks that hold a thread for their trial
+
+
+class TaskExpired(Exception):
+    """A request that arrived too late to be carried out as asked."""
+
+
+class TaskSlots:
+    """How many load tasks one agent process runs at once, each on a thread of its own. One more is refused at
+    once, naming the limit, rather than started seconds late when a thread frees."""
+
+    def __init__(self, limit: int = DEFAULT_TASK_SLOTS) -> None:
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit)
+
+    @contextlib.contextmanager
+    def take(self, agent: str) -> Iterator[None]:
+        if not self._free.acquire(blocking=False):
+            raise Refused(
+                f"agent {agent!r} already runs {self.limit} load tasks at once, its limit (vtax agent --concurrency)"
+            )
+        try:
+            yield
+        finally:
+            self._free.release()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +64,7 @@ class AgentHost:
     is_cancelled: Callable[[str], bool] = field(default=lambda run_id: False)
     locustfile_dir: Path | None = None
     sink: InfluxSink | None = None
+    slots: TaskSlots = field(default_factory=TaskSlots)  # shared by the agents of one process
     ended_trials: set[tuple[str, int]] = field(default_factory=set)  # (run, trial) the controller ended early
 
 
@@ -80,25 +112,49 @@ def execute(request: Request, host: AgentHost, send: Callable[[Message], None]) 
         if task is None:
             raise LookupError(f"unknown task {name!r}")
         clock = ClockEdge(float(request.get("clock_offset", 0.0)))
-        kwargs: dict[str, object] = dict(request["kwargs"])
+        checked = wire.check_request(name, request["kwargs"])
+        kwargs: dict[str, object] = dict(checked)
         for key in wire.INSTANTS.get(name, ()):
             kwargs[key] = clock.local(float(kwargs[key]))  # type: ignore[arg-type]
+        _check_in_time(name, kwargs)
         target = kwargs.get("target")
         if name == wire.RUN_WORKLOAD and isinstance(target, dict):
-            host.allowlist.check(target["host"])
-        result = task(**kwargs, io=_io(name, request, host, clock, send))
+            kwargs["target"] = {**target, "host": host.allowlist.check(target["host"])}
+        with host.slots.take(host.name) if name in HOLDING_TASKS else contextlib.nullcontext():
+            result = task(**kwargs, io=_io(name, checked, request.get("id"), host, clock, send))
         reply["result"] = clock.reply(name, result)  # type: ignore[typeddict-item]
         reply["ok"] = True
-    except TargetRefused as exc:
+    except Refused as exc:
         reply["error"], reply["refused"] = f"refused: {exc}", True
+    except TaskExpired as exc:
+        reply["error"] = f"not run: {exc}"
     except Exception as exc:  # reported to the controller, never fatal to the agent
         reply["error"] = f"{type(exc).__name__}: {exc}"
     send(reply)
 
 
-def _io(name: str, request: Request, host: AgentHost, clock: ClockEdge, send: Callable[[Message], None]) -> TaskIO:
-    """The live outputs and the cancellation check of one task, in the controller's clock."""
-    kwargs: dict[str, object] = dict(request["kwargs"])
+def _check_in_time(name: str, kwargs: dict[str, object]) -> None:
+    """A request that waited in a queue (its agent was paused, the broker slow) is not carried out late: its
+    load would run into the next trial's time."""
+    now = time.time()
+    deadline = kwargs.get("deadline")
+    if isinstance(deadline, float | int) and now >= deadline:
+        raise TaskExpired(f"{name} arrived {now - deadline:.1f} s after its deadline")
+    start_at = kwargs.get("start_at")
+    if name in HOLDING_TASKS and isinstance(start_at, float | int) and now > start_at + LATE_START_S:
+        raise TaskExpired(f"{name} arrived {now - start_at:.1f} s after its common start")
+
+
+def _io(
+    name: str,
+    kwargs: TaskRequest,
+    request_id: int | None,
+    host: AgentHost,
+    clock: ClockEdge,
+    send: Callable[[Message], None],
+) -> TaskIO:
+    """The live outputs and the cancellation check of one task (`kwargs`: its checked request, in the
+    controller's clock)."""
     tags = kwargs.get("tags")
     if not isinstance(tags, dict):
         return TaskIO(locustfile_dir=host.locustfile_dir, ended=host.ended_trials)
@@ -119,7 +175,7 @@ def _io(name: str, request: Request, host: AgentHost, clock: ClockEdge, send: Ca
             converted = clock.host_sample(sample)
             if sink is not None:
                 sink.submit(host_lines(converted, host_tags, phase(converted["t"], converted["dt"])))
-            send({"id": request.get("id"), "agent": host.name, "sample": converted})
+            send({"id": request_id, "agent": host.name, "sample": converted})
 
         return TaskIO(cancelled=cancelled, host_sample=host_sample, ended=host.ended_trials)
 
@@ -130,7 +186,7 @@ def _io(name: str, request: Request, host: AgentHost, clock: ClockEdge, send: Ca
         if sink is not None:
             now = clock.now()
             sink.submit([live_line(values, client_tags, now, phase(now, 0.0))])
-        send({"id": request.get("id"), "agent": host.name, "workload": workload, "progress": values})
+        send({"id": request_id, "agent": host.name, "workload": workload, "progress": values})
 
     def sample(measured: Sample) -> None:
         if sink is not None:
@@ -141,6 +197,7 @@ def _io(name: str, request: Request, host: AgentHost, clock: ClockEdge, send: Ca
         cancelled=cancelled,
         progress=progress,
         sample=sample,
+        allow=tuple(str(network) for network in host.allowlist.networks),
         locustfile_dir=host.locustfile_dir,
         ended=host.ended_trials,
     )

@@ -45,7 +45,13 @@ def _version(distribution: str) -> str | None:
 
 
 def identity(
-    *, name: str, zone: str | None, allow: list[str], address: str | None, vm_uuid: str | None = None
+    *,
+    name: str,
+    zone: str | None,
+    allow: list[str],
+    address: str | None,
+    vm_uuid: str | None = None,
+    max_tasks: int | None = None,
 ) -> AgentIdentity:
     """A JSON-able description of this agent and the machine it runs on; `address` defaults to the first one,
     `vm_uuid` to the BIOS UUID this machine reports."""
@@ -60,6 +66,7 @@ def identity(
         "allow": allow,
         "pid": os.getpid(),
         "started": time.time(),
+        "max_tasks": max_tasks,
     }
 
 

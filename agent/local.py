@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
+import time
 from multiprocessing.queues import Queue
 from pathlib import Path
 
@@ -29,6 +31,7 @@ def agent_main(
 ) -> None:
     """Serve tasks until a None arrives. Runs as its own process group, so the whole agent can be killed."""
     os.setpgid(0, 0)
+    threading.Thread(target=_die_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     sink = InfluxSink(influx.model_copy(update={"spool_dir": influx.spool_dir / name})) if influx else None
     host = AgentHost(
         name=name, allowlist=Allowlist(allow), locustfile_dir=Path(locustfiles) if locustfiles else None, sink=sink
@@ -41,3 +44,12 @@ def agent_main(
         threading.Thread(target=execute, args=(json.loads(message), host, send), daemon=True).start()
     if sink is not None:
         sink.close(timeout=1.0)  # what InfluxDB does not take at once waits in the spool, not in memory
+
+
+def _die_with_parent(parent: int) -> None:
+    """When the controller dies, even by SIGKILL, this agent and the load it started die with it: the agent is
+    handed to another parent, which this sees within 0.5 s, and it kills its own process group. (A watch, not
+    PR_SET_PDEATHSIG: that fires when the thread that started the agent ends, not the process.)"""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.killpg(0, signal.SIGKILL)

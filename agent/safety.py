@@ -1,17 +1,25 @@
-"""What an agent may send load to: its allowlist of networks (default: loopback only)."""
+"""What an agent may send load to: its allowlist of networks (default: loopback only).
+
+A target's name is resolved once, here; the tools are given the address that was checked, so a name that
+resolves differently a moment later cannot take the load elsewhere.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import stat
+from pathlib import Path
 
-LOOPBACK = ("127.0.0.0/8", "::1/128")
+from workloads.base import LOOPBACK
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class TargetRefused(Exception):
-    """The agent will not send load to this target."""
+class Refused(Exception):
+    """The agent will not do what it was asked, as it is configured: a target outside its allowlist, more load
+    tasks than its concurrency. A configuration error, reported as a refusal."""
 
 
 class Allowlist:
@@ -26,16 +34,47 @@ class Allowlist:
     def __str__(self) -> str:
         return ", ".join(str(n) for n in self.networks)
 
-    def check(self, host: str) -> None:
-        """Raise TargetRefused unless `host` lies inside the allowlist."""
+    def allows(self, address: str) -> bool:
+        """Whether an IP address (not a name) lies inside the allowlist."""
+        ip = ipaddress.ip_address(address.split("%")[0])
+        return any(ip in network for network in self.networks)
+
+    def check(self, host: str) -> str:
+        """The address to send load to for `host`; Refused unless every address it resolves to lies
+        inside the allowlist."""
         try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-        except socket.gaierror as exc:
-            raise TargetRefused(f"target {host!r} does not resolve: {exc}") from None
+            addresses = sorted({str(info[4][0]) for info in socket.getaddrinfo(host, None)})
+        except (socket.gaierror, UnicodeError, ValueError) as exc:
+            raise Refused(f"target {host!r} does not resolve: {exc}") from None
         for address in addresses:
-            ip = ipaddress.ip_address(address.split("%")[0])
-            if not any(ip in network for network in self.networks):
-                raise TargetRefused(
-                    f"target {host} ({ip}) is outside this agent's allowlist ({self}); "
+            if not self.allows(address):
+                raise Refused(
+                    f"target {host} ({address}) is outside this agent's allowlist ({self}); "
                     "start the agent with --allow for that network"
                 )
+        return addresses[0]
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a directory only this user can enter: made 0700 where missing; an existing one must be a real
+    directory (not a symlink) owned by this user, and loses any group or other access. ValueError otherwise: a
+    directory another local user prepared could make this agent write where they choose."""
+    for missing in reversed([p for p in (path, *path.parents) if not os.path.lexists(p)]):
+        os.mkdir(missing, 0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise ValueError(f"{path} is not a directory (a symlink?); refusing to use it")
+    if info.st_uid != os.geteuid():
+        raise ValueError(f"{path} belongs to uid {info.st_uid}, not this agent's ({os.geteuid()}); refusing to use it")
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def own_regular_file(path: Path) -> bool:
+    """Whether `path` is a regular file (not a symlink) of this user that nobody else may write."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022

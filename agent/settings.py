@@ -68,8 +68,16 @@ class InfluxConfig(BaseModel):
     database: str = Field("vtax", description="v1 database")
     retention_policy: str | None = Field(None, description="v1 retention policy (default: the database's)")
     verify_tls: bool = True
-    spool_dir: Path = Field(Path("/var/tmp/vtax-spool"), description="where undeliverable points wait")
+    spool_dir: Path = Field(
+        default_factory=lambda: _state_home() / "vtax" / "spool",
+        description="where undeliverable points wait: a directory only the agent's user may enter "
+        "(default $XDG_STATE_HOME/vtax/spool, i.e. ~/.local/state/vtax/spool)",
+    )
     spool_max_mb: float = Field(512.0, gt=0, description="spool bound; beyond it new points are dropped and counted")
+
+
+def _state_home() -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
 
 
 def load_config(url: str | None, config_file: Path | None) -> InfluxConfig | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import ssl
 import threading
 import time
@@ -27,6 +28,7 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.write_api import SYNCHRONOUS
 
+from agent.safety import own_regular_file, private_dir
 from agent.settings import InfluxConfig
 from agent.urls import redact, without_credentials
 from agent.wire import SinkStats
@@ -142,13 +144,18 @@ class Spool:
     """Segment files of line protocol, oldest first; a segment is deleted once all of it is written."""
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
-        self.directory = directory
+        self.directory = private_dir(directory)
         self.max_bytes = max_bytes
-        directory.mkdir(parents=True, exist_ok=True)
         self.dropped = 0
 
     def segments(self) -> list[Path]:
-        return sorted(self.directory.glob("*.lp"))
+        """The segments this agent wrote, oldest first; anything else found here (a symlink, another user's
+        file) is never replayed with the run's credentials."""
+        found = sorted(self.directory.glob("*.lp"))
+        foreign = [p for p in found if not own_regular_file(p)]
+        for path in foreign:
+            log.error("spool: %s is not a file this agent wrote; ignored", path)
+        return [p for p in found if p not in foreign]
 
     def size(self) -> int:
         return sum(p.stat().st_size for p in self.segments())
@@ -163,7 +170,8 @@ class Spool:
         last = segments[-1] if segments and segments[-1].stat().st_size < SEGMENT_BYTES else None
         if last is None:
             last = self.directory / f"{time.time_ns():020d}.lp"
-        with last.open("ab") as out:
+        descriptor = os.open(last, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(descriptor, "ab") as out:
             out.write(data)
 
 

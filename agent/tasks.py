@@ -32,6 +32,8 @@ class TaskIO:
     """Each workload sample as it is measured."""
     host_sample: Callable[[HostSample], None] = field(default=lambda sample: None)
     """Each second of host counters as it is taken."""
+    allow: tuple[str, ...] = ()
+    """The agent's allowlist (networks), for tools that connect on their own (a locustfile's requests)."""
     locustfile_dir: Path | None = None
     ended: set[tuple[str, int]] = field(default_factory=set)
     """(run, trial) pairs the controller ended early; shared by every task of this agent."""
@@ -78,6 +80,7 @@ def run_workload(
         deadline=deadline,
         target=target,
         locustfile_dir=io.locustfile_dir,
+        allow=io.allow,
         progress=io.progress,
         cancelled=io.cancelled,
     )

@@ -9,12 +9,19 @@ Times are unix seconds in the controller's clock everywhere on the wire. An agen
 and back once, at its edge (`agent.edge`), with the request envelope's `clock_offset` (agent clock − controller
 clock, measured by the controller at run start).
 
-Messages are JSON: nothing here is ever pickled, and nothing that arrives is executed.
+Messages are JSON: nothing here is ever pickled, and nothing that arrives is executed. What arrives is
+checked against these types before anyone reads it (`parse_message`, `check_reply`, `check_request`): a message
+that does not fit is an error of its sender, never of the reader.
 """
 
 from __future__ import annotations
 
-from typing import Literal, NotRequired, TypedDict
+import json
+from functools import cache
+from typing import Any, Literal, NotRequired
+
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict  # pydantic validates only this TypedDict on Python < 3.12
 
 from workloads.base import Sample, Target
 
@@ -122,6 +129,7 @@ class AgentIdentity(MachineInfo):
     allow: list[str]
     pid: int
     started: float
+    max_tasks: NotRequired[int | None]  # load tasks its process runs at once, shared by its names
     heartbeat: NotRequired[float]  # when this value was written (agent clock)
     sink: NotRequired[SinkStats | None]
 
@@ -206,6 +214,13 @@ REQUESTS: dict[str, type] = {
     PING: PingRequest,
     END_TRIAL: EndTrialRequest,
 }
+REPLIES: dict[str, type] = {
+    SERVE: Target,
+    RUN_WORKLOAD: AgentResult,
+    HOST_COUNTERS: HostCountersReply,
+    PING: PingReply,
+    END_TRIAL: EndTrialReply,
+}
 
 
 # --- envelopes -------------------------------------------------------------------------------------------
@@ -236,9 +251,9 @@ class Reply(TypedDict):
     id: int | None
     agent: str
     ok: bool
-    result: NotRequired[TaskReply]
+    result: NotRequired[object]  # the task's own reply type (REPLIES), checked by `check_reply`
     error: NotRequired[str]
-    refused: NotRequired[bool]  # the allowlist refused the target
+    refused: NotRequired[bool]  # refused as the agent is configured: its allowlist, its concurrency
 
 
 class Progress(TypedDict):
@@ -266,3 +281,48 @@ INSTANTS: dict[str, tuple[str, ...]] = {
     RUN_WORKLOAD: ("start_at", "deadline"),
     HOST_COUNTERS: ("start_at", "deadline"),
 }
+
+
+# --- checking what arrives ---------------------------------------------------------------------------------
+
+
+class MalformedMessage(ValueError):
+    """A message that does not fit the wire's types; the text says where, briefly."""
+
+
+@cache
+def _adapter(record: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(record)
+
+
+def _checked(record: Any, value: object, what: str) -> Any:
+    try:
+        return _adapter(record).validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the message"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise MalformedMessage(f"{what}: {where}: {first['msg']}{more}"[:300]) from None
+
+
+def parse_message(raw: str | bytes) -> Message:
+    """A message an agent sent (a reply, progress or a streamed sample), checked; its reply's result is checked
+    later, against the task it answers (`check_reply`)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise MalformedMessage(f"not JSON: {bytes(raw[:60]) if isinstance(raw, bytes) else raw[:60]!r}") from None
+    if not isinstance(data, dict):
+        raise MalformedMessage(f"expected a JSON object, got {type(data).__name__}")
+    record = Progress if "progress" in data else Streamed if "sample" in data else Reply
+    return _checked(record, data, record.__name__.lower())  # type: ignore[no-any-return]
+
+
+def check_reply(task: str, result: object) -> TaskReply:
+    """A task's result as its reply type says it must be."""
+    return _checked(REPLIES[task], result, f"{task} reply")  # type: ignore[no-any-return]
+
+
+def check_request(task: str, kwargs: object) -> TaskRequest:
+    """A task's request as its request type says it must be."""
+    return _checked(REQUESTS[task], kwargs, f"{task} request")  # type: ignore[no-any-return]

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from agent.broker import AGENT_KEY, CANCEL_KEY, HEARTBEAT_S, HEARTBEAT_TTL_S, make_app, queue_for
-from agent.edge import AgentHost, execute
+from agent.edge import DEFAULT_TASK_SLOTS, AgentHost, TaskSlots, execute
 from agent.identity import identity
 from agent.safety import Allowlist
 from agent.sink import InfluxConfig, InfluxSink
@@ -28,6 +28,7 @@ from agent.wire import TASK_NAMES, AgentIdentity, Message, Request, TaskRequest
 log = logging.getLogger("vtax.agent")
 REPLY_RETRY_S = 60.0  # how long a finished task keeps trying to hand its reply to a restarting broker
 REPLY_TTL_S = 3600
+CONTROL_THREADS = 8  # threads beyond the load tasks' for pings, serve and end_trial: never starved by load
 
 
 class BrokerLink:
@@ -91,19 +92,26 @@ def run_agent(
     vm_uuid: str | None = None,
     locustfiles: Path | None = None,
     influx: InfluxConfig | None = None,
-    concurrency: int = 64,
+    concurrency: int = DEFAULT_TASK_SLOTS,
 ) -> None:
     """Register, heartbeat, and serve these agents' queues until SIGTERM/SIGINT.
 
-    Usually one name; several let one worker process stand in for many agents (scale tests).
+    Usually one name; several let one worker process stand in for many agents (scale tests). `concurrency`
+    load tasks run at once, shared by all the names; one more is refused.
     """
     allowlist = Allowlist(allow)
     link = BrokerLink(broker)
     # a spool directory belongs to one process: this agent's own, under the configured one
     sink = InfluxSink(influx.model_copy(update={"spool_dir": influx.spool_dir / names[0]})) if influx else None
+    slots = TaskSlots(concurrency)
     hosts = {
         name: AgentHost(
-            name=name, allowlist=allowlist, is_cancelled=link.is_cancelled, locustfile_dir=locustfiles, sink=sink
+            name=name,
+            allowlist=allowlist,
+            is_cancelled=link.is_cancelled,
+            locustfile_dir=locustfiles,
+            sink=sink,
+            slots=slots,
         )
         for name in names
     }
@@ -115,7 +123,12 @@ def run_agent(
     beats = [
         threading.Thread(
             target=link.heartbeat_forever,
-            args=(name, identity(name=name, zone=zone, allow=allowed, address=address, vm_uuid=vm_uuid), stop, sink),
+            args=(
+                name,
+                identity(name=name, zone=zone, allow=allowed, address=address, vm_uuid=vm_uuid, max_tasks=concurrency),
+                stop,
+                sink,
+            ),
             name=f"heartbeat-{name}",
             daemon=True,
         )
@@ -127,7 +140,7 @@ def run_agent(
     worker = app.Worker(
         queues=[queue_for(name) for name in names],
         pool="threads",
-        concurrency=concurrency,
+        concurrency=concurrency + CONTROL_THREADS,
         hostname=f"{names[0]}@{socket.gethostname()}",
         loglevel="INFO",
         without_gossip=True,

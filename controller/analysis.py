@@ -134,6 +134,7 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
         "validity": validity,
         "sla": sla,
         "vsphere": notes.get("vsphere"),
+        "agent_rejoins": notes.get("agent_rejoins", []),
         "environment": environment,
         "spec": run["spec"],
         "passed": not any(v["level"] == "error" for v in validity) and all(s["ok"] for s in sla),

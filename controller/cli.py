@@ -9,6 +9,7 @@ import importlib.resources
 import json
 import re
 import shutil
+import sqlite3
 import sys
 import time
 from datetime import datetime
@@ -18,7 +19,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agent.safety import LOOPBACK
+from agent.edge import DEFAULT_TASK_SLOTS
 from agent.settings import InfluxConfig
 from agent.sink import InfluxSink
 from agent.urls import check_broker, redact
@@ -51,6 +52,7 @@ from controller.store import DEFAULT_PATH, Store
 from controller.vsphere import cli as vsphere_cli
 from controller.vsphere.perf import REALTIME_INTERVAL_S
 from controller.vsphere.session import Vsphere
+from workloads.base import LOOPBACK
 
 app = typer.Typer(
     help="vtax: measure what virtualization security appliances cost, with repeated trials and confidence intervals.",
@@ -339,6 +341,17 @@ def show(
     write_json(json_path, result)
 
 
+@app.command("import")
+def import_(
+    side_file: Annotated[Path, typer.Argument(help="a side file a failing store left (NAME.unsaved-….jsonl)")],
+    store: StoreOption = DEFAULT_PATH,
+) -> None:
+    """Add what a run measured while its store could not be written (its side file) to a store."""
+    opened = Store(store)
+    runs = opened.replay(side_file)
+    console.print(f"added {side_file} to {store}: run(s) {', '.join(runs) or 'none'}; see `vtax show RUN`")
+
+
 @app.command()
 def agent(
     broker: Annotated[
@@ -370,6 +383,16 @@ def agent(
             help="this VM's BIOS UUID, where the agent cannot read /sys/class/dmi/id/product_uuid (not root)",
         ),
     ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency",
+            envvar="VTAX_CONCURRENCY",
+            min=1,
+            max=4096,
+            help="load tasks this agent process runs at once (all its --name's together); more are refused",
+        ),
+    ] = DEFAULT_TASK_SLOTS,
     influx: InfluxOption = None,
     influx_config: InfluxConfigOption = None,
 ) -> None:
@@ -394,6 +417,7 @@ def agent(
             vm_uuid=vm_uuid,
             locustfiles=locustfiles,
             influx=influx_settings(influx, influx_config),
+            concurrency=concurrency,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None
@@ -435,3 +459,6 @@ def main() -> None:
     except VtaxError as exc:
         errors.print(f"vtax: error: {redact(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except sqlite3.Error as exc:  # a store that fails under a read: one line, an infrastructure failure
+        errors.print(f"vtax: error: run store: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(3)

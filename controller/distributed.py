@@ -83,6 +83,7 @@ class CeleryEngine(Engine):
         self._stop = threading.Event()
         self._last_seen: dict[str, float] = {}
         self._lost: set[str] = set()
+        self._back = threading.Condition()  # notified when a lost agent's heartbeat resumes
         self.identities: dict[str, AgentIdentity] = {}
         self._redis: redis.Redis | None = None
         self._app = make_app(broker)
@@ -110,10 +111,27 @@ class CeleryEngine(Engine):
     def identity(self, agent: str) -> AgentIdentity | None:
         return self.identities.get(agent)
 
+    def task_limit(self, agent: str) -> tuple[str, int] | None:
+        registered = self.identities.get(agent)
+        if registered is None or not registered.get("max_tasks"):
+            return None  # an agent of an older vtax does not say
+        return f"{registered['hostname']}:{registered['pid']}", int(registered["max_tasks"] or 0)
+
+    def lost_agents(self) -> list[str]:
+        with self._back:
+            return sorted(self._lost)
+
+    def rejoin(self, agents: list[str], timeout: float) -> list[str]:
+        """Wait until the heartbeat of each of `agents` has resumed (a restarted or resumed agent), or
+        `timeout` passes."""
+        with self._back:
+            self._back.wait_for(lambda: not self._lost.intersection(agents), timeout=timeout)
+            return sorted(self._lost.intersection(agents))
+
     def call(
         self, agent: str, task: str, kwargs: TaskRequest, *, on_sample: SampleCallback | None = None
     ) -> Future[Any]:
-        request_id, future = self._register(agent, on_sample)
+        request_id, future = self._register(agent, task, on_sample)
         if agent in self._lost:
             self._fail_agent(agent, f"lost: no heartbeat for {self._lost_after:g} s")
             return future
@@ -163,7 +181,7 @@ class CeleryEngine(Engine):
                 time.sleep(0.5)  # broker restarting: keep trying, replies wait in the agents
                 continue
             if item is not None:
-                self._deliver(json.loads(item[1]))
+                self._deliver(item[1])
 
     def _watch(self) -> None:
         """Fail the calls of agents whose heartbeat has not changed for `lost_after` seconds.
@@ -185,7 +203,17 @@ class CeleryEngine(Engine):
                 if value is not None and value != beats[name]:
                     beats[name] = value
                     self._last_seen[name] = now
-                    self._lost.discard(name)
+                    if name in self._lost:
+                        self._back_again(name, value)
                 elif now - self._last_seen[name] >= self._lost_after and name not in self._lost:
-                    self._lost.add(name)
+                    with self._back:
+                        self._lost.add(name)
                     self._fail_agent(name, f"lost: no heartbeat for {self._lost_after:g} s")
+
+    def _back_again(self, name: str, beat: bytes) -> None:
+        """A lost agent beats again: its calls go through from now on, with what it now says of itself."""
+        with contextlib.suppress(ValueError):
+            self.identities[name] = json.loads(beat)
+        with self._back:
+            self._lost.discard(name)
+            self._back.notify_all()

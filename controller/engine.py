@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -23,11 +24,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from agent.edge import DEFAULT_TASK_SLOTS
 from agent.local import agent_main
 from agent.settings import InfluxConfig
-from agent.wire import AgentIdentity, HostSample, Message, Request, TaskRequest
+from agent.wire import AgentIdentity, HostSample, MalformedMessage, Request, TaskRequest, check_reply, parse_message
 from controller.errors import InfrastructureError, InputError
 from controller.spec import Experiment
+
+log = logging.getLogger("vtax.engine")
 
 ProgressCallback = Callable[[str, str, dict[str, float]], None]
 SampleCallback = Callable[[HostSample], None]
@@ -45,13 +49,23 @@ class AgentRefused(InputError):
     """An agent refused a task: its allowlist does not cover the target (a configuration error)."""
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A call waiting for its reply."""
+
+    agent: str
+    task: str
+    future: Future[Any]
+    on_sample: SampleCallback | None
+
+
 class Engine(ABC):
     """Pending calls and reply routing, shared by both engines."""
 
     kind = "abstract"
 
     def __init__(self, *, on_progress: ProgressCallback | None = None) -> None:
-        self._pending: dict[int, tuple[str, Future[Any], SampleCallback | None]] = {}
+        self._pending: dict[int, _Pending] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.on_progress = on_progress
@@ -70,15 +84,28 @@ class Engine(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _register(self, agent: str, on_sample: SampleCallback | None) -> tuple[int, Future[Any]]:
+    def _register(self, agent: str, task: str, on_sample: SampleCallback | None) -> tuple[int, Future[Any]]:
         future: Future[Any] = Future()
         request_id = next(self._ids)
         with self._lock:
-            self._pending[request_id] = (agent, future, on_sample)
+            self._pending[request_id] = _Pending(agent, task, future, on_sample)
         return request_id, future
 
-    def _deliver(self, message: Message) -> None:
-        """Route one reply, progress message or streamed sample to whoever waits for it."""
+    def _deliver(self, raw: str | bytes) -> None:
+        """Route one reply, progress message or streamed sample to whoever waits for it. What does not fit the
+        wire is logged and dropped; a reply whose result does not fit its task fails that call only. Nothing an
+        agent sends can stop the thread that calls this."""
+        try:
+            message = parse_message(raw)
+        except MalformedMessage as exc:
+            log.warning("dropped a message that does not fit the wire: %s", exc)
+            return
+        try:
+            self._route(message)
+        except Exception:  # a listener's or a bug's: logged, and the next message is read
+            log.exception("could not deliver a message from agent %r", message.get("agent"))
+
+    def _route(self, message: Any) -> None:
         if "progress" in message:
             if self.on_progress is not None:
                 self.on_progress(message["agent"], message["workload"], message["progress"])
@@ -86,33 +113,50 @@ class Engine(ABC):
         if "sample" in message:
             with self._lock:
                 entry = self._pending.get(message["id"] or 0)
-            if entry is not None and entry[2] is not None:
-                entry[2](message["sample"])
+            if entry is not None and entry.on_sample is not None and entry.agent == message["agent"]:
+                entry.on_sample(message["sample"])
             return
         reply = message
         with self._lock:
-            entry = self._pending.pop(reply["id"] or 0, None)
-        if entry is None:
-            return  # a reply from an agent already given up on
-        _, future, _ = entry
-        if reply["ok"]:
-            future.set_result(reply["result"])
-        elif reply.get("refused"):
-            future.set_exception(AgentRefused(f"agent {reply['agent']!r} {reply['error']}"))
-        else:
-            future.set_exception(InfrastructureError(f"agent {reply['agent']!r}: {reply['error']}"))
+            entry = self._pending.get(reply["id"] or 0)
+            if entry is None or entry.agent != reply["agent"]:
+                return  # a reply from an agent already given up on, or one that answers for another
+            del self._pending[reply["id"]]
+        agent = repr(reply["agent"])
+        if not reply["ok"]:
+            error = reply.get("error", "failed without saying why")
+            failure = AgentRefused(f"agent {agent} {error}") if reply.get("refused") else None
+            entry.future.set_exception(failure or InfrastructureError(f"agent {agent}: {error}"))
+            return
+        try:
+            entry.future.set_result(check_reply(entry.task, reply.get("result")))
+        except MalformedMessage as exc:
+            entry.future.set_exception(InfrastructureError(f"agent {agent} sent a reply that does not fit: {exc}"))
 
     def _fail_agent(self, agent: str, reason: str, error: type[AgentLost] = AgentLost) -> None:
         """Fail every call pending on `agent`."""
         with self._lock:
-            lost = [rid for rid, (name, _, _) in self._pending.items() if name == agent]
-            futures = [self._pending.pop(rid)[1] for rid in lost]
+            lost = [rid for rid, entry in self._pending.items() if entry.agent == agent]
+            futures = [self._pending.pop(rid).future for rid in lost]
         for future in futures:
             future.set_exception(error(f"agent {agent!r} {reason}"))
 
     def identity(self, agent: str) -> AgentIdentity | None:
         """What the agent registered about itself, where the engine knows it."""
         return None
+
+    def lost_agents(self) -> list[str]:
+        """The agents this engine cannot reach now (their calls fail at once)."""
+        return []
+
+    def task_limit(self, agent: str) -> tuple[str, int] | None:
+        """The process `agent` runs in (several agents may share one) and how many load tasks it runs at once;
+        None where the engine does not know."""
+        return None
+
+    def rejoin(self, agents: list[str], timeout: float) -> list[str]:
+        """Wait up to `timeout` seconds for lost `agents` to be back; returns those that are not."""
+        return agents
 
     @abstractmethod
     def call(
@@ -187,12 +231,26 @@ class EmbeddedEngine(Engine):
         self, agent: str, task: str, kwargs: TaskRequest, *, on_sample: SampleCallback | None = None
     ) -> Future[Any]:
         process, inbox = self._agents[agent]
-        request_id, future = self._register(agent, on_sample)
+        request_id, future = self._register(agent, task, on_sample)
         if not process.is_alive():
             self._fail_agent(agent, f"is not running (exit code {process.exitcode})")
             return future
         inbox.put(json.dumps(self._request(request_id, agent, task, kwargs)))
         return future
+
+    def lost_agents(self) -> list[str]:
+        return [name for name, (process, _) in self._agents.items() if not process.is_alive()]
+
+    def task_limit(self, agent: str) -> tuple[str, int] | None:
+        return agent, DEFAULT_TASK_SLOTS
+
+    def rejoin(self, agents: list[str], timeout: float) -> list[str]:
+        """A local agent that died is started again at once."""
+        for name in agents:
+            self._terminate(name)  # whatever it left running
+            _release(self._agents[name][1])
+            self._spawn(name)
+        return []
 
     def kill(self, agent: str, reason: str) -> None:
         """Kill the agent with everything it started, fail its pending calls, and start a fresh one."""
@@ -227,7 +285,7 @@ class EmbeddedEngine(Engine):
 
     def _receive(self) -> None:
         while (message := self._outbox.get()) is not None:
-            self._deliver(json.loads(message))
+            self._deliver(message)
 
 
 def _release(queue: Any) -> None:

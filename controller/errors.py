@@ -1,5 +1,7 @@
 """Errors that end a command, each carrying its exit code (docs/reference/exit-codes.md)."""
 
+MAX_LINE = 300  # an error is one line a person reads, never an echo of a huge input
+
 
 class VtaxError(Exception):
     """A failure the CLI reports as one line and an exit code, never as a traceback."""
@@ -18,7 +20,9 @@ class SpecError(InputError):
 
     def __init__(self, source: str, field: str, reason: str) -> None:
         self.source, self.field, self.reason = source, field, reason
-        super().__init__(f"{source}: {field}: {reason}" if field else f"{source}: {reason}")
+        line = f"{source}: {field}: {reason}" if field else f"{source}: {reason}"
+        line = " ".join(line.split())  # one line, whatever the input held
+        super().__init__(line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…")
 
 
 class InfrastructureError(VtaxError):

@@ -41,6 +41,8 @@ class Events:
     - trial_end(trial, total, record, kpis): a trial is stored (record: its TrialRecord)
     - trial_kpis(trial, kpis): a trial's KPIs recomputed once host counters arrived after it (vCenter)
     - hook_ran(trial, hook): a shell hook ran (its HookRun: command, exit code, output)
+    - agents_lost(agents, timeout): before a trial, these agents are lost; waiting up to `timeout` s for them
+    - agents_back(agents, missing, seconds): the wait is over: who came back, who did not, after how long
     - run_end(run_id, status)
     """
 
@@ -52,4 +54,6 @@ class Events:
         self.trial_end = EventHook("trial_end")
         self.trial_kpis = EventHook("trial_kpis")
         self.hook_ran = EventHook("hook_ran")
+        self.agents_lost = EventHook("agents_lost")
+        self.agents_back = EventHook("agents_back")
         self.run_end = EventHook("run_end")

@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypedDict
 
 from controller.errors import HookError
 from controller.spec import Action, Hook
 
 ActionHandler = Callable[..., None]  # (action, *, stage, condition); HookError on failure
+
+# what a shell hook sees of the controller's environment unless the spec names more (`hook_env`): never the
+# broker URL, the InfluxDB token or the vCenter password the controller holds
+BASE_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM")
 
 
 class HookRun(TypedDict):
@@ -41,9 +45,13 @@ def run_hooks(
     timeout: float,
     actions: Mapping[str, ActionHandler],
     on_run: HookListener | None = None,
+    passed: Sequence[str] = (),
 ) -> None:
     """Run each hook in order; the first failure raises HookError. Every shell hook's output reaches `on_run`,
-    a failed one's too, before the error."""
+    a failed one's too, before the error. A shell hook's environment is BASE_ENVIRONMENT, the variables named
+    in `passed`, and `env` (the run's VTAX_* variables)."""
+    names = (*BASE_ENVIRONMENT, *passed)
+    environment = {name: os.environ[name] for name in names if name in os.environ} | dict(env)
     for hook in hooks:
         if isinstance(hook, Action):
             handler = actions.get(hook.kind)
@@ -51,7 +59,7 @@ def run_hooks(
                 raise HookError(f"{stage} hook of condition {condition!r}: {hook} needs --{hook.kind_option}")
             handler(hook, stage=stage, condition=condition)
         else:
-            _shell(hook, stage=stage, condition=condition, env=env, timeout=timeout, on_run=on_run)
+            _shell(hook, stage=stage, condition=condition, env=environment, timeout=timeout, on_run=on_run)
 
 
 def _shell(
@@ -62,7 +70,7 @@ def _shell(
         done = subprocess.run(
             command,
             shell=True,
-            env={**os.environ, **env},
+            env=dict(env),
             capture_output=True,
             text=True,
             timeout=timeout,

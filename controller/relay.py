@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -49,7 +50,15 @@ def _relay(client: socket.socket, upstream: tuple[str, int]) -> None:
     server.close()
 
 
+def _exit_with_parent() -> None:
+    """The controller holds this relay's stdin open: when it dies, even by SIGKILL, stdin ends and so does the
+    relay."""
+    sys.stdin.buffer.read()
+    os._exit(0)
+
+
 def serve(listen: str, upstream: tuple[str, int]) -> None:
+    threading.Thread(target=_exit_with_parent, name="parent-watch", daemon=True).start()
     with socket.create_server((listen, 0), backlog=128) as listener:
         print(f"LISTENING {listener.getsockname()[1]}", flush=True)
         while True:
@@ -70,7 +79,7 @@ class RelayProcess:
             "--upstream",
             f"{upstream_host}:{upstream_port}",
         ]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline().split()
         if len(line) != 2 or line[0] != "LISTENING":

@@ -71,6 +71,8 @@ class LiveDisplay:
         if verbose:
             events.hook_ran.add_listener(lambda *, trial, hook: print_hook(self.console, trial.index, hook))
         events.run_start.add_listener(self._on_run_start)
+        events.agents_lost.add_listener(self._on_agents_lost)
+        events.agents_back.add_listener(self._on_agents_back)
         events.run_end.add_listener(lambda **_: self._live.stop())
 
     def _on_run_start(self, *, trials: list[Trial], **_: object) -> None:
@@ -97,6 +99,17 @@ class LiveDisplay:
         line.append(status, style="green" if status == "ok" else "red")
         line.append(f"  {_headline(kpis)}" if status == "ok" else f"  {record['reason']}")
         self.console.print(line)
+
+    def _on_agents_lost(self, *, agents: list[str], timeout: float) -> None:
+        self.console.print(
+            Text(f"agent(s) {', '.join(agents)} lost: waiting up to {duration(timeout)} for them", "yellow")
+        )
+
+    def _on_agents_back(self, *, agents: list[str], missing: list[str], seconds: float) -> None:
+        if agents:
+            self.console.print(Text(f"agent(s) {', '.join(agents)} back after {duration(seconds)}", "green"))
+        if missing:
+            self.console.print(Text(f"agent(s) {', '.join(missing)} still lost: the next trial goes on without", "red"))
 
     def _on_trial_kpis(self, *, trial: Trial, kpis: dict[str, float]) -> None:
         """A trial's KPIs again, once host counters that come after it (vCenter's) are in."""

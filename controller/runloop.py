@@ -33,7 +33,7 @@ from agent.wire import (
 )
 from controller import clock
 from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
-from controller.errors import InfrastructureError, VtaxError
+from controller.errors import InfrastructureError, InputError, VtaxError
 from controller.events import Events
 from controller.hooks import ActionHandler, HookError, HookRun, run_hooks
 from controller.hostsources import HostCounterSource, TrialWindow, default_sources
@@ -41,7 +41,7 @@ from controller.kpis import trial_kpis
 from controller.plan import Trial, make_plan
 from controller.relay import RelayProcess
 from controller.spec import ConditionSpec, Experiment
-from controller.store import Store, StoredSample
+from controller.store import RunIdTaken, Store, StoredSample, StoreFailed
 from controller.topology import AgentInfo, Flow, expand
 from workloads.base import Target
 
@@ -108,6 +108,8 @@ class RunLoop:
         self.host_sources = host_sources or default_sources(experiment=experiment, engine=engine)
         self.actions = actions or {}
         self.place = place
+        self._offsets: dict[str, float] = {}  # each agent's clock offset, as the engine uses it
+        self._rejoins: list[dict[str, object]] = []
         self._open_host: dict[int, list[HostSample]] = {}  # trials whose host record is still being gathered
         self._host_lock = threading.Lock()
         engine.on_progress = self._progress
@@ -115,27 +117,23 @@ class RunLoop:
     def execute(self) -> str:
         """Run every trial; returns the run id. Hook failures and refusals abort the run."""
         plan = make_plan(self.experiment)
-        self.store.create_run(
-            run_id=self.run_id,
-            name=self.experiment.name,
-            engine=self.engine.kind,
-            spec_path=self.spec_path,
-            spec=self.experiment.model_dump(mode="json"),
-        )
+        self._create_run()
         status, reason = "completed", ""
         try:
+            self._check_store()
             with self.engine:
                 self.agents = self._agent_table()
                 self.store.put_note(self.run_id, "environment", self._environment())
                 if self.place is not None:
                     self._apply(self.place(self.engine.identity))
                 flows = expand(self.experiment, self.agents)
-                clocks = clock.measure(self.engine, list(self.agents))
-                self.engine.use_clocks({agent: reading.offset_s for agent, reading in clocks.items()})
-                self.store.add_clocks(self.run_id, {a: vars(c) for a, c in clocks.items()})
+                self._check_task_limits(flows)
+                self._measure_clocks(list(self.agents))
                 self.events.run_start.fire(run_id=self.run_id, trials=plan)
                 for trial in plan:
+                    self._rejoin()
                     self._trial(trial, len(plan), flows)
+                    self._check_store()
         except KeyboardInterrupt:
             status, reason = "interrupted", "stopped by the user"
             raise
@@ -151,6 +149,71 @@ class RunLoop:
             self.store.finish_run(self.run_id, status, reason)
             self.events.run_end.fire(run_id=self.run_id, status=status)
         return self.run_id
+
+    def _create_run(self) -> None:
+        """The run's row, under a fresh id should two runs started in the same second draw the same one."""
+        for _attempt in range(8):
+            try:
+                self.store.create_run(
+                    run_id=self.run_id,
+                    name=self.experiment.name,
+                    engine=self.engine.kind,
+                    spec_path=self.spec_path,
+                    spec=self.experiment.model_dump(mode="json"),
+                )
+                return
+            except RunIdTaken:
+                self.run_id = new_run_id()
+        raise InfrastructureError(f"{self.store.path}: no free run id after 8 tries")
+
+    def _check_store(self) -> None:
+        """Stop, between trials, once the store takes no more writes: what was measured is in its side file."""
+        if self.store.failure is not None:
+            raise StoreFailed(f"{self.store.failure}; {self.store.kept_note()}")
+
+    def _check_task_limits(self, flows: list[Flow]) -> None:
+        """Refuse, before any load, a trial that asks an agent process for more load tasks at once than it runs
+        (each holds a thread for the trial): they would start seconds late, with nothing but skew to show it."""
+        holding: dict[str, list[str]] = {}
+        limits: dict[str, int] = {}
+        tasks = [flow.client for flow in flows] + [a.name for a in self.experiment.agents if a.hypervisor]
+        for agent in tasks:
+            limit = self.engine.task_limit(agent)
+            if limit is not None:
+                holding.setdefault(limit[0], []).append(agent)
+                limits[limit[0]] = limit[1]
+        for process, agents in holding.items():
+            if len(agents) > limits[process]:
+                names = ", ".join(sorted(set(agents)))
+                raise InputError(
+                    f"each trial asks {len(agents)} load tasks at once of agent(s) {names}, more than the "
+                    f"{limits[process]} their process runs at once (vtax agent --concurrency)"
+                )
+
+    def _measure_clocks(self, agents: list[str]) -> None:
+        """Measure these agents' clock offsets (again, for an agent that came back) and use them from now on."""
+        clocks = clock.measure(self.engine, agents)
+        self._offsets |= {agent: reading.offset_s for agent, reading in clocks.items()}
+        self.engine.use_clocks(self._offsets)
+        self.store.add_clocks(self.run_id, {a: vars(c) for a, c in clocks.items()})
+
+    def _rejoin(self) -> None:
+        """Before a trial: wait a bounded time for lost agents to come back, so that one agent's restart costs
+        the trials it really missed, not the rest of the run."""
+        lost = self.engine.lost_agents()
+        if not lost:
+            return
+        timeout = self.experiment.rejoin_timeout
+        self.events.agents_lost.fire(agents=lost, timeout=timeout)
+        began = time.monotonic()
+        missing = self.engine.rejoin(lost, timeout)
+        back = [agent for agent in lost if agent not in missing]
+        if back:
+            self._measure_clocks(back)
+        seconds = time.monotonic() - began
+        self._rejoins.append({"at": time.time(), "back": back, "missing": missing, "waited_s": round(seconds, 3)})
+        self.store.put_note(self.run_id, "agent_rejoins", self._rejoins)
+        self.events.agents_back.fire(agents=back, missing=missing, seconds=seconds)
 
     def _agent_table(self) -> dict[str, AgentInfo]:
         """Address and zone of every agent: the spec's, else what the agent registered, else loopback."""
@@ -228,6 +291,7 @@ class RunLoop:
                 timeout=self.experiment.hook_timeout,
                 actions=self.actions,
                 on_run=ran,
+                passed=self.experiment.hook_env,
             )
 
         try:
@@ -250,7 +314,7 @@ class RunLoop:
             raise
         finally:
             record["ended"] = time.time()
-            self.store.add_trial(self.run_id, record)
+            self.store.add_trial(self.run_id, record)  # never raises: a failing store keeps it in its side file
             with self._host_lock:
                 self._open_host.pop(trial.index, None)
             try:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
+import stat
 import types
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
@@ -30,7 +32,7 @@ from pydantic import (
 import workloads
 from controller.errors import SpecError
 from controller.metrics import HOST_METRICS, NEEDS_APPLIANCE_PROCESSES, VSPHERE_ONLY
-from workloads.base import MetricInfo, WorkloadParams
+from workloads.base import HostName, MetricInfo, StrictModel, WorkloadParams
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
@@ -46,17 +48,16 @@ def _compiles(value: str) -> str:
 Regex = Annotated[str, AfterValidator(_compiles)]
 
 
-class Strict(BaseModel):
-    """Spec models reject unknown keys: a typo must never be ignored silently."""
-
-    model_config = ConfigDict(extra="forbid")
+class Strict(StrictModel):
+    """Spec models reject unknown keys (a typo must never be ignored silently), NaN, infinity, a boolean where a
+    number goes and NUL bytes."""
 
 
 class AgentSpec(Strict):
     """A place load runs. In the embedded engine, a local child process."""
 
     name: Name = Field(description="how workloads refer to it; a distributed agent registers under this name")
-    address: str | None = Field(
+    address: HostName | None = Field(
         None,
         description="address its servers listen on and clients reach it by; default: 127.0.0.1 in the embedded "
         "engine, the first address the agent registered in the distributed engine",
@@ -231,7 +232,10 @@ class Timing(Strict):
     grace: float = Field(10.0, ge=1, le=3600, description="hard deadline = end of cool-down + grace")
     lead: float = Field(1.0, ge=0.2, le=60, description="time from dispatch to the common start")
     max_start_skew_ms: float = Field(
-        20.0, gt=0, description="validity warning when an agent starts further than this from the common start"
+        20.0,
+        gt=0,
+        le=60_000,
+        description="validity warning when an agent starts further than this from the common start",
     )
 
     @property
@@ -247,6 +251,12 @@ class SlaRule(Strict):
     max_change_pct: float | None = Field(
         None, ge=0, description="no condition may differ from the baseline by more than this many %"
     )
+
+    @model_validator(mode="after")
+    def _possible(self) -> SlaRule:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}: no mean could meet both")
+        return self
 
 
 class ZoneSource(Strict):
@@ -308,10 +318,22 @@ class Experiment(Strict):
     order: Literal["interleaved", "blocked", "random"] = Field(
         "interleaved", description="interleaved ABAB..., blocked AA..BB.., random within each repetition"
     )
-    seed: int = Field(0, description="seed of the random order")
-    hook_timeout: float = Field(120.0, gt=0, description="seconds one hook command may take")
+    seed: int = Field(0, ge=0, lt=2**63, description="seed of the random order")
+    hook_timeout: float = Field(120.0, gt=0, le=86400, description="seconds one hook command may take")
+    hook_env: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]] = Field(
+        default_factory=list,
+        description="the controller's environment variables shell hooks see, besides PATH, HOME, the locale and "
+        "the run's VTAX_* variables (hooks never see the others: the broker URL, tokens, passwords)",
+    )
     on_agent_loss: Literal["continue", "abort"] = Field(
         "continue", description="when an agent dies mid-trial: store the trial as incomplete and go on, or abort"
+    )
+    rejoin_timeout: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="before each trial, seconds to wait for a lost agent to come back (its heartbeat resumes, a "
+        "local agent is restarted); a trial that still lacks it is incomplete",
     )
     sla: dict[str, SlaRule] = Field(default_factory=dict, description="thresholds keyed by metric name")
     vsphere: VsphereSpec = Field(
@@ -357,28 +379,40 @@ def schema() -> dict[str, Any]:
     return Experiment.model_json_schema()
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a page of YAML; anything near this size is not one
+MAX_NESTING = 40  # mappings and lists inside each other
+MAX_VALUES = 100_000  # values after aliases are expanded: an alias bomb stops here, not at memory's end
+
+
 def load(path: str | Path) -> Experiment:
-    """Read and validate a spec file; any problem raises SpecError naming the file and the field."""
+    """Read and validate a spec file; any problem raises SpecError naming the file and the field. Only a
+    regular file of at most MAX_SPEC_BYTES is read (never a FIFO or a device, which could block or never end)."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise SpecError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(source, "", f"cannot read: {exc}") from None
+    except OSError as exc:
+        raise SpecError(source, "", f"cannot read: {exc.strerror}") from None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError(source, "", "not a regular file; expected a YAML file")
+        if info.st_size > MAX_SPEC_BYTES:
+            raise SpecError(source, "", f"{info.st_size:,} bytes; a spec may have at most {MAX_SPEC_BYTES:,}")
+        raw = os.read(descriptor, MAX_SPEC_BYTES + 1)
+    finally:
+        os.close(descriptor)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(source, "", f"not UTF-8 text (byte {exc.start})") from None
     return parse(text, source)
 
 
 def parse(text: str, source: str = "<spec>") -> Experiment:
     """Validate spec text; `source` names it in errors."""
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise SpecError(f"{source}{where}", "", f"malformed YAML: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(source, "", f"malformed YAML: {exc}") from None
+    data = _yaml(text, source)
     if data is None:
         raise SpecError(source, "", "the file is empty; expected an experiment (see `vtax schema`)")
     if not isinstance(data, dict):
@@ -391,28 +425,144 @@ def parse(text: str, source: str = "<spec>") -> Experiment:
     return experiment
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key given twice instead of keeping the last one silently."""
+def _yaml(text: str, source: str) -> Any:
+    """The YAML document in `text`, bounded in size, nesting and alias expansion, every error located."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(source, "", f"{len(text):,} characters; a spec may have at most {MAX_SPEC_BYTES:,}")
+    try:
+        loader = _SpecLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_size(node, source)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise SpecError(f"{source}{where}", "", f"malformed YAML: {_short(exc.problem or exc.context)}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise SpecError(f"{source}:{line}:{column}", "", f"malformed YAML: {_short(exc.reason)}") from None
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:  # e.g. an integer of 5,000 digits
+        raise SpecError(source, "", f"malformed YAML: {_short(str(exc))}") from None
+
+
+def _short(text: object, limit: int = 120) -> str:
+    """One line of at most `limit` characters: what the user wrote is quoted, never echoed whole."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _check_size(root: yaml.Node, source: str) -> None:
+    """Refuse a document whose aliases expand to more than MAX_VALUES values (each node counted once per
+    place it appears, computed without expanding anything)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        if children_done or not children:
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > MAX_VALUES:
+                mark = node.start_mark
+                raise SpecError(
+                    f"{source}:{mark.line + 1}:{mark.column + 1}",
+                    "",
+                    f"its aliases expand to more than {MAX_VALUES:,} values; is this an alias bomb?",
+                )
+            continue
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, made strict: a key given twice or one that cannot be a key (a list) is an error,
+    not silently kept or a crash; nesting is bounded; and `1:30` is the text it looks like, not YAML 1.1's
+    base-60 number 90."""
+
+    yaml_implicit_resolvers: ClassVar[dict[str, list[tuple[str, re.Pattern[str]]]]] = {
+        first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith((":int", ":float"))]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_NESTING} levels deep", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+            try:
+                repeated = key in seen
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a {type(key).__name__} cannot be a key", key_node.start_mark
+                ) from None
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {_short(repr(key), 60)} is given twice", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.2's core schema numbers: no base 60 (`1:30`), no `0o`-less octal, no `_` separators
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
+
+
+_INTERNAL_PART = re.compile(r"^[a-z][a-z-]*\[.*\]$")  # pydantic's names of validators and union members
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the user's field path: the discriminator tag after `workloads[i]` and
+    pydantic's own names (`function-after[...]`) are left out; the last part (an unknown key) always stays."""
     path = ""
-    for part in loc:
+    for number, part in enumerate(loc):
+        last = number == len(loc) - 1
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in WORKLOAD_MODELS or "[" in part:  # discriminator tags and validator names
             continue
-        else:
-            path += f".{part}" if path else part
+        is_tag = number >= 2 and loc[number - 2] == "workloads" and isinstance(loc[number - 1], int)
+        if not last and ((is_tag and part in WORKLOAD_MODELS) or _INTERNAL_PART.match(part)):
+            continue
+        plain = part.isprintable() and part == part.strip() and part != ""
+        shown = _short(part if plain else repr(part), 60)
+        path += f".{shown}" if path else shown
     return path
 
 
@@ -420,22 +570,24 @@ def _spec_error(source: str, exc: ValidationError) -> SpecError:
     error = exc.errors()[0]
     loc = tuple(error["loc"])
     kind = error["type"]
+    if "field" in error.get("ctx", {}):  # a model-wide check (StrictModel) that names the field it refused
+        loc = (*loc, error["ctx"]["field"])
     if kind == "missing":
         reason = "required field is missing"
     elif kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        close = difflib.get_close_matches(str(loc[-1])[:100], allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         reason = f"unknown key; {hint}expected one of: {', '.join(allowed)}"
     elif kind == "union_tag_invalid":
         tag = error["input"].get("kind") if isinstance(error["input"], dict) else error["input"]
-        reason = f"unknown workload kind {tag!r}; expected one of: {', '.join(WORKLOAD_MODELS)}"
+        reason = f"unknown workload kind {_short(repr(tag), 40)}; expected one of: {', '.join(WORKLOAD_MODELS)}"
         loc = (*loc, "kind")
     elif kind == "union_tag_not_found":
         reason = f"required field is missing; expected one of: {', '.join(WORKLOAD_MODELS)}"
         loc = (*loc, "kind")
     else:
-        reason = f"{error['msg']} (got {error['input']!r})" if "input" in error else error["msg"]
+        reason = f"{error['msg']} (got {_short(repr(error['input']), 60)})" if "input" in error else error["msg"]
         reason = reason.removeprefix("Value error, ")
     more = len(exc.errors()) - 1
     return SpecError(source, _field_path(loc), reason + (f" (and {more} more problem(s))" if more else ""))

@@ -1,26 +1,37 @@
 """The run store: one SQLite file holding runs, trials, agent results, samples and host counters.
 
 It is the source of truth for analysis: `vtax show` recomputes a run's summary from here alone.
+
+A store that cannot be written (another process holds it past the busy timeout, a full disk, a file system made
+read-only) loses nothing: every write from then on goes, in order, to a side file (`SideFile`) that
+`vtax import` adds to a store once one can be written, and the run loop stops at the end of the trial.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
+import socket
 import sqlite3
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, ParamSpec, TypedDict
+
+import psutil
 
 from agent.urls import redact
 from agent.wire import AgentResult, HostSample, TrialRecord
-from controller.errors import InputError
+from controller.errors import InfrastructureError, InputError
 from controller.hooks import HookRun
 from workloads.base import Sample
 
 DEFAULT_PATH = "vtax.db"
+BUSY_TIMEOUT_S = 60.0  # how long a write waits for another process that holds the store
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -75,7 +86,71 @@ _ADDED_COLUMNS = [
     ("agent_results", "start_skew_s", "REAL"),
     ("samples", "histogram_json", "TEXT"),
     ("agent_results", "host", "TEXT"),
+    ("runs", "controller_host", "TEXT"),
+    ("runs", "controller_pid", "INTEGER"),
+    ("runs", "controller_started", "REAL"),
 ]  # (table, column, type), oldest first
+
+
+class RunIdTaken(Exception):
+    """A run with this id is in the store already (two runs started in the same second drew the same suffix)."""
+
+
+class StoreFailed(InfrastructureError):
+    """The store could not be written; what was measured is in its side file."""
+
+
+P = ParamSpec("P")
+
+
+class SideFile:
+    """Where a store's writes go once the store cannot take them: one JSON line per write (its method and
+    arguments), next to the store or, where that cannot be written either, in a private temporary file."""
+
+    def __init__(self, store_path: str) -> None:
+        self._store_path = store_path
+        self.path: str | None = None
+        self.error: str | None = None  # why not even the side file could be written
+
+    def keep(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        line = json.dumps({"op": op, "args": args, "kwargs": kwargs}) + "\n"
+        try:
+            if self.path is None:
+                self.path = self._start(line)
+            else:
+                _append(self.path, line)
+        except OSError as exc:
+            self.error = str(exc)
+
+    def _start(self, line: str) -> str:
+        """A new file of our own (never one someone planted), with its first line written: beside the store,
+        else (that disk is full or read-only too) in the temporary directory."""
+        beside = f"{self._store_path}.unsaved-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.jsonl"
+        try:
+            os.close(os.open(beside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            _append(beside, line)
+            return beside
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(beside)
+        descriptor, path = tempfile.mkstemp(prefix="vtax-unsaved-", suffix=".jsonl")
+        os.close(descriptor)
+        _append(path, line)
+        return path
+
+
+def _on_read_only_fs(path: str) -> bool:
+    try:
+        return bool(os.statvfs(Path(path).resolve().parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(line)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 class StoredSample(Sample):
@@ -147,9 +222,46 @@ _RUN_TABLES = (
 _TRIAL_COLUMNS = ("idx", "condition", "repetition", "status", "reason", "start_at", "deadline", "ended")
 
 
+def _as_found(row: dict[str, Any]) -> dict[str, Any]:
+    """A run row as it is now: one still marked running whose controller, on this machine, is gone (killed, the
+    machine rebooted) is shown as interrupted. Where the controller ran elsewhere, this cannot be told."""
+    if row["status"] != "running" or row.get("controller_host") != socket.gethostname() or not row["controller_pid"]:
+        return row
+    try:
+        alive = abs(psutil.Process(row["controller_pid"]).create_time() - (row["controller_started"] or 0)) < 1.0
+    except psutil.Error:
+        alive = False
+    if alive:
+        return row
+    return {**row, "status": "interrupted", "reason": f"its controller (pid {row['controller_pid']}) is gone"}
+
+
+def _kept(method: Callable[P, None]) -> Callable[P, None]:
+    """A write of what a run measured: when the store cannot take it, it goes to the side file instead, and so
+    does every later write of this Store object, in order (`Store.failure` says why)."""
+
+    @functools.wraps(method)
+    def write(*args: P.args, **kwargs: P.kwargs) -> None:
+        store: Store = args[0]  # type: ignore[assignment]
+        if store.failure is None:
+            try:
+                method(*args, **kwargs)
+                return
+            except sqlite3.Error as exc:
+                store.failure = f"{store.path}: the run store cannot be written: {exc}"
+        store.side.keep(method.__name__, args[1:], kwargs)
+
+    _KEPT.add(method.__name__)
+    return write
+
+
+_KEPT: set[str] = set()  # the writes a side file may hold, and so the only ones `Store.replay` calls
+
+
 class Store:
     """Writes commit immediately: a crash mid-run keeps every trial already measured. Threads may share a
-    store (vCenter's counters are stored by a background reader while the next trial runs)."""
+    store (vCenter's counters are stored by a background reader while the next trial runs). Several processes
+    may too: write-ahead logging, and a write waits up to BUSY_TIMEOUT_S for another that holds the store."""
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
         """Opens the store at `path`; without `create`, one that does not exist is an input error (a command that
@@ -158,13 +270,30 @@ class Store:
         if not create and not Path(path).exists():
             raise InputError(f"{self.path}: no run store here (give --store or VTAX_STORE)")
         self._lock = threading.RLock()
+        self.failure: str | None = None  # why the store stopped taking writes (they go to `side`)
+        self.side = SideFile(self.path)
+        read_only = _on_read_only_fs(self.path)
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
-            self._db.executescript(_SCHEMA)
-            self._upgrade()
+            if read_only and not create:  # an archived store on read-only media is still read
+                uri = f"file:{Path(self.path).resolve()}?immutable=1"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)
+                self._upgrade()
         except sqlite3.Error as exc:
-            raise InputError(f"{self.path}: cannot open the run store: {exc}") from None
+            hint = " (its file system is read-only)" if read_only else ""
+            raise StoreFailed(f"{self.path}: cannot open the run store: {exc}{hint}") from None
         self._db.row_factory = sqlite3.Row
+
+    def kept_note(self) -> str:
+        """Where what could not be stored is, and how to add it, for an error message."""
+        if self.side.error is not None:
+            return f"and it could not be kept elsewhere either ({self.side.error})"
+        if self.side.path is None:
+            return "nothing was lost"
+        return f"what was measured is kept in {self.side.path}: `vtax import {self.side.path} --store {self.path}`"
 
     def _upgrade(self) -> None:
         """Add the columns later versions introduced to a store an older vtax made."""
@@ -183,13 +312,61 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    @_kept
     def create_run(self, *, run_id: str, name: str, engine: str, spec_path: str | None, spec: dict[str, Any]) -> None:
-        with self._transaction():
-            self._db.execute(
-                "INSERT INTO runs (id, name, engine, spec_path, spec_json, created, status) VALUES (?,?,?,?,?,?,?)",
-                (run_id, name, engine, spec_path, json.dumps(spec), time.time(), "running"),
-            )
+        """A new run, marked running by this process (so that a run whose controller is gone shows as such);
+        RunIdTaken if the id is in use."""
+        me = psutil.Process()
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO runs (id, name, engine, spec_path, spec_json, created, status, controller_host,"
+                    " controller_pid, controller_started) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        run_id,
+                        name,
+                        engine,
+                        spec_path,
+                        json.dumps(spec),
+                        time.time(),
+                        "running",
+                        socket.gethostname(),
+                        me.pid,
+                        me.create_time(),
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise RunIdTaken(run_id) from None
 
+    def replay(self, path: str | Path) -> list[str]:
+        """Add a side file's writes to this store, in order; returns the runs they belong to. Only the writes a
+        side file may hold are carried out: the file names a method, never code."""
+        runs: list[str] = []
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read: {exc}") from None
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+                op, args, kwargs = entry["op"], entry["args"], entry["kwargs"]
+                if op not in _KEPT or not isinstance(args, list) or not isinstance(kwargs, dict):
+                    raise ValueError(f"not a store write: {str(op)[:40]!r}")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InputError(f"{path}:{number}: not a vtax side file line ({exc})") from None
+            run_id = kwargs.get("run_id") or (args[0] if args else None)
+            if op == "create_run":
+                with contextlib.suppress(RunIdTaken):
+                    getattr(self, op)(*args, **kwargs)
+            else:
+                getattr(self, op)(*args, **kwargs)
+            if self.failure is not None:
+                raise StoreFailed(self.failure)
+            if isinstance(run_id, str) and run_id not in runs:
+                runs.append(run_id)
+        return runs
+
+    @_kept
     def finish_run(self, run_id: str, status: str, reason: str = "") -> None:
         """The run's end; a reason that quotes a URL is kept without its password."""
         with self._transaction():
@@ -198,6 +375,7 @@ class Store:
                 (status, redact(reason), time.time(), run_id),
             )
 
+    @_kept
     def add_trial(self, run_id: str, trial: TrialRecord) -> None:
         with self._transaction():
             self._db.execute(
@@ -207,6 +385,7 @@ class Store:
                 {"run_id": run_id, **{k: trial[k] for k in _TRIAL_COLUMNS}, "reason": redact(trial["reason"])},
             )
 
+    @_kept
     def add_agent_result(self, run_id: str, trial_idx: int, result: AgentResult) -> None:
         with self._transaction():
             self._db.execute(
@@ -245,10 +424,12 @@ class Store:
                 ],
             )
 
+    @_kept
     def add_clocks(self, run_id: str, clocks: dict[str, dict[str, float]]) -> None:
+        """Agents' clock readings; an agent measured again (it came back after a loss) keeps its latest."""
         with self._transaction():
             self._db.executemany(
-                "INSERT INTO agent_clocks VALUES (?,?,?,?,?)",
+                "INSERT OR REPLACE INTO agent_clocks VALUES (?,?,?,?,?)",
                 [(run_id, agent, c["offset_s"], c["uncertainty_s"], c["rtt_s"]) for agent, c in clocks.items()],
             )
 
@@ -258,6 +439,7 @@ class Store:
             for r in self._db.execute("SELECT * FROM agent_clocks WHERE run_id = ? ORDER BY agent", (run_id,))
         ]
 
+    @_kept
     def add_host_samples(self, run_id: str, trial_idx: int, samples: list[HostSample]) -> None:
         """Host counter samples of a trial, each naming its host."""
         with self._transaction():
@@ -291,7 +473,7 @@ class Store:
             " WHERE ? IS NULL OR r.status = ? ORDER BY created DESC LIMIT ?",
             (status, status, -1 if limit is None else limit),
         )
-        return [dict(row) for row in rows]
+        return [_as_found(dict(row)) for row in rows]
 
     def run(self, run_id: str) -> RunRow:
         """A run by id or unique id prefix; InputError when there is none or several."""
@@ -302,7 +484,8 @@ class Store:
         if len(rows) > 1 and not exact:
             raise InputError(f"{self.path}: {run_id!r} matches {len(rows)} runs; give more of the id")
         row = (exact or rows)[0]
-        run: RunRow = {k: row[k] for k in RunRow.__annotations__ if k != "spec"}  # type: ignore[assignment]
+        found = _as_found(dict(row))
+        run: RunRow = {k: found[k] for k in RunRow.__annotations__ if k != "spec"}  # type: ignore[assignment]
         run["spec"] = json.loads(row["spec_json"])
         return run
 
@@ -352,6 +535,7 @@ class Store:
             for r in rows
         ]
 
+    @_kept
     def add_vsphere_samples(self, run_id: str, trial_idx: int, rows: list[dict[str, Any]]) -> None:
         """Raw and converted vSphere counter values, each with its entity's role (host, agent_vm, appliance)."""
         columns = ("role", "entity", "moid", "host", "counter", "instance", "t", "dt", "raw", "value", "unit")
@@ -370,11 +554,13 @@ class Store:
         rows = self._db.execute("SELECT * FROM vsphere_counters WHERE run_id = ? ORDER BY trial_idx, t", (run_id,))
         return [dict(r) for r in rows]
 
+    @_kept
     def add_flag(self, run_id: str, trial_idx: int, *, kind: str, severity: str, message: str) -> None:
         """Something about a trial that the analysis must know: a VM migrated, counters incomplete."""
         with self._transaction():
             self._db.execute("INSERT INTO trial_flags VALUES (?,?,?,?,?)", (run_id, trial_idx, kind, severity, message))
 
+    @_kept
     def clear_flags(self, run_id: str, trial_idx: int, *, kind: str) -> None:
         with self._transaction():
             self._db.execute(
@@ -385,6 +571,7 @@ class Store:
         rows = self._db.execute("SELECT * FROM trial_flags WHERE run_id = ? ORDER BY trial_idx", (run_id,))
         return [{k: r[k] for k in ("trial_idx", "kind", "severity", "message")} for r in rows]  # type: ignore[misc]
 
+    @_kept
     def add_hook_run(self, run_id: str, trial_idx: int, hook: HookRun) -> None:
         """What one hook printed; a URL's password in it is kept out."""
         with self._transaction():
@@ -409,6 +596,7 @@ class Store:
             for r in rows
         ]
 
+    @_kept
     def put_note(self, run_id: str, key: str, value: Any) -> None:
         """A JSON-able fact about the run as a whole, e.g. where vSphere placed its agents."""
         with self._transaction():

@@ -145,6 +145,7 @@ def _workload_issues(
             )
         )
     expected = experiment.timing.steady - max(STEADY_GAP_S, STEADY_GAP_FRACTION * experiment.timing.steady)
+    measuring = {entry.label for entry in experiment.workloads if workloads.get(entry.kind).METRICS}  # not noop
     limit_ms = experiment.timing.max_start_skew_ms
     for result in results:
         skew_ms = 1000 * (result["start_skew_s"] or 0.0)
@@ -159,6 +160,8 @@ def _workload_issues(
                     trial["idx"],
                 )
             )
+        if result["workload"] not in measuring:
+            continue
         own = [s for s in samples if s["agent"] == result["agent"] and s["workload"] == result["workload"]]
         covered = _coverage(own, start, end)
         if covered < expected:

@@ -162,9 +162,9 @@ def test_every_request_the_controller_builds_binds_to_its_task(tmp_path: Path) -
 
 def test_the_agent_edge_converts_times_once_each_way() -> None:
     """An agent whose clock is 50 s behind the controller's: the request's times are converted to its clock
-    (so the load starts now, not in 50 s), and everything it answers is in the controller's clock again."""
+    (so the load starts in 0.2 s, not in 50.2 s), and everything it answers is in the controller's clock again."""
     offset = -50.0
-    start_at = time.time() + 0.2  # the controller's clock
+    start_at = time.time() - offset + 0.2  # the controller's clock, which reads 50 s ahead of this one
     tags: wire.ClientTags = {
         "run": "r",
         "trial": 0,
@@ -196,10 +196,10 @@ def test_the_agent_edge_converts_times_once_each_way() -> None:
     replies: list[wire.Message] = []
     began = time.monotonic()
     execute(request, AgentHost(name="a"), replies.append)
-    assert time.monotonic() - began < 2  # the local start was 50 s ago: no waiting
+    assert time.monotonic() - began < 2  # the local start was 0.2 s away: no waiting 50 s
     [reply] = replies
     assert reply["ok"], reply
     result = reply["result"]
     assert result["start_at"] == pytest.approx(start_at, abs=1e-6)  # converted in and back out
-    # it started at once by its own clock, which reads 50 s behind: in the controller's clock that is 50 s later
-    assert result["started_at"] - start_at == pytest.approx(-offset, abs=1.0)
+    # it started on time by its own clock, which reads 50 s behind: converted back, on time by the controller's
+    assert result["started_at"] - start_at == pytest.approx(0.0, abs=0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import time
@@ -139,7 +140,7 @@ def test_an_agent_killed_mid_trial_is_noticed_and_the_run_goes_on(
 ) -> None:
     agents.start("c", broker)
     agents.start("s", broker)
-    spec = vtax.spec(pair_spec(steady=30).replace("repetitions: 2", "repetitions: 1"))
+    spec = vtax.spec(pair_spec(steady=30).replace("repetitions: 2", "repetitions: 1") + "rejoin_timeout: 1\n")
     proc = vtax.start("run", str(spec), "--broker", broker.url, "--json", "out.json")
     wait_for(lambda: bool(iperf3_clients()), 20, "the load to start")
     agents.kill("c")
@@ -213,3 +214,149 @@ def test_the_controller_side_relay_is_refused_with_a_broker(vtax: Vtax) -> None:
     done = vtax("run", str(vtax.spec(relayed)), "--broker", "redis://127.0.0.1:1/0")
     assert done.returncode == 2
     assert "condition 'relay': the built-in relay" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_agent_that_is_restarted_rejoins_and_only_the_trial_it_missed_is_lost(
+    vtax: Vtax, broker: RedisServer, agents: Agents
+) -> None:
+    """SIGKILL an agent mid-trial and start it again once the loss is seen: the next trials wait for it."""
+    agents.start("c", broker)
+    agents.start("s", broker)
+    spec = vtax.spec(pair_spec(steady=6) + "rejoin_timeout: 60\n")
+    proc = vtax.start("run", str(spec), "--broker", broker.url, "--json", "out.json")
+    wait_for(lambda: bool(iperf3_clients()), 20, "the first trial's load")
+    agents.kill("c")
+    time.sleep(11)  # the controller gives up on it after 10 s without a heartbeat
+    restarted = time.time()
+    agents.start("c", broker)
+    _, err = proc.communicate(timeout=120)
+    result = json.loads((vtax.workdir / "out.json").read_text())
+    statuses = [t["status"] for t in result["trials"]]
+    assert statuses == ["incomplete", "ok", "ok", "ok"], err
+    assert "waiting up to" in err and "back after" in err
+    second = result["trials"][1]
+    assert second["start_at"] - restarted < 8, "the trial after the loss started soon after the agent was back"
+    [rejoin] = result["agent_rejoins"]
+    assert rejoin["back"] == ["c"] and rejoin["missing"] == []
+
+
+def test_a_paused_agent_rejoins_when_it_resumes_and_runs_no_stale_load(
+    vtax: Vtax, broker: RedisServer, agents: Agents
+) -> None:
+    """SIGSTOP an agent (a frozen VM) for 14 s: the trial it froze in is incomplete, the run waits for it, and
+    what waited in its queue meanwhile is not run late."""
+    agents.start("c", broker)
+    agents.start("s", broker)
+    spec = vtax.spec(pair_spec(steady=3).replace("repetitions: 2", "repetitions: 3") + "rejoin_timeout: 60\n")
+    proc = vtax.start("run", str(spec), "--broker", broker.url, "--json", "out.json")
+    wait_for(lambda: bool(iperf3_clients()), 20, "the first trial's load")
+    paused = agents.procs["c"]
+    os.killpg(paused.pid, signal.SIGSTOP)
+    time.sleep(14)
+    os.killpg(paused.pid, signal.SIGCONT)
+    _, err = proc.communicate(timeout=120)
+    result = json.loads((vtax.workdir / "out.json").read_text())
+    statuses = [t["status"] for t in result["trials"]]
+    assert statuses[0] == "incomplete" and statuses[1:] == ["ok"] * 5, (statuses, err)
+
+
+def test_a_malformed_reply_is_dropped_and_the_run_goes_on(vtax: Vtax, broker: RedisServer, agents: Agents) -> None:
+    """Replies that are not JSON, not an object, or an AgentResult with an unknown status, pushed onto the run's
+    reply list mid-run: logged and dropped, never fatal to the controller's reply thread."""
+    agents.start("c", broker)
+    agents.start("s", broker)
+    spec = vtax.spec(pair_spec(steady=2))
+    proc = vtax.start("run", str(spec), "--broker", broker.url, "--json", "out.json")
+    client = redis.Redis.from_url(broker.url)
+    wait_for(lambda: bool(list(client.scan_iter("vtax:replies:*"))), 20, "the run's reply list")
+    [key] = list(client.scan_iter("vtax:replies:*"))
+    for junk in ("not json {", "[1, 2]", json.dumps({"id": 1, "agent": "c", "ok": True, "result": {"status": "?"}})):
+        client.rpush(key, junk)
+    _, err = proc.communicate(timeout=120)
+    result = json.loads((vtax.workdir / "out.json").read_text())
+    assert [t["status"] for t in result["trials"]] == ["ok"] * 4, err
+    assert "does not fit the wire" in err and "Traceback" not in err
+
+
+def test_a_reply_of_the_wrong_shape_fails_only_that_agents_call(broker: RedisServer) -> None:
+    """An agent that answers with a result its task cannot have (an unknown status) is an error of that agent."""
+    from controller.distributed import CeleryEngine
+    from controller.errors import InfrastructureError
+
+    client = redis.Redis.from_url(broker.url)
+    client.set("vtax:agent:fake", json.dumps({"name": "fake", "heartbeat": time.time()}))
+    with CeleryEngine(broker.url, ["fake"]) as engine:
+        future = engine.call("fake", "vtax.run_workload", {})  # type: ignore[typeddict-item]
+        reply = {
+            "id": 1,
+            "agent": "fake",
+            "ok": True,
+            "result": {"agent": "fake", "workload": "w", "status": "odd", "reason": "", "samples": [], "summary": {}},
+        }
+        client.rpush(engine._reply_key, json.dumps(reply))
+        with pytest.raises(InfrastructureError, match=r"does not fit.*status"):
+            future.result(timeout=10)
+        ping = engine.call("fake", "vtax.ping", {})
+        client.rpush(engine._reply_key, json.dumps({"id": 2, "agent": "fake", "ok": True, "result": {"time": 1.5}}))
+        assert ping.result(timeout=10) == {"time": 1.5}  # the reply thread lives on
+
+
+def test_an_agent_refuses_more_load_tasks_than_its_concurrency_naming_the_limit(
+    vtax: Vtax, broker: RedisServer, agents: Agents
+) -> None:
+    """The controller refuses, before any load, a trial that asks one agent process for more load tasks than it
+    runs at once; the agent itself refuses the task beyond its limit at once instead of starting it late."""
+    agents.start("c", broker, env={"VTAX_CONCURRENCY": "3"})
+    spec = vtax.spec(
+        """\
+        name: many
+        agents: [{name: c}]
+        conditions: [{name: only, baseline: true}]
+        workloads:
+        """
+        + "".join(f"  - {{kind: noop, name: n{i}, agents: [c]}}\n" for i in range(5))
+        + """\
+        timing: {warmup: 0, steady: 1, cooldown: 0, lead: 0.3}
+        repetitions: 1
+        """
+    )
+    done = vtax("run", str(spec), "--broker", broker.url)
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert "5 load tasks" in line and "3 their process runs at once" in line and "--concurrency" in line
+
+    client = redis.Redis.from_url(broker.url)
+    sender = Celery("direct", broker=broker.url)
+    start_at = time.time() + 1.5
+    request = {
+        "agent": "c",
+        "workload": "n",
+        "kind": "noop",
+        "params": {},
+        "target": None,
+        "start_at": start_at,
+        "duration": 1.0,
+        "deadline": start_at + 3,
+        "warmup": 0.0,
+        "steady": 1.0,
+        "tags": {
+            "run": "r",
+            "trial": 0,
+            "condition": "only",
+            "repetition": 0,
+            "zone": None,
+            "workload": "n",
+            "kind": "noop",
+            "role": "client",
+        },
+    }
+    for i in range(5):
+        sender.send_task(
+            "vtax.run_workload",
+            kwargs={"id": i, "agent": "c", "reply_to": "vtax:replies:limit", "kwargs": request, "clock_offset": 0.0},
+            queue=queue_for("c"),
+        )
+    replies = [json.loads(client.blpop(["vtax:replies:limit"], timeout=15)[1]) for _ in range(5)]
+    refused = [r for r in replies if not r["ok"]]
+    assert len(refused) == 2 and all(r["refused"] and "its limit" in r["error"] for r in refused)
+    assert sum(r["ok"] and r["result"]["status"] == "ok" for r in replies) == 3

@@ -206,3 +206,41 @@ def test_the_loopback_example_runs(vtax: Vtax) -> None:
     assert throughput["direct"]["mean"] == pytest.approx(4.0, rel=0.05)
     assert throughput["relay"]["mean"] == pytest.approx(4.0, rel=0.05)
     assert not [v for v in result["validity"] if v["code"] == "host_saturated"], result["validity"]
+
+
+def test_a_killed_controller_leaves_no_process_behind(vtax: Vtax) -> None:
+    """SIGKILL the controller mid-trial through the relay: its agents and the relay die with it within 2 s, and
+    the servers, which are meant to outlive an agent, end at the trial deadline."""
+    spec = vtax.spec("""\
+        name: orphans
+        agents: [{name: client}, {name: server}]
+        conditions: [{name: relay, baseline: true, appliance: relay}]
+        workloads: [{kind: iperf3, agents: [client], server: server}]
+        timing: {warmup: 0, steady: 4, cooldown: 0, lead: 0.5, grace: 2}
+        repetitions: 1
+        """)
+    proc = vtax.start("run", str(spec))
+    controller = psutil.Process(proc.pid)
+    give_up = time.monotonic() + 30
+    while not any(p.name() == "iperf3" and "-c" in p.cmdline() for p in controller.children(recursive=True)):
+        assert time.monotonic() < give_up, "the load never started"
+        time.sleep(0.1)
+    left = controller.children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = time.monotonic()
+    servers = {p for p in left if _server_side(p)}
+    others = [p for p in left if p not in servers]
+    gone, alive = psutil.wait_procs(others, timeout=2)
+    assert not alive, [" ".join(p.cmdline()[:4]) for p in alive]
+    _, alive = psutil.wait_procs(list(servers), timeout=max(0.1, 10 - (time.monotonic() - killed)))
+    assert not alive, "the servers outlived their trial's deadline"
+    assert gone
+
+
+def _server_side(process: psutil.Process) -> bool:
+    """A workload's server (under coreutils `timeout`, in a session of its own until the deadline)."""
+    try:
+        return process.name() == "timeout" or any(parent.name() == "timeout" for parent in process.parents())
+    except psutil.Error:
+        return False

@@ -7,13 +7,14 @@ import importlib.metadata
 import json
 import platform
 import socket
+import subprocess
 import time
 
 import pytest
 
 from agent.urls import redact
 from controller.spec import Experiment
-from tests.conftest import Vtax
+from tests.conftest import VTAX, Vtax
 
 NOOP = """\
 name: inputs
@@ -169,3 +170,31 @@ def test_hook_output_is_kept_and_shown_with_verbose(vtax: Vtax) -> None:
     first = json.loads(vtax("runs", "--json").stdout)[-1]["id"]  # the quiet run kept its hook output too
     shown = vtax("show", first, "--verbose")
     assert shown.stdout.count("    entering base") == 2  # both trials' setup
+
+
+def test_hooks_see_the_run_variables_and_what_the_spec_names_never_the_controllers_secrets(vtax: Vtax) -> None:
+    hooked = (
+        NOOP.replace("{name: base, baseline: true}", "{name: base, baseline: true, setup: 'env > hook-env.txt'}")
+        + "hook_env: [KEEP_ME]\n"
+    )
+    spec = vtax.spec(hooked)
+    secrets = {
+        "VTAX_VCENTER_PASSWORD": "vc-secret",
+        "VTAX_INFLUX_TOKEN": "influx-secret",
+        "VTAX_LAB_TOKEN": "lab-secret",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "KEEP_ME": "kept",
+    }
+    done = subprocess.run(
+        [VTAX, "run", str(spec)],
+        cwd=vtax.workdir,
+        capture_output=True,
+        text=True,
+        env={**vtax.env, **secrets},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = dict(line.split("=", 1) for line in (vtax.workdir / "hook-env.txt").read_text().splitlines() if "=" in line)
+    assert seen["KEEP_ME"] == "kept" and seen["VTAX_CONDITION"] == "base" and "VTAX_RUN_ID" in seen and "PATH" in seen
+    assert not {"VTAX_VCENTER_PASSWORD", "VTAX_INFLUX_TOKEN", "VTAX_LAB_TOKEN", "AWS_SECRET_ACCESS_KEY"} & set(seen)

@@ -9,9 +9,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NotRequired, Protocol, TypedDict
+from typing import Annotated, Literal, NotRequired, Protocol, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict  # pydantic validates only this TypedDict on Python < 3.12
+
+# A host a tool is pointed at: a name or an address, never something a tool's command line could read as an
+# option (`--logfile=...`) or a URL could read as credentials or a path (`user@host`, `a/b`).
+HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]{0,252}$")]
+Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
 
 
 class Sample(TypedDict):
@@ -26,8 +33,37 @@ class Sample(TypedDict):
 class Target(TypedDict):
     """Where a client role sends its load."""
 
-    host: str
-    port: int
+    host: HostName
+    port: Port
+
+
+LOOPBACK = ("127.0.0.0/8", "::1/128")  # what an agent may send load to unless told more
+
+_TARGET = TypeAdapter(Target)
+
+
+def check_target(value: object) -> Target:
+    """A target as a tool may be pointed at it: a host name or address, a port 1–65535; ValueError otherwise."""
+    try:
+        return _TARGET.validate_python(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "target"
+        raise ValueError(f"target {field}: {error['msg']}") from None
+
+
+def parse_host_port(text: str) -> Target:
+    """`host:port`, or `[address]:port` for IPv6."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or len(port) > 5:
+        raise ValueError(f"target must be host:port, got {text[:80]!r}")
+    return check_target({"host": host.removeprefix("[").removesuffix("]"), "port": int(port)})
+
+
+def netloc(target: Target) -> str:
+    """`host:port` as a URL or a command line wants it: an IPv6 address in brackets."""
+    host = target["host"]
+    return f"[{host}]:{target['port']}" if ":" in host else f"{host}:{target['port']}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +94,8 @@ class RunContext:
     cancelled: Callable[[], bool] = field(default=lambda: False)
     locustfile_dir: Path | None = None
     """The agent's own directory of custom locustfiles, set on the agent, never by a message."""
+    allow: tuple[str, ...] = LOOPBACK
+    """The agent's allowlist: a tool that makes its own connections (locust) refuses any address outside it."""
     started: list[float] = field(default_factory=list)
     """When the load was released (wait_for_start records it): the start the skew is measured by."""
 
@@ -91,10 +129,43 @@ class WorkloadError(Exception):
     """The workload could not run (tool missing, refused connection, bad output)."""
 
 
-class WorkloadParams(BaseModel):
-    """Base of every workload's parameter model: unknown keys are errors, not silently ignored."""
+class StrictModel(BaseModel):
+    """Base of every model a person writes (specs, workload parameters): unknown keys are errors, not silently
+    ignored; a number is never NaN or infinite, nor a boolean (`true` where a count goes); no text holds a NUL."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_surprises(cls, data: object) -> object:
+        """(A model validator: a field validator may not touch a discriminator such as a workload's `kind`.)"""
+        if not isinstance(data, dict):
+            return data
+        for name, value in data.items():
+            field = cls.model_fields.get(name) if isinstance(name, str) else None
+            if field is None:
+                continue  # an unknown key: `extra="forbid"` names it
+            if isinstance(value, bool) and _wants_number(field.annotation):
+                raise PydanticCustomError("number_type", "expected a number, got a boolean", {"field": name})
+            texts = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+            if any(isinstance(text, str) and "\x00" in text for text in texts):
+                raise PydanticCustomError("nul_byte", "contains a NUL byte", {"field": name})
+        return data
+
+
+def _wants_number(annotation: object) -> bool:
+    """Whether a field's type takes a number and no boolean (int | None: yes; bool | int: no)."""
+    found: set[object] = set()
+    pending = [annotation]
+    while pending:
+        current = pending.pop()
+        found.add(current)
+        pending.extend(get_args(current))
+    return bool(found & {int, float}) and bool not in found
+
+
+class WorkloadParams(StrictModel):
+    """Base of every workload's parameter model."""
 
 
 class WorkloadKind(Protocol):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Annotated
 
 import psutil
 from pydantic import Field
@@ -38,7 +39,9 @@ class CpuParams(WorkloadParams):
 
     workers: int = Field(1, ge=1, le=256, description="busy processes")
     percent: float = Field(100.0, gt=0, le=100, description="duty cycle of each worker, % of one core")
-    cores: list[int] | None = Field(None, description="pin the workers to these CPU numbers")
+    cores: list[Annotated[int, Field(ge=0, le=4095)]] | None = Field(
+        None, min_length=1, description="pin the workers to these CPU numbers"
+    )
 
 
 Params = CpuParams

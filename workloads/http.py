@@ -10,6 +10,9 @@ are reported as warnings. Only the Python target reports its own CPU (`target_cp
 
 from __future__ import annotations
 
+import atexit
+import functools
+import http.client
 import json
 import re
 import select
@@ -18,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -27,7 +29,16 @@ import psutil
 from pydantic import Field, model_validator
 
 from workloads import histogram
-from workloads.base import MetricInfo, RunContext, Sample, Target, WorkloadError, WorkloadParams
+from workloads.base import (
+    MetricInfo,
+    RunContext,
+    Sample,
+    Target,
+    WorkloadError,
+    WorkloadParams,
+    netloc,
+    parse_host_port,
+)
 from workloads.http_target import SIZES
 from workloads.serving import start_server
 
@@ -69,9 +80,9 @@ class HttpParams(WorkloadParams):
     )
     object_size: Literal["1k", "16k", "64k", "256k"] = Field("16k", description="object (or upload) size, RFC 9411")
     users: int = Field(10, ge=1, le=10_000, description="concurrent locust users on each agent")
-    spawn_rate: float = Field(100.0, gt=0, description="users started per second from the trial start")
+    spawn_rate: float = Field(100.0, gt=0, le=100_000, description="users started per second from the trial start")
     user_class: Literal["fast", "http"] = Field("fast", description="FastHttpUser or HttpUser")
-    wait_s: float = Field(0.0, ge=0, description="think time between one user's requests")
+    wait_s: float = Field(0.0, ge=0, le=3600, description="think time between one user's requests")
     locustfile: str | None = Field(
         None, description="scenario locustfile: a file NAME in the agent's locustfile directory (never a path)"
     )
@@ -96,10 +107,9 @@ Params = HttpParams
 
 
 def _parse_target(url: str) -> Target:
-    match = re.fullmatch(r"http://(\[[^\]]+\]|[^:/]+):(\d+)/?", url)
-    if match is None:
-        raise ValueError(f"target must look like http://host:port, got {url!r}")
-    return Target(host=match.group(1).strip("[]"), port=int(match.group(2)))
+    if not url.startswith("http://"):
+        raise ValueError(f"target must look like http://host:port, got {url[:80]!r}")
+    return parse_host_port(url.removeprefix("http://").removesuffix("/"))
 
 
 def external_target(params: HttpParams) -> Target | None:
@@ -124,7 +134,13 @@ def serve(params: HttpParams, *, bind: str, deadline: float) -> Target:
     )
 
 
-NGINX_HOME = Path(tempfile.gettempdir()) / "vtax-nginx"
+@functools.cache
+def _nginx_home() -> Path:
+    """This agent process's own directory for nginx (mkdtemp: new, 0700), removed when the process ends; never
+    a fixed path in /tmp that another local user could prepare with symlinks."""
+    home = Path(tempfile.mkdtemp(prefix="vtax-nginx-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    return home
 
 
 def _nginx_command(program: str, bind: str, port: int) -> list[str]:
@@ -133,16 +149,16 @@ def _nginx_command(program: str, bind: str, port: int) -> list[str]:
     The objects are shared by every trial; each server gets a small directory of its own, and the
     directories of servers that have ended are removed here, so a soak test leaves nothing growing.
     """
-    objects = NGINX_HOME / "objects"
+    objects = _nginx_home() / "objects"
     objects.mkdir(parents=True, exist_ok=True)
     for name, size in SIZES.items():
         if not (objects / name).exists() or (objects / name).stat().st_size != size:
             (objects / name).write_bytes(b"x" * size)
-    for old in NGINX_HOME.glob("port-*"):
+    for old in _nginx_home().glob("port-*"):
         pid_file = old / "nginx.pid"
         if pid_file.exists() and not psutil.pid_exists(int(pid_file.read_text().strip() or 0)):
             shutil.rmtree(old, ignore_errors=True)
-    own = NGINX_HOME / f"port-{port}"
+    own = _nginx_home() / f"port-{port}"
     own.mkdir(exist_ok=True)
     listen = f"[{bind}]:{port}" if ":" in bind else f"{bind}:{port}"
     temp_paths = " ".join(
@@ -176,11 +192,17 @@ def _locustfile(params: HttpParams, directory: Path | None) -> str | None:
 
 
 def _target_cpu(target: Target) -> float | None:
+    """The built-in target's CPU seconds so far, asked of the checked address only: http.client follows no
+    redirect, so a target that answers with one cannot send this request elsewhere."""
+    connection = http.client.HTTPConnection(target["host"], target["port"], timeout=1)
     try:
-        with urllib.request.urlopen(f"http://{target['host']}:{target['port']}/_vtax/stats", timeout=1) as reply:
-            return float(json.load(reply)["cpu_s"])
-    except (OSError, ValueError, KeyError):
+        connection.request("GET", "/_vtax/stats")
+        reply = connection.getresponse()
+        return float(json.loads(reply.read(4096))["cpu_s"]) if reply.status == 200 else None
+    except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException):
         return None  # not vtax's built-in target
+    finally:
+        connection.close()
 
 
 def run(params: HttpParams, ctx: RunContext) -> Iterator[Sample]:
@@ -189,11 +211,12 @@ def run(params: HttpParams, ctx: RunContext) -> Iterator[Sample]:
         raise WorkloadError("http client has no target server")
     config = {
         **params.model_dump(),
-        "host": f"http://{ctx.target['host']}:{ctx.target['port']}",
+        "host": f"http://{netloc(ctx.target)}",
         "object_bytes": SIZES[params.object_size],
         "locustfile": _locustfile(params, ctx.locustfile_dir),
         "start_at": ctx.start_at,
         "duration": ctx.duration,
+        "allow": list(ctx.allow),
     }
     child = subprocess.Popen(
         [sys.executable, "-m", "workloads.locust_child", json.dumps(config)],

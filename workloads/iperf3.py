@@ -30,6 +30,7 @@ from workloads.base import (
     WorkloadError,
     WorkloadParams,
     mean_of,
+    parse_host_port,
 )
 from workloads.serving import start_server
 
@@ -78,18 +79,11 @@ class Iperf3Params(WorkloadParams):
             if value is not None and not _RATE.match(value):
                 raise ValueError(f"{name} must be a number with an optional K/M/G suffix, got {value!r}")
         if self.target is not None:
-            _parse_target(self.target)
+            parse_host_port(self.target)
         return self
 
 
 Params = Iperf3Params  # the name the WorkloadKind protocol looks up
-
-
-def _parse_target(text: str) -> Target:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"target must be host:port, got {text!r}")
-    return Target(host=host.strip("[]"), port=int(port))
 
 
 _TCP_SENDER_METRICS = ("retransmits", "rtt_ms", "cwnd_kb")  # iperf3 reports them of the sending side
@@ -107,7 +101,7 @@ def unavailable_metrics(params: Iperf3Params) -> dict[str, str]:
 
 def external_target(params: Iperf3Params) -> Target | None:
     """The server the user named, if any."""
-    return _parse_target(params.target) if params.target else None
+    return parse_host_port(params.target) if params.target else None
 
 
 @functools.cache

@@ -5,16 +5,23 @@ the agent runs this module as a child (`python -m workloads.locust_child CONFIG_
 prints one JSON line: requests, failures, bytes, a mergeable latency histogram, its own CPU (user +
 system, % of one core) and whether
 locust warned about CPU. Users start at `start_at`, ramp at `spawn_rate`, and stop after `duration`.
+
+Every connection this process opens is checked against the agent's allowlist first (`_guard_connections`),
+whatever the locustfile does: a redirect, a hard-coded URL or a name that resolves elsewhere fails as a
+request instead of sending load outside it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import sys
 import time
 from typing import Any
 
 import gevent
+import gevent.socket
 import psutil
 from locust import FastHttpUser, HttpUser, constant, task
 from locust.env import Environment
@@ -47,8 +54,35 @@ def _user_class(config: dict[str, Any]) -> list[type]:
     return [Scenario]
 
 
+class OutsideAllowlist(ConnectionRefusedError):
+    """A connection this agent may not make."""
+
+
+def _guard_connections(allow: list[str]) -> None:
+    """Patch the (gevent) socket class so that connecting anywhere outside `allow` raises instead; a name is
+    resolved here and the checked address is what is connected to."""
+    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in allow]
+    cls = gevent.socket.socket
+    connect, connect_ex = cls.connect, cls.connect_ex
+
+    def checked(self: Any, address: Any) -> Any:
+        if self.family not in (socket.AF_INET, socket.AF_INET6):
+            return address
+        host, port, *rest = address
+        infos = socket.getaddrinfo(host, port, self.family, socket.SOCK_STREAM)
+        ips = [info[4][0] for info in infos]
+        for ip in ips:
+            if not any(ipaddress.ip_address(ip.split("%")[0]) in network for network in networks):
+                raise OutsideAllowlist(f"{host} ({ip}) is outside this agent's allowlist")
+        return (ips[0], port, *rest)
+
+    cls.connect = lambda self, address: connect(self, checked(self, address))
+    cls.connect_ex = lambda self, address: connect_ex(self, checked(self, address))
+
+
 def main() -> None:
     config = json.loads(sys.argv[1])
+    _guard_connections(config["allow"])
     env = Environment(user_classes=_user_class(config), host=config["host"])
     window: dict[str, Any] = {"requests": 0, "failures": 0, "bytes": 0, "hist": {}}
     cpu_warned = False

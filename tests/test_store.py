@@ -70,13 +70,13 @@ def hold_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
 
 
 def test_a_store_locked_by_another_process_for_8_s_is_waited_for(vtax: Vtax) -> None:
-    spec = vtax.spec(noop_spec(steady=1, repetitions=2))
-    assert vtax("run", str(spec)).returncode == 0  # the store exists, in WAL mode
+    spec = vtax.spec(noop_spec(steady=1, repetitions=1))
+    Store(vtax.store).close()  # the store exists, in WAL mode
     holder = hold_lock(vtax.store, 8)
     done, result = vtax.run_json(spec)
     holder.wait()
     assert done.returncode == 0, done.stderr
-    assert result["status"] == "completed" and [t["status"] for t in result["trials"]] == ["ok"] * 4
+    assert result["status"] == "completed" and [t["status"] for t in result["trials"]] == ["ok"] * 2
 
 
 @pytest.fixture

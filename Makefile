@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 DEMO_PACKAGES := iperf3 python3-venv python3-pip
 TEST_PACKAGES := $(DEMO_PACKAGES) python3-dev gcc redis-server iproute2 nftables iptables \
-	libnetfilter-queue-dev victoria-metrics influxdb golang-go golang-github-vmware-govmomi-dev openssl
+	libnetfilter-queue-dev victoria-metrics influxdb golang-go golang-github-vmware-govmomi-dev openssl chromium
 # servers the tests start themselves: when make installs them, it keeps Debian from running them as services
 TEST_SERVICES := redis-server influxdb victoria-metrics
 DEMO_STAMP := $(VENV)/.installed-demo

@@ -19,9 +19,11 @@ from controller.validity import (
     appliance_issues,
     clock_issues,
     condition_issues,
+    issue,
     trial_issues,
     version_issues,
 )
+from workloads.base import MetricInfo
 
 # the result JSON's format: raised when a key's meaning changes; keys are only ever added, never renamed or dropped
 FORMAT_VERSION = 1
@@ -60,7 +62,9 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
     uncertainty = {c["agent"]: c["uncertainty_s"] for c in clocks}
     validity: list[Issue] = []
     trial_rows = []
-    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    # metric → condition → repetition → the trial's value, and which trial it was
+    values: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    trial_of: dict[tuple[str, int], int] = {}
     for trial in trials:
         idx = trial["idx"]
         kpis = (
@@ -86,23 +90,20 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
         )
         validity += found
         if counts:
+            trial_of[(trial["condition"], trial["repetition"])] = idx
             for name, value in kpis.items():
-                values[name][trial["condition"]].append(value)
+                values[name][trial["condition"]][trial["repetition"]] = value
 
     baseline = experiment.baseline.name
     names = [c.name for c in experiment.conditions]
+    side_by_side = experiment.order != "blocked"  # interleaved or random within each repetition: blocks
     metrics: dict[str, MetricResult] = {}
     for name, info in metric_catalogue(experiment).items():
         if name not in values:
             continue
-        metrics[name] = {
-            "unit": info.unit,
-            "better": info.better,
-            "description": info.description,
-            "by_condition": {c: stats.describe(values[name][c]) for c in names},
-            "overhead": {c: stats.overhead(values[name][baseline], values[name][c]) for c in names if c != baseline},
-        }
+        metrics[name] = _metric(info, values[name], names, baseline, side_by_side)
     validity += condition_issues(experiment, metrics)
+    validity += _outlier_issues(values, trial_of)
     validity += appliance_issues(experiment, [s for samples in host_by_trial.values() for s in samples])
     validity += clock_issues(experiment, clocks)
     notes = store.notes(run_id)
@@ -139,6 +140,56 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
         "spec": run["spec"],
         "passed": not any(v["level"] == "error" for v in validity) and all(s["ok"] for s in sla),
     }
+
+
+def _metric(
+    info: MetricInfo,
+    values: dict[str, dict[int, float]],
+    names: list[str],
+    baseline: str,
+    side_by_side: bool,
+) -> MetricResult:
+    """One metric across conditions: each described, each non-baseline one against the baseline (paired where
+    the repetitions ran side by side; p-values also Holm-adjusted for the number of conditions), and all ranked."""
+    overheads = {
+        c: stats.compare(values[baseline], values[c], blocked_by_repetition=side_by_side)
+        for c in names
+        if c != baseline
+    }
+    for over, adjusted in zip(overheads.values(), stats.holm([o["p_value"] for o in overheads.values()]), strict=True):
+        over["p_adjusted"] = adjusted
+    ranked, pairwise = stats.ranking(
+        {c: values[c] for c in names}, better=info.better, blocked_by_repetition=side_by_side
+    )
+    return {
+        "unit": info.unit,
+        "better": info.better,
+        "description": info.description,
+        "by_condition": {c: stats.describe(list(values[c].values())) for c in names},
+        "overhead": overheads,
+        "ranking": ranked,
+        "pairwise": pairwise,
+    }
+
+
+def _outlier_issues(
+    values: dict[str, dict[str, dict[int, float]]], trial_of: dict[tuple[str, int], int]
+) -> list[Issue]:
+    """A trial whose KPI lies more than 3 MADs from its condition's median: flagged (it still counts)."""
+    found = []
+    for name, by_condition in values.items():
+        for condition, by_repetition in by_condition.items():
+            for repetition in stats.outliers(by_repetition):
+                found.append(
+                    issue(
+                        "warning",
+                        "outlier",
+                        f"{name} under {condition} #{repetition}: {by_repetition[repetition]:.4g} lies more than "
+                        f"{stats.OUTLIER_MADS:g} MADs from the condition's median; it still counts, look at that trial",
+                        trial_of[(condition, repetition)],
+                    )
+                )
+    return found
 
 
 def _skew_summary(

@@ -132,6 +132,7 @@ def _execute(
         ),
         actions=wired.actions if wired else None,
         place=wired.place if wired else None,
+        command=["vtax", *sys.argv[1:]],
     )
     try:
         run_id = loop.execute()
@@ -339,6 +340,26 @@ def show(
             print_hook(console, trial_idx, hook)
     print_result(console, result)
     write_json(json_path, result)
+
+
+@app.command()
+def report(
+    run_ids: Annotated[list[str], typer.Argument(help="run ids or unique prefixes: one run, or several of one spec")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="the HTML file to write")] = Path("report.html"),
+    store: StoreOption = DEFAULT_PATH,
+) -> None:
+    """Write one self-contained HTML page (opens offline: every script inline) of a run's result: verdicts,
+    overheads with CIs, every repetition, every second, ranking, validity and provenance."""
+    from controller import htmlreport  # plotly and jinja2 load only for this command
+
+    check_writable(output, "--output")
+    opened = Store(store, create=False)
+    results = [analyse(opened, run_id) for run_id in run_ids]
+    htmlreport.check_comparable(results)
+    spec = spec_module.Experiment.model_validate(results[0]["spec"])
+    page = htmlreport.render(opened, results, spec_module.metric_catalogue(spec))
+    output.write_text(page, encoding="utf-8")
+    console.print(f"wrote {output} ({len(page.encode()) / 1e6:.1f} MB, opens offline)")
 
 
 @app.command("import")

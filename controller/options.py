@@ -37,9 +37,9 @@ VerboseOption = Annotated[
 ]
 
 
-def check_writable(path: Path | None) -> None:
+def check_writable(path: Path | None, option: str = "--json") -> None:
     if path is not None and not path.absolute().parent.is_dir():
-        raise InputError(f"{path}: --json: directory {path.absolute().parent} does not exist")
+        raise InputError(f"{path}: {option}: directory {path.absolute().parent} does not exist")
 
 
 def write_json(path: Path | None, result: dict[str, Any]) -> None:

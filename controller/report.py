@@ -171,26 +171,41 @@ def _mean_cell(described: dict[str, Any]) -> str:
 
 
 def _overhead_cells(over: dict[str, Any], better: str) -> tuple[Text, str]:
-    """The change in % with its CI, coloured when significant (red: worse), and the p-value."""
+    """The change in % with its CI, coloured when significant (red: worse), and the p-value (Holm-adjusted where
+    there are several conditions). A change not found says how small a one the test could have seen."""
     if over["pct"] is None:
         return Text("–"), ""
     text = f"{over['pct']:+.1f} %"
     if over["ci95_pct"] is not None:
         text += f" [{over['ci95_pct'][0]:+.1f}, {over['ci95_pct'][1]:+.1f}]"
+    if not over["significant"] and over.get("mde_pct") is not None:
+        text += f" · could see ±{over['mde_pct']:.1f} %"
     worse = (over["pct"] < 0) if better == "higher" else (over["pct"] > 0)
     style = ("red" if worse else "green") if over["significant"] else "dim"
-    return Text(text, style=style), "" if over["p_value"] is None else f"{over['p_value']:.2g}"
+    p_value = over.get("p_adjusted", over["p_value"])
+    return Text(text, style=style), "" if p_value is None else f"{p_value:.2g}"
+
+
+def _rank_cell(metric: dict[str, Any], condition: str) -> str:
+    ranked = {r["condition"]: r for r in metric.get("ranking", [])}
+    if condition not in ranked:
+        return ""
+    low, high = ranked[condition]["rank_interval"]
+    return str(low) if low == high else f"{low}–{high}"
 
 
 def summary_table(result: dict[str, Any]) -> Table:
-    """One row per metric and condition: mean ± 95 % CI half-width, and the change against the baseline."""
+    """One row per metric and condition: mean ± 95 % CI half-width, the change against the baseline (paired by
+    repetition where the trials ran side by side), its p-value and the condition's rank interval."""
     baseline = result["baseline"]
     table = Table(title=f"{result['name']} · run {result['run_id']} · baseline {baseline}", title_justify="left")
     table.add_column("metric", no_wrap=True)
     table.add_column("condition", no_wrap=True)
     table.add_column("mean ± 95 % CI (n)", justify="right", no_wrap=True)
     table.add_column(f"vs {baseline} [95 % CI]", justify="right", no_wrap=True)
-    table.add_column("p", justify="right", no_wrap=True)
+    several = len(result["conditions"]) > 2
+    table.add_column("p (Holm)" if several else "p", justify="right", no_wrap=True)
+    table.add_column("rank", justify="right", no_wrap=True)
     for name, metric in result["metrics"].items():
         for i, condition in enumerate(result["conditions"]):
             change, p_value = (
@@ -204,8 +219,14 @@ def summary_table(result: dict[str, Any]) -> Table:
                 _mean_cell(metric["by_condition"][condition]),
                 change,
                 p_value,
+                _rank_cell(metric, condition),
                 end_section=i == len(result["conditions"]) - 1,
             )
+    methods = {o.get("method") for m in result["metrics"].values() for o in m["overhead"].values()}
+    if methods == {"paired"}:
+        table.caption = "changes paired by repetition (the trials of one repetition ran side by side)"
+    elif "welch" in methods:
+        table.caption = "changes from condition means (Welch): the trials were not paired by repetition"
     return table
 
 

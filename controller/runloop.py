@@ -21,6 +21,7 @@ from typing import TypedDict
 import workloads
 from agent import wire
 from agent.identity import machine
+from agent.urls import redact
 from agent.wire import (
     AgentIdentity,
     AgentResult,
@@ -94,10 +95,12 @@ class RunLoop:
         host_sources: list[HostCounterSource] | None = None,
         actions: Mapping[str, ActionHandler] | None = None,
         place: Placer | None = None,
+        command: list[str] | None = None,
     ) -> None:
         """`host_sources` give each trial's host counters (default: the experiment's hypervisor agents, or
         where it has none, the controller's own machine); `actions` carry out hook actions by kind; `place`
-        tells where the agents are (zones, notes)."""
+        tells where the agents are (zones, notes); `command` is the command line that started the run (kept
+        with its passwords redacted, for the report's provenance)."""
         self.experiment = experiment
         self.store = store
         self.engine = engine
@@ -108,6 +111,7 @@ class RunLoop:
         self.host_sources = host_sources or default_sources(experiment=experiment, engine=engine)
         self.actions = actions or {}
         self.place = place
+        self.command = [redact(part) for part in command or []]
         self._offsets: dict[str, float] = {}  # each agent's clock offset, as the engine uses it
         self._rejoins: list[dict[str, object]] = []
         self._open_host: dict[int, list[HostSample]] = {}  # trials whose host record is still being gathered
@@ -238,7 +242,7 @@ class RunLoop:
             registered = self.engine.identity(name)
             if registered is not None:
                 agents[name] = {k: v for k, v in registered.items() if k not in volatile}
-        return {"controller": machine(), "agents": agents}
+        return {"controller": machine(), "agents": agents, "command": self.command}
 
     def _apply(self, placement: Placement) -> None:
         """A placement's zones fill in where the spec names none; its notes are kept with the run."""

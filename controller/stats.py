@@ -1,19 +1,34 @@
-"""Statistics over repetitions: means with t-intervals, and overheads against the baseline.
+"""Statistics over repetitions: means with t-intervals, overheads against the baseline, their correction for
+several conditions, a ranking with rank intervals, and the minimum detectable effect.
 
-Each trial contributes one value per metric (its steady-phase KPI), so n is the number of repetitions.
-The overhead's CI and its p-value come from one model: the log of the ratio of means (delta method,
-Welch–Satterthwaite degrees of freedom), which keeps the interval asymmetric as a ratio should be, or the plain
-difference of means where a mean is not positive. So a change is significant exactly when its CI excludes 0.
+Each trial contributes one value per metric (its steady-phase KPI), so n is the number of repetitions. An
+overhead's CI and its p-value always come from one model on one scale, so a change is significant exactly when
+its CI excludes 0:
+
+- **paired** (interleaved or random order: repetition k of every condition ran side by side, a block): the
+  log of condition ÷ baseline within each block, then a t-interval on those logs (the plain difference where a
+  value is not positive). Drift between blocks cancels out.
+- **welch** (blocked order, or fewer than 2 complete blocks): the log of the ratio of means (delta method,
+  Welch–Satterthwaite degrees of freedom), or the difference of means where a mean is not positive.
+
+The minimum detectable effect (MDE) is the smallest change the same test, with this noise and these
+repetitions, finds with 80 % power at α = 0.05 (from the noncentral t distribution, not a normal
+approximation: with 3 repetitions the difference is large).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-from typing import TypedDict
+from collections.abc import Mapping
+from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
 
 ALPHA = 0.05
+POWER = 0.80
+OUTLIER_MADS = 3.0  # a trial further than this many (normal-scaled) MADs from its condition's median is flagged
 
 
 class Description(TypedDict):
@@ -27,13 +42,26 @@ class Description(TypedDict):
 
 
 class Overhead(TypedDict):
-    """A condition against the baseline."""
+    """A condition against the baseline (or any two conditions)."""
 
     delta: float | None
     pct: float | None
     ci95_pct: list[float] | None
     p_value: float | None
     significant: bool
+    method: NotRequired[Literal["paired", "welch"]]
+    n_pairs: NotRequired[int]  # paired: the complete blocks used
+    p_adjusted: NotRequired[float | None]  # Holm over the run's comparisons of this metric
+    mde_pct: NotRequired[float | None]  # the smallest change (±, %) this test could have found
+
+
+class Ranked(TypedDict):
+    """One condition's place among all, in the metric's better direction."""
+
+    condition: str
+    mean: float | None
+    rank: int  # by mean, 1 = best
+    rank_interval: list[int]  # [best, worst] the pairwise tests allow
 
 
 def _clean(x: float) -> float | None:
@@ -68,6 +96,11 @@ def describe(values: list[float]) -> Description:
     return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": n, "values": arr.tolist()}
 
 
+def _scale(values: np.ndarray) -> bool:
+    """Whether a comparison can be made on the log (ratio) scale: every value is positive."""
+    return bool(values.size) and bool(np.all(values > 0))
+
+
 def overhead(baseline: list[float], condition: list[float]) -> Overhead:
     """delta, pct, ci95_pct [low, high], p_value and significant of `condition` against `baseline`.
 
@@ -77,7 +110,15 @@ def overhead(baseline: list[float], condition: list[float]) -> Overhead:
     and degrees of freedom either way.
     """
     base, cond = np.asarray(baseline, dtype=float), np.asarray(condition, dtype=float)
-    result: Overhead = {"delta": None, "pct": None, "ci95_pct": None, "p_value": None, "significant": False}
+    result: Overhead = {
+        "delta": None,
+        "pct": None,
+        "ci95_pct": None,
+        "p_value": None,
+        "significant": False,
+        "method": "welch",
+        "mde_pct": None,
+    }
     if base.size == 0 or cond.size == 0:
         return result
     m0, m1 = float(base.mean()), float(cond.mean())
@@ -100,12 +141,173 @@ def overhead(baseline: list[float], condition: list[float]) -> Overhead:
         result["p_value"] = _clean(2 * _t_survival(abs(centre) / se, df))
         half = _t_quantile(df) * se
         bounds = (centre - half, centre + half)
+        result["mde_pct"] = _as_pct(mde(se, df), log_scale, m0)
     result["significant"] = result["p_value"] is not None and result["p_value"] < ALPHA
-    if log_scale:
-        result["ci95_pct"] = [100.0 * (math.exp(bound) - 1) for bound in bounds]
-    elif m0 != 0:
-        result["ci95_pct"] = [100.0 * bound / abs(m0) for bound in bounds]
+    result["ci95_pct"] = _interval_pct(bounds, log_scale, m0)
     return result
+
+
+def _as_pct(change: float | None, log_scale: bool, reference: float) -> float | None:
+    """A change on the test's scale (a log ratio, or a difference) as % of the reference."""
+    if change is None:
+        return None
+    if log_scale:
+        return _clean(100.0 * (math.exp(change) - 1))
+    return _clean(100.0 * change / abs(reference)) if reference else None
+
+
+def _interval_pct(bounds: tuple[float, float], log_scale: bool, reference: float) -> list[float] | None:
+    low, high = _as_pct(bounds[0], log_scale, reference), _as_pct(bounds[1], log_scale, reference)
+    return None if low is None or high is None else [low, high]
+
+
+def paired_overhead(pairs: list[tuple[float, float]]) -> Overhead:
+    """A condition against the baseline from complete blocks, (baseline, condition) per block: a t-interval on
+    the per-block log ratios (differences where a value is not positive), and its p-value and MDE."""
+    base = np.asarray([b for b, _ in pairs], dtype=float)
+    cond = np.asarray([c for _, c in pairs], dtype=float)
+    result: Overhead = {
+        "delta": None,
+        "pct": None,
+        "ci95_pct": None,
+        "p_value": None,
+        "significant": False,
+        "method": "paired",
+        "n_pairs": len(pairs),
+        "mde_pct": None,
+    }
+    if not pairs:
+        return result
+    m0 = float(base.mean())
+    result["delta"] = float(cond.mean()) - m0
+    log_scale = _scale(base) and _scale(cond)
+    steps = np.log(cond / base) if log_scale else cond - base
+    centre = float(steps.mean())
+    result["pct"] = _as_pct(centre, log_scale, m0)
+    if len(pairs) < 2:
+        return result
+    se = float(steps.std(ddof=1)) / math.sqrt(len(pairs))
+    df = len(pairs) - 1
+    if se == 0:
+        result["p_value"] = 1.0 if centre == 0 else 0.0
+        bounds = (centre, centre)
+    else:
+        result["p_value"] = _clean(2 * _t_survival(abs(centre) / se, df))
+        half = _t_quantile(df) * se
+        bounds = (centre - half, centre + half)
+        result["mde_pct"] = _as_pct(mde(se, df), log_scale, m0)
+    result["significant"] = result["p_value"] is not None and result["p_value"] < ALPHA
+    result["ci95_pct"] = _interval_pct(bounds, log_scale, m0)
+    return result
+
+
+def compare(baseline: Mapping[int, float], condition: Mapping[int, float], *, blocked_by_repetition: bool) -> Overhead:
+    """A condition against the baseline, each given as repetition → value: paired by repetition when the
+    repetitions ran side by side (interleaved or random order) and at least 2 are complete, else Welch."""
+    common = sorted(set(baseline) & set(condition))
+    if blocked_by_repetition and len(common) >= 2:
+        return paired_overhead([(baseline[k], condition[k]) for k in common])
+    return overhead(list(baseline.values()), list(condition.values()))
+
+
+def mde(se: float, df: float, *, alpha: float = ALPHA, power: float = POWER) -> float | None:
+    """The smallest true change (on the test's scale) that a two-sided t-test with this standard error and these
+    degrees of freedom detects with `power`: solved on the noncentral t distribution."""
+    if se <= 0 or df <= 0 or not math.isfinite(se):
+        return None
+    multiple = _detectable_multiple(round(df, 1), alpha, power)  # to 0.1 degree of freedom: far below the noise
+    return None if multiple is None else multiple * se
+
+
+@functools.cache
+def _detectable_multiple(df: float, alpha: float, power: float) -> float | None:
+    """The noncentrality (the change in standard errors) at which the t-test's power reaches `power`."""
+    from scipy import optimize, stats
+
+    critical = stats.t.ppf(1 - alpha / 2, df)
+
+    def shortfall(noncentrality: float) -> float:
+        detected = stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality)
+        return float(detected - power) if math.isfinite(detected) else 1.0  # NaN only where power is ~1
+
+    high = 2.0
+    while shortfall(high) < 0:  # widen the bracket until it holds the answer (df = 1 needs about 10)
+        high *= 2
+        if high > 1e4:
+            return None
+    return float(optimize.brentq(shortfall, 0.0, high))
+
+
+def repetitions_for(effect_pct: float, sd_log: float, *, paired: bool, most: int = 1000) -> int | None:
+    """How many repetitions per condition a change of `effect_pct` % needs to be found with 80 % power, given the
+    noise `sd_log` (sd of the per-block log ratios when paired; of log values per condition when not)."""
+    target = abs(math.log1p(effect_pct / 100.0))
+    for n in range(2, most + 1):
+        se = sd_log / math.sqrt(n) if paired else sd_log * math.sqrt(2.0 / n)
+        df = n - 1 if paired else 2 * n - 2
+        found = mde(se, df)
+        if found is not None and found <= target:
+            return n
+    return None
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm-adjusted p-values (statsmodels), in the given order; a missing p-value stays missing."""
+    from statsmodels.stats.multitest import multipletests
+
+    present = [p for p in p_values if p is not None]
+    if not present:
+        return list(p_values)
+    adjusted = iter(multipletests(present, alpha=ALPHA, method="holm")[1].tolist())
+    return [None if p is None else float(next(adjusted)) for p in p_values]
+
+
+def ranking(
+    by_condition: Mapping[str, Mapping[int, float]], *, better: Literal["higher", "lower"], blocked_by_repetition: bool
+) -> tuple[list[Ranked], list[dict[str, object]]]:
+    """Every condition ranked in the metric's better direction, with a rank interval from all pairwise tests
+    (Holm over all pairs): a condition can rank no better than 1 + the conditions significantly better than it,
+    and no worse than the count of conditions minus those significantly worse. Also the pairwise comparisons."""
+    names = [name for name, values in by_condition.items() if values]
+    means = {name: float(np.mean(list(by_condition[name].values()))) for name in names}
+    pairs = list(itertools.combinations(names, 2))
+    tests = [compare(by_condition[a], by_condition[b], blocked_by_repetition=blocked_by_repetition) for a, b in pairs]
+    adjusted = holm([t["p_value"] for t in tests])
+    pairwise: list[dict[str, object]] = []
+    beats: dict[str, set[str]] = {name: set() for name in names}  # name → conditions it is significantly better than
+    for (a, b), test, p_adj in zip(pairs, tests, adjusted, strict=True):
+        significant = p_adj is not None and p_adj < ALPHA
+        pairwise.append({"a": a, "b": b, **test, "p_adjusted": p_adj, "significant": significant})
+        if significant:  # b against a: delta = mean(b) − mean(a)
+            b_higher = (test["delta"] or 0.0) > 0
+            winner, loser = (b, a) if b_higher == (better == "higher") else (a, b)
+            beats[winner].add(loser)
+    order = sorted(names, key=lambda name: means[name], reverse=better == "higher")
+    ranked: list[Ranked] = []
+    for rank, name in enumerate(order, 1):
+        better_than_me = sum(name in beats[other] for other in names)
+        ranked.append(
+            {
+                "condition": name,
+                "mean": means[name],
+                "rank": rank,
+                "rank_interval": [1 + better_than_me, len(names) - len(beats[name])],
+            }
+        )
+    return ranked, pairwise
+
+
+def outliers(values: Mapping[int, float]) -> list[int]:
+    """The keys whose value lies more than OUTLIER_MADS normal-scaled MADs (1.4826 × MAD) from the median;
+    none when the MAD is 0 (most values equal) or there are fewer than 4 values. Flagged, never dropped."""
+    if len(values) < 4:
+        return []
+    arr = np.asarray(list(values.values()), dtype=float)
+    median = float(np.median(arr))
+    mad = 1.4826 * float(np.median(np.abs(arr - median)))
+    if mad == 0:
+        return []
+    return [key for key, value in values.items() if abs(value - median) > OUTLIER_MADS * mad]
 
 
 def geometric_mean_ci(ratios: list[float]) -> tuple[float, list[float] | None]:

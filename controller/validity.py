@@ -13,7 +13,7 @@ import workloads
 from agent.wire import TrialRecord
 from controller.kpis import in_steady, steady_window
 from controller.spec import Experiment
-from controller.stats import Description, Overhead
+from controller.stats import Description, Overhead, Ranked
 from controller.store import ClockRow, Flag, StoredHostSample, StoredResult, StoredSample
 
 SATURATED_CPU_PCT = 90.0
@@ -41,6 +41,8 @@ class MetricResult(TypedDict):
     description: str
     by_condition: dict[str, Description]
     overhead: dict[str, Overhead]
+    ranking: NotRequired[list[Ranked]]
+    pairwise: NotRequired[list[dict[str, object]]]
 
 
 def issue(level: Literal["error", "warning"], code: str, message: str, trial: int | None = None) -> Issue:

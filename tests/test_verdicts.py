@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
@@ -143,16 +144,18 @@ def test_statistics_are_what_their_names_say(tmp_path: Path) -> None:
     half = scipy_stats.t.ppf(0.975, 2) * 0.2 / math.sqrt(3)
     assert base["ci95"] == pytest.approx([10.2 - half, 10.2 + half])
     over = metric["overhead"]["fw"]
-    assert over["delta"] == pytest.approx(-2.2) and over["pct"] == pytest.approx(-220 / 10.2)
+    # interleaved: repetition k of both conditions ran side by side, so the change is paired by repetition: the
+    # mean of the three per-repetition log ratios, a t-interval on them (df 2), and the p-value of the same test
+    assert over["method"] == "paired" and over["n_pairs"] == 3
+    logs = [math.log(f / b) for f, b in zip(FW, BASE, strict=True)]
+    centre, sd = sum(logs) / 3, float(np.std(logs, ddof=1))
+    assert over["delta"] == pytest.approx(-2.2) and over["pct"] == pytest.approx(100 * (math.exp(centre) - 1))
     low, high = over["ci95_pct"]
     assert low < over["pct"] < high < 0  # a log-ratio interval around the ratio's change, all of it a loss
-    # the ratio 8/10.2 on the log scale (delta method): se² = (0.04/3)/8² + (0.04/3)/10.2², Welch's df; the
-    # interval and the p-value both come from it
-    a, b = (0.04 / 3) / 8**2, (0.04 / 3) / 10.2**2
-    se, df = math.sqrt(a + b), (a + b) ** 2 / (a**2 / 2 + b**2 / 2)
-    expected = [100 * (math.exp(math.log(8 / 10.2) + s * scipy_stats.t.ppf(0.975, df) * se) - 1) for s in (-1, 1)]
-    assert [low, high] == pytest.approx(expected)
-    assert over["p_value"] == pytest.approx(2 * scipy_stats.t.sf(abs(math.log(8 / 10.2)) / se, df))
+    half = scipy_stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
+    assert [low, high] == pytest.approx([100 * (math.exp(centre + s * half) - 1) for s in (-1, 1)])
+    assert over["p_value"] == pytest.approx(scipy_stats.ttest_1samp(logs, 0.0).pvalue)
+    assert over["p_adjusted"] == pytest.approx(over["p_value"])  # one comparison: nothing to adjust
     assert over["significant"]
     cpu = result["metrics"]["host.cpu_pct"]
     assert cpu["by_condition"]["fw"]["mean"] == pytest.approx(60.0)

@@ -1,0 +1,269 @@
+"""`vtax report`: one self-contained HTML page per study (one run, or several runs of one spec), to hand on.
+
+Plotly draws the figures (its JavaScript is inlined once, so the page opens offline and makes no network
+request; plotly because its Python API builds the forest plot, strip plots and shaded time series directly,
+and one inlined library serves every figure); jinja2 fills the page (autoescaped). The contents follow the
+report items of RFC 9411: test bed (provenance), device configuration (the spec's conditions and hooks),
+traffic profile (workloads and timing), and results (verdicts, figures, ranking, validity).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+import plotly.graph_objects as go
+import plotly.offline
+import yaml
+
+from controller.errors import InputError
+from controller.store import Store
+from workloads.base import MetricInfo
+
+PHASE_COLOURS = {"warm-up": "rgba(200,200,200,0.25)", "cool-down": "rgba(200,200,200,0.25)"}
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def verdict(name: str, metric: dict[str, Any], baseline: str) -> str:
+    """One sentence per metric: each condition's change with its CI, not-found changes with what could have been
+    seen, and the ranking with its intervals."""
+    parts = []
+    for condition, over in metric["overhead"].items():
+        if over["pct"] is None:
+            parts.append(f"{condition}: not measured")
+        elif over["significant"] and over["ci95_pct"]:
+            low, high = over["ci95_pct"]
+            parts.append(f"{condition} {over['pct']:+.1f} % [{low:+.1f}, {high:+.1f}]")
+        elif over.get("mde_pct") is not None:
+            parts.append(f"{condition}: no difference detected (the test could have seen ±{over['mde_pct']:.1f} %)")
+        else:
+            parts.append(f"{condition}: no difference detected")
+    ranked = metric.get("ranking", [])
+    order = " < ".join(
+        r["condition"]
+        + (
+            f" (rank {r['rank_interval'][0]}–{r['rank_interval'][1]})"
+            if r["rank_interval"][0] != r["rank_interval"][1]
+            else ""
+        )
+        for r in ranked
+    )
+    adjusted = [o.get("p_adjusted") for o in metric["overhead"].values() if o.get("p_adjusted") is not None]
+    p_text = (
+        f", adjusted p ≤ {max(adjusted):.2g}"
+        if adjusted and all(o["significant"] for o in metric["overhead"].values())
+        else ""
+    )
+    better = "best first" if ranked else ""
+    return f"{name} vs {baseline}: " + "; ".join(parts) + (f". Ranked ({better}): {order}{p_text}" if order else "")
+
+
+def _figure_html(figure: go.Figure) -> str:
+    figure.update_layout(margin={"l": 60, "r": 20, "t": 40, "b": 40}, template="plotly_white", height=360)
+    return str(figure.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG))
+
+
+def forest_plot(result: dict[str, Any]) -> str:
+    """Every metric's overhead per condition with its 95 % CI: one row per (metric, condition)."""
+    figure = go.Figure()
+    rows = [
+        (f"{name} · {condition}", over)
+        for name, metric in result["metrics"].items()
+        for condition, over in metric["overhead"].items()
+        if over["pct"] is not None
+    ]
+    labels = [label for label, _ in rows]
+    figure.add_trace(
+        go.Scatter(
+            x=[over["pct"] for _, over in rows],
+            y=labels,
+            mode="markers",
+            marker={"size": 10, "color": ["#c0392b" if over["significant"] else "#7f8c8d" for _, over in rows]},
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": [(over["ci95_pct"] or [0, 0])[1] - over["pct"] for _, over in rows],
+                "arrayminus": [over["pct"] - (over["ci95_pct"] or [0, 0])[0] for _, over in rows],
+            },
+            hovertemplate="%{y}: %{x:.1f} %<extra></extra>",
+        )
+    )
+    figure.add_vline(x=0, line_dash="dash", line_color="#555")
+    figure.update_layout(
+        title="Overhead against the baseline, % [95 % CI]", xaxis_title="% change", height=max(300, 40 * len(rows))
+    )
+    return _figure_html(figure)
+
+
+def distributions(result: dict[str, Any], name: str) -> str:
+    """One metric's value per repetition, every repetition a point, per condition, with the mean ± CI."""
+    metric = result["metrics"][name]
+    figure = go.Figure()
+    for condition, described in metric["by_condition"].items():
+        figure.add_trace(
+            go.Box(
+                y=described["values"],
+                name=condition,
+                boxpoints="all",
+                jitter=0.4,
+                pointpos=0,
+                fillcolor="rgba(0,0,0,0)",
+                line={"color": "rgba(0,0,0,0)"},
+                marker={"size": 9},
+                hovertemplate="%{y:.4g}<extra>" + condition + "</extra>",
+            )
+        )
+        if described["ci95"] is not None:
+            figure.add_trace(
+                go.Scatter(
+                    x=[condition],
+                    y=[described["mean"]],
+                    mode="markers",
+                    marker={"symbol": "line-ew-open", "size": 30, "color": "#222"},
+                    error_y={
+                        "type": "data",
+                        "array": [described["ci95"][1] - described["mean"]],
+                        "arrayminus": [described["mean"] - described["ci95"][0]],
+                    },
+                    showlegend=False,
+                    hovertemplate="mean %{y:.4g}<extra></extra>",
+                )
+            )
+    figure.update_layout(title=f"{name} [{metric['unit']}] per repetition", showlegend=False)
+    return _figure_html(figure)
+
+
+def time_series(result: dict[str, Any], per_second: dict[int, dict[float, float]], name: str, unit: str) -> str:
+    """Each trial's per-second series of one metric (all agents combined), against time from the common start,
+    with the warm-up and cool-down shaded."""
+    timing = result["spec"]["timing"]
+    figure = go.Figure()
+    for trial in result["trials"]:
+        series = per_second.get(trial["idx"], {})
+        if not series:
+            continue
+        xs = sorted(series)
+        figure.add_trace(
+            go.Scatter(
+                x=xs,
+                y=[series[x] for x in xs],
+                mode="lines",
+                name=f"{trial['idx']} {trial['condition']} #{trial['repetition']}",
+                legendgroup=trial["condition"],
+            )
+        )
+    warmup, steady = timing["warmup"], timing["steady"]
+    if warmup:
+        figure.add_vrect(x0=0, x1=warmup, fillcolor=PHASE_COLOURS["warm-up"], line_width=0, annotation_text="warm-up")
+    if timing["cooldown"]:
+        figure.add_vrect(
+            x0=warmup + steady,
+            x1=warmup + steady + timing["cooldown"],
+            fillcolor=PHASE_COLOURS["cool-down"],
+            line_width=0,
+            annotation_text="cool-down",
+        )
+    figure.update_layout(title=f"{name} [{unit}] each second of each trial", xaxis_title="s from the common start")
+    return _figure_html(figure)
+
+
+def _per_second(
+    store: Store, run_id: str, result: dict[str, Any], name: str, info: MetricInfo
+) -> dict[int, dict[float, float]]:
+    """metric `name` (a workload's, `label.field`) per trial and second from the start, combined over agents."""
+    label, _, field = name.partition(".")
+    starts = {t["idx"]: t["start_at"] for t in result["trials"] if t["start_at"] is not None}
+    grouped: dict[int, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for sample in store.samples(run_id):
+        if sample["workload"] != label or field not in sample["values"] or sample["trial_idx"] not in starts:
+            continue
+        second = round(sample["t"] - starts[sample["trial_idx"]])
+        grouped[sample["trial_idx"]][second].append(sample["values"][field])
+    combine = sum if info.across_agents == "sum" else (lambda v: sum(v) / len(v))
+    return {idx: {s: combine(v) for s, v in by_second.items()} for idx, by_second in grouped.items()}
+
+
+def _provenance(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """The test bed as RFC 9411 asks it to be reported: who measured, on what, with which tools, when."""
+    environment = result.get("environment") or {}
+    controller = environment.get("controller") or {}
+    rows = [
+        ("run", f"{result['run_id']} ({result['engine']} engine, {result['status']})"),
+        ("started", _when(result["created"])),
+        ("finished", _when(result["finished"])),
+        ("command", " ".join(environment.get("command") or []) or "–"),
+        ("vtax", str(result.get("vtax_version") or "–")),
+        ("controller", _machine(controller)),
+    ]
+    for agent, info in sorted((environment.get("agents") or {}).items()):
+        rows.append((f"agent {agent}", _machine(info)))
+    vsphere = result.get("vsphere") or {}
+    for agent, place in sorted((vsphere.get("agents") or {}).items()):
+        rows.append((f"VM of {agent}", f"{place.get('vm')} on {place.get('host')} ({place.get('cluster')})"))
+    for appliance in vsphere.get("appliances") or []:
+        rows.append(("appliance VM", f"{appliance.get('vm')} on {appliance.get('host')} ({appliance.get('power')})"))
+    return rows
+
+
+def _machine(info: dict[str, Any]) -> str:
+    if not info:
+        return "–"
+    return (
+        f"{info.get('hostname')} · {info.get('cpu_model')} × {info.get('cores')} · kernel {info.get('kernel')} · "
+        f"Python {info.get('python')} · iperf3 {info.get('iperf3') or '–'} · locust {info.get('locust') or '–'}"
+    )
+
+
+def _when(stamp: float | None) -> str:
+    return "–" if stamp is None else datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def render(store: Store, results: list[dict[str, Any]], catalogue: dict[str, MetricInfo]) -> str:
+    """The page for one run's result (the first of `results`; more are listed as the study's other runs)."""
+    result = results[0]
+    headline = [
+        name for name in result["metrics"] if name in catalogue and "." in name and not name.startswith("host.")
+    ]
+    sections = []
+    for name in result["metrics"]:
+        sections.append({"name": name, "plot": distributions(result, name)})
+    series = []
+    for name in headline[:2]:
+        per_second = _per_second(store, result["run_id"], result, name, catalogue[name])
+        if per_second:
+            series.append({"name": name, "plot": time_series(result, per_second, name, catalogue[name].unit)})
+    template = jinja2.Environment(
+        loader=jinja2.FunctionLoader(
+            lambda _: importlib.resources.files("controller").joinpath("report.html.j2").read_text()
+        ),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    ).get_template("report")
+    return template.render(
+        result=result,
+        others=results[1:],
+        verdicts=[verdict(name, metric, result["baseline"]) for name, metric in result["metrics"].items()],
+        forest=forest_plot(result) if any(m["overhead"] for m in result["metrics"].values()) else "",
+        sections=sections,
+        series=series,
+        provenance=_provenance(result),
+        spec_yaml=yaml.safe_dump(result["spec"], sort_keys=False),
+        plotly_js=plotly.offline.get_plotlyjs(),
+        result_json=json.dumps({k: result[k] for k in ("run_id", "baseline", "conditions")}),
+    )
+
+
+def check_comparable(results: list[dict[str, Any]]) -> None:
+    """Runs can be one study only when their specs agree on the workloads and the timing."""
+    first = results[0]["spec"]
+    for other in results[1:]:
+        for key in ("workloads", "timing"):
+            if other["spec"][key] != first[key]:
+                raise InputError(
+                    f"runs {results[0]['run_id']} and {other['run_id']} differ in their spec's `{key}`: they measure "
+                    "different things and cannot be compared as one study"
+                )

@@ -247,7 +247,7 @@ def test_a_paused_agent_rejoins_when_it_resumes_and_runs_no_stale_load(
     what waited in its queue meanwhile is not run late."""
     agents.start("c", broker)
     agents.start("s", broker)
-    spec = vtax.spec(pair_spec(steady=2) + "rejoin_timeout: 60\n")
+    spec = vtax.spec(pair_spec(steady=2).replace("repetitions: 2", "repetitions: 1") + "rejoin_timeout: 60\n")
     proc = vtax.start("run", str(spec), "--broker", broker.url, "--json", "out.json")
     wait_for(lambda: bool(iperf3_clients()), 20, "the first trial's load")
     paused = agents.procs["c"]
@@ -257,7 +257,7 @@ def test_a_paused_agent_rejoins_when_it_resumes_and_runs_no_stale_load(
     _, err = proc.communicate(timeout=120)
     result = json.loads((vtax.workdir / "out.json").read_text())
     statuses = [t["status"] for t in result["trials"]]
-    assert statuses[0] == "incomplete" and statuses[1:] == ["ok"] * 3, (statuses, err)
+    assert statuses == ["incomplete", "ok"], (statuses, err)
 
 
 def test_a_malformed_reply_is_dropped_and_the_run_goes_on(vtax: Vtax, broker: RedisServer, agents: Agents) -> None:

@@ -133,17 +133,23 @@ def overhead(baseline: list[float], condition: list[float]) -> Overhead:
     else:
         a, b, centre = v1 / cond.size, v0 / base.size, m1 - m0
     se = math.sqrt(a + b)
+    df = (a + b) ** 2 / ((a**2 / (cond.size - 1) if a else 0.0) + (b**2 / (base.size - 1) if b else 0.0)) if se else 0.0
+    return _t_test(result, centre, se, df, log_scale, m0)
+
+
+def _t_test(result: Overhead, centre: float, se: float, df: float, log_scale: bool, reference: float) -> Overhead:
+    """The p-value, significance, CI and MDE of a change `centre` ± `se` on the test's scale, into `result`: one
+    model for all of them, so the CI excludes 0 exactly when p < ALPHA."""
     if se == 0:  # no spread at all: the difference is exact
         result["p_value"] = 1.0 if centre == 0 else 0.0
         bounds = (centre, centre)
     else:
-        df = (a + b) ** 2 / ((a**2 / (cond.size - 1) if a else 0.0) + (b**2 / (base.size - 1) if b else 0.0))
         result["p_value"] = _clean(2 * _t_survival(abs(centre) / se, df))
         half = _t_quantile(df) * se
         bounds = (centre - half, centre + half)
-        result["mde_pct"] = _as_pct(mde(se, df), log_scale, m0)
+        result["mde_pct"] = _as_pct(mde(se, df), log_scale, reference)
     result["significant"] = result["p_value"] is not None and result["p_value"] < ALPHA
-    result["ci95_pct"] = _interval_pct(bounds, log_scale, m0)
+    result["ci95_pct"] = _interval_pct(bounds, log_scale, reference)
     return result
 
 
@@ -187,18 +193,7 @@ def paired_overhead(pairs: list[tuple[float, float]]) -> Overhead:
     if len(pairs) < 2:
         return result
     se = float(steps.std(ddof=1)) / math.sqrt(len(pairs))
-    df = len(pairs) - 1
-    if se == 0:
-        result["p_value"] = 1.0 if centre == 0 else 0.0
-        bounds = (centre, centre)
-    else:
-        result["p_value"] = _clean(2 * _t_survival(abs(centre) / se, df))
-        half = _t_quantile(df) * se
-        bounds = (centre - half, centre + half)
-        result["mde_pct"] = _as_pct(mde(se, df), log_scale, m0)
-    result["significant"] = result["p_value"] is not None and result["p_value"] < ALPHA
-    result["ci95_pct"] = _interval_pct(bounds, log_scale, m0)
-    return result
+    return _t_test(result, centre, se, len(pairs) - 1, log_scale, m0)
 
 
 def compare(baseline: Mapping[int, float], condition: Mapping[int, float], *, blocked_by_repetition: bool) -> Overhead:

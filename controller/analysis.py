@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any, TypedDict
 
 from controller import stats
+from controller.errors import InputError
 from controller.kpis import trial_kpis
 from controller.spec import Experiment, metric_catalogue
 from controller.store import Store, StoredResult
@@ -47,8 +48,17 @@ def _by_trial(rows: Iterable[Any]) -> defaultdict[int, list[Any]]:
     return grouped
 
 
+# metric → condition → repetition → the trial's value (only trials that count)
+Values = dict[str, dict[str, dict[int, float]]]
+
+
 def analyse(store: Store, run_id: str) -> dict[str, Any]:
     """The run's result object, recomputed from the store."""
+    return analyse_values(store, run_id)[0]
+
+
+def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
+    """The run's result and the values its statistics came from (a study or a comparison of runs reuses them)."""
     run = store.run(run_id)
     run_id = run["id"]
     experiment = Experiment.model_validate(run["spec"])
@@ -62,8 +72,7 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
     uncertainty = {c["agent"]: c["uncertainty_s"] for c in clocks}
     validity: list[Issue] = []
     trial_rows = []
-    # metric → condition → repetition → the trial's value, and which trial it was
-    values: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    values: Values = defaultdict(lambda: defaultdict(dict))
     trial_of: dict[tuple[str, int], int] = {}
     for trial in trials:
         idx = trial["idx"]
@@ -97,11 +106,7 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
     baseline = experiment.baseline.name
     names = [c.name for c in experiment.conditions]
     side_by_side = experiment.order != "blocked"  # interleaved or random within each repetition: blocks
-    metrics: dict[str, MetricResult] = {}
-    for name, info in metric_catalogue(experiment).items():
-        if name not in values:
-            continue
-        metrics[name] = _metric(info, values[name], names, baseline, side_by_side)
+    metrics = _metrics(experiment, values, names, baseline, dict.fromkeys(names, run_id if side_by_side else None))
     validity += condition_issues(experiment, metrics)
     validity += _outlier_issues(values, trial_of)
     validity += appliance_issues(experiment, [s for samples in host_by_trial.values() for s in samples])
@@ -111,7 +116,7 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
     validity += version_issues(environment)
     sla = _sla_checks(experiment, metrics)
     planned = experiment.repetitions * len(experiment.conditions)
-    return {
+    result = {
         "format_version": FORMAT_VERSION,
         "vtax_version": environment["controller"]["vtax"] if environment else None,
         "run_id": run_id,
@@ -140,6 +145,18 @@ def analyse(store: Store, run_id: str) -> dict[str, Any]:
         "spec": run["spec"],
         "passed": not any(v["level"] == "error" for v in validity) and all(s["ok"] for s in sla),
     }
+    return result, values
+
+
+def _metrics(
+    experiment: Experiment, values: Values, names: list[str], baseline: str, blocks: dict[str, str | None]
+) -> dict[str, MetricResult]:
+    """Every measured metric of the spec's catalogue across `names` (`blocks`: see `_metric`)."""
+    return {
+        name: _metric(info, values[name], names, baseline, blocks)
+        for name, info in metric_catalogue(experiment).items()
+        if name in values
+    }
 
 
 def _metric(
@@ -147,20 +164,23 @@ def _metric(
     values: dict[str, dict[int, float]],
     names: list[str],
     baseline: str,
-    side_by_side: bool,
+    blocks: dict[str, str | None],
 ) -> MetricResult:
-    """One metric across conditions: each described, each non-baseline one against the baseline (paired where
-    the repetitions ran side by side; p-values also Holm-adjusted for the number of conditions), and all ranked."""
+    """One metric across conditions: each described, each non-baseline one against the baseline, p-values also
+    Holm-adjusted for the number of conditions, and all ranked. Two conditions are paired by repetition when
+    they share a block group (`blocks`: the run whose repetitions ran side by side; None: not blocked)."""
+
+    def blocked(a: str, b: str) -> bool:
+        return blocks[a] is not None and blocks[a] == blocks[b]
+
     overheads = {
-        c: stats.compare(values[baseline], values[c], blocked_by_repetition=side_by_side)
+        c: stats.compare(values[baseline], values[c], blocked_by_repetition=blocked(baseline, c))
         for c in names
         if c != baseline
     }
     for over, adjusted in zip(overheads.values(), stats.holm([o["p_value"] for o in overheads.values()]), strict=True):
         over["p_adjusted"] = adjusted
-    ranked, pairwise = stats.ranking(
-        {c: values[c] for c in names}, better=info.better, blocked_by_repetition=side_by_side
-    )
+    ranked, pairwise = stats.ranking({c: values[c] for c in names}, better=info.better, blocked=blocked)
     return {
         "unit": info.unit,
         "better": info.better,
@@ -245,3 +265,65 @@ def _sla_checks(experiment: Experiment, metrics: dict[str, MetricResult]) -> lis
                     }
                 )
     return checks
+
+
+def check_comparable(results: list[dict[str, Any]]) -> None:
+    """Runs can be one study only when their specs agree on the workloads and the timing."""
+    first = results[0]["spec"]
+    for other in results[1:]:
+        for key in ("workloads", "timing"):
+            if other["spec"][key] != first[key]:
+                raise InputError(
+                    f"runs {results[0]['run_id']} and {other['run_id']} differ in their spec's `{key}`: they measure "
+                    "different things and cannot be compared as one study (`vtax compare A B` shows how they differ)"
+                )
+
+
+def analyse_study(store: Store, run_ids: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Several runs of one spec as one study, and each run's own result. The study's conditions are every run's
+    conditions (a name a former run already used gets " (run N)"), its baseline the first run's; two conditions
+    are paired only within one run whose repetitions ran side by side, Welch across runs (different days share
+    no block). Trials and validity findings carry their `run_id`; a single run is its own study."""
+    analysed = [analyse_values(store, run_id) for run_id in run_ids]
+    results = [result for result, _ in analysed]
+    check_comparable(results)
+    if len(results) == 1:
+        return results[0], results
+    labels: dict[tuple[str, str], str] = {}  # (run, condition) → its name in the study
+    blocks: dict[str, str | None] = {}
+    merged: Values = defaultdict(lambda: defaultdict(dict))
+    for number, (result, values) in enumerate(analysed, 1):
+        side_by_side = Experiment.model_validate(result["spec"]).order != "blocked"
+        for condition in result["conditions"]:
+            label = condition if condition not in blocks else f"{condition} (run {number})"
+            labels[(result["run_id"], condition)] = label
+            blocks[label] = result["run_id"] if side_by_side else None
+        for name, by_condition in values.items():
+            for condition, by_repetition in by_condition.items():
+                merged[name][labels[(result["run_id"], condition)]] = dict(by_repetition)
+    first = results[0]
+    experiment = Experiment.model_validate(first["spec"])
+    names = list(blocks)
+    metrics = _metrics(experiment, merged, names, first["baseline"], blocks)
+    study = {
+        **first,
+        "conditions": names,
+        "runs": [
+            {
+                "run_id": r["run_id"],
+                "created": r["created"],
+                "conditions": {labels[(r["run_id"], c)]: c for c in r["conditions"]},
+            }
+            for r in results
+        ],
+        "trials": [
+            {**t, "run_id": r["run_id"], "condition": labels[(r["run_id"], t["condition"])]}
+            for r in results
+            for t in r["trials"]
+        ],
+        "validity": [{**v, "run_id": r["run_id"]} for r in results for v in r["validity"]],
+        "metrics": metrics,
+        "sla": _sla_checks(experiment, metrics),
+    }
+    study["passed"] = not any(v["level"] == "error" for v in study["validity"]) and all(s["ok"] for s in study["sla"])
+    return study, results

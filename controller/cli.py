@@ -24,7 +24,7 @@ from agent.settings import InfluxConfig
 from agent.sink import InfluxSink
 from agent.urls import check_broker, redact
 from controller import spec as spec_module
-from controller.analysis import analyse
+from controller.analysis import analyse, analyse_study
 from controller.demo import demo_experiment
 from controller.distributed import CeleryEngine, connect, list_agents
 from controller.engine import EmbeddedEngine, Engine
@@ -354,10 +354,9 @@ def report(
 
     check_writable(output, "--output")
     opened = Store(store, create=False)
-    results = [analyse(opened, run_id) for run_id in run_ids]
-    htmlreport.check_comparable(results)
-    spec = spec_module.Experiment.model_validate(results[0]["spec"])
-    page = htmlreport.render(opened, results, spec_module.metric_catalogue(spec))
+    study, runs = analyse_study(opened, run_ids)
+    spec = spec_module.Experiment.model_validate(study["spec"])
+    page = htmlreport.render(opened, study, runs, spec_module.metric_catalogue(spec))
     output.write_text(page, encoding="utf-8")
     console.print(f"wrote {output} ({len(page.encode()) / 1e6:.1f} MB, opens offline)")
 

@@ -19,8 +19,8 @@ import jinja2
 import plotly.graph_objects as go
 import plotly.offline
 import yaml
+from plotly.subplots import make_subplots
 
-from controller.errors import InputError
 from controller.store import Store
 from workloads.base import MetricInfo
 
@@ -62,41 +62,50 @@ def verdict(name: str, metric: dict[str, Any], baseline: str) -> str:
     return f"{name} vs {baseline}: " + "; ".join(parts) + (f". Ranked ({better}): {order}{p_text}" if order else "")
 
 
-def _figure_html(figure: go.Figure) -> str:
-    figure.update_layout(margin={"l": 60, "r": 20, "t": 40, "b": 40}, template="plotly_white", height=360)
+def _figure_html(figure: go.Figure, height: int | None = 360) -> str:
+    figure.update_layout(margin={"l": 60, "r": 20, "t": 60, "b": 40}, template="plotly_white")
+    if height is not None:
+        figure.update_layout(height=height)
     return str(figure.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG))
 
 
 def forest_plot(result: dict[str, Any]) -> str:
-    """Every metric's overhead per condition with its 95 % CI: one row per (metric, condition)."""
-    figure = go.Figure()
-    rows = [
-        (f"{name} · {condition}", over)
+    """Every metric's overhead per condition with its 95 % CI: one panel per metric, each on its own scale (a
+    host counter's ±200 % would otherwise squeeze a throughput's ±5 % to a dot)."""
+    panels = [
+        (name, [(condition, over) for condition, over in metric["overhead"].items() if over["pct"] is not None])
         for name, metric in result["metrics"].items()
-        for condition, over in metric["overhead"].items()
-        if over["pct"] is not None
     ]
-    labels = [label for label, _ in rows]
-    figure.add_trace(
-        go.Scatter(
-            x=[over["pct"] for _, over in rows],
-            y=labels,
-            mode="markers",
-            marker={"size": 10, "color": ["#c0392b" if over["significant"] else "#7f8c8d" for _, over in rows]},
-            error_x={
-                "type": "data",
-                "symmetric": False,
-                "array": [(over["ci95_pct"] or [0, 0])[1] - over["pct"] for _, over in rows],
-                "arrayminus": [over["pct"] - (over["ci95_pct"] or [0, 0])[0] for _, over in rows],
-            },
-            hovertemplate="%{y}: %{x:.1f} %<extra></extra>",
+    panels = [(name, rows) for name, rows in panels if rows]
+    figure = make_subplots(
+        rows=len(panels), cols=1, subplot_titles=[name for name, _ in panels], vertical_spacing=0.3 / len(panels)
+    )
+    for row, (_, rows) in enumerate(panels, 1):
+        figure.add_trace(
+            go.Scatter(
+                x=[over["pct"] for _, over in rows],
+                y=[condition for condition, _ in rows],
+                mode="markers",
+                marker={"size": 10, "color": ["#c0392b" if over["significant"] else "#7f8c8d" for _, over in rows]},
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [(over["ci95_pct"] or [0, 0])[1] - over["pct"] for _, over in rows],
+                    "arrayminus": [over["pct"] - (over["ci95_pct"] or [0, 0])[0] for _, over in rows],
+                },
+                hovertemplate="%{y}: %{x:.1f} %<extra></extra>",
+                showlegend=False,
+            ),
+            row=row,
+            col=1,
         )
-    )
-    figure.add_vline(x=0, line_dash="dash", line_color="#555")
+        figure.add_vline(x=0, line_dash="dash", line_color="#555", row=row, col=1)
+    conditions = max(len(rows) for _, rows in panels)
     figure.update_layout(
-        title="Overhead against the baseline, % [95 % CI]", xaxis_title="% change", height=max(300, 40 * len(rows))
+        title="Overhead against the baseline, % [95 % CI]; red: significant (Holm-adjusted)",
+        height=80 + len(panels) * (50 + 28 * conditions),
     )
-    return _figure_html(figure)
+    return _figure_html(figure, height=None)
 
 
 def distributions(result: dict[str, Any], name: str) -> str:
@@ -222,48 +231,35 @@ def _when(stamp: float | None) -> str:
     return "–" if stamp is None else datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def render(store: Store, results: list[dict[str, Any]], catalogue: dict[str, MetricInfo]) -> str:
-    """The page for one run's result (the first of `results`; more are listed as the study's other runs)."""
-    result = results[0]
-    headline = [
-        name for name in result["metrics"] if name in catalogue and "." in name and not name.startswith("host.")
-    ]
-    sections = []
-    for name in result["metrics"]:
-        sections.append({"name": name, "plot": distributions(result, name)})
+def render(store: Store, study: dict[str, Any], runs: list[dict[str, Any]], catalogue: dict[str, MetricInfo]) -> str:
+    """The page of a study (`controller.analysis.analyse_study`): its statistics, and each run's seconds and
+    provenance."""
+    headline = [name for name in study["metrics"] if name in catalogue and "." in name and not name.startswith("host.")]
+    sections = [{"name": name, "plot": distributions(study, name)} for name in study["metrics"]]
     series = []
-    for name in headline[:2]:
-        per_second = _per_second(store, result["run_id"], result, name, catalogue[name])
-        if per_second:
-            series.append({"name": name, "plot": time_series(result, per_second, name, catalogue[name].unit)})
-    template = jinja2.Environment(
+    for run in runs:
+        for name in headline[: 2 if len(runs) == 1 else 1]:
+            per_second = _per_second(store, run["run_id"], run, name, catalogue[name])
+            if per_second:
+                title = name if len(runs) == 1 else f"{name} · run {run['run_id']}"
+                series.append({"name": name, "plot": time_series(run, per_second, title, catalogue[name].unit)})
+    environment = jinja2.Environment(
         loader=jinja2.FunctionLoader(
             lambda _: importlib.resources.files("controller").joinpath("report.html.j2").read_text()
         ),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
-    ).get_template("report")
+    )
+    environment.filters["when"] = _when
+    template = environment.get_template("report")
     return template.render(
-        result=result,
-        others=results[1:],
-        verdicts=[verdict(name, metric, result["baseline"]) for name, metric in result["metrics"].items()],
-        forest=forest_plot(result) if any(m["overhead"] for m in result["metrics"].values()) else "",
+        result=study,
+        runs=runs,
+        verdicts=[verdict(name, metric, study["baseline"]) for name, metric in study["metrics"].items()],
+        forest=forest_plot(study) if any(m["overhead"] for m in study["metrics"].values()) else "",
         sections=sections,
         series=series,
-        provenance=_provenance(result),
-        spec_yaml=yaml.safe_dump(result["spec"], sort_keys=False),
+        provenance=[(run["run_id"], _provenance(run), yaml.safe_dump(run["spec"], sort_keys=False)) for run in runs],
         plotly_js=plotly.offline.get_plotlyjs(),
-        result_json=json.dumps({k: result[k] for k in ("run_id", "baseline", "conditions")}),
+        result_json=json.dumps({k: study[k] for k in ("run_id", "baseline", "conditions")}),
     )
-
-
-def check_comparable(results: list[dict[str, Any]]) -> None:
-    """Runs can be one study only when their specs agree on the workloads and the timing."""
-    first = results[0]["spec"]
-    for other in results[1:]:
-        for key in ("workloads", "timing"):
-            if other["spec"][key] != first[key]:
-                raise InputError(
-                    f"runs {results[0]['run_id']} and {other['run_id']} differ in their spec's `{key}`: they measure "
-                    "different things and cannot be compared as one study"
-                )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal, NotRequired, TypedDict
 
 import numpy as np
@@ -258,15 +258,19 @@ def holm(p_values: list[float | None]) -> list[float | None]:
 
 
 def ranking(
-    by_condition: Mapping[str, Mapping[int, float]], *, better: Literal["higher", "lower"], blocked_by_repetition: bool
+    by_condition: Mapping[str, Mapping[int, float]],
+    *,
+    better: Literal["higher", "lower"],
+    blocked: Callable[[str, str], bool],
 ) -> tuple[list[Ranked], list[dict[str, object]]]:
     """Every condition ranked in the metric's better direction, with a rank interval from all pairwise tests
     (Holm over all pairs): a condition can rank no better than 1 + the conditions significantly better than it,
-    and no worse than the count of conditions minus those significantly worse. Also the pairwise comparisons."""
+    and no worse than the count of conditions minus those significantly worse. Also the pairwise comparisons;
+    `blocked(a, b)`: whether a and b ran side by side, repetition k of each in one block (then paired)."""
     names = [name for name, values in by_condition.items() if values]
     means = {name: float(np.mean(list(by_condition[name].values()))) for name in names}
     pairs = list(itertools.combinations(names, 2))
-    tests = [compare(by_condition[a], by_condition[b], blocked_by_repetition=blocked_by_repetition) for a, b in pairs]
+    tests = [compare(by_condition[a], by_condition[b], blocked_by_repetition=blocked(a, b)) for a, b in pairs]
     adjusted = holm([t["p_value"] for t in tests])
     pairwise: list[dict[str, object]] = []
     beats: dict[str, set[str]] = {name: set() for name in names}  # name → conditions it is significantly better than

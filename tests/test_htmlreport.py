@@ -10,6 +10,8 @@ from pathlib import Path
 import plotly.offline
 import pytest
 
+from controller.analysis import analyse_study
+from controller.store import Store
 from tests.chromium import CHROMIUM, open_page
 from tests.conftest import Vtax
 
@@ -82,3 +84,21 @@ def test_runs_whose_specs_differ_are_refused_as_one_study(reported: tuple[Vtax, 
     refused = vtax("report", result["run_id"], second["run_id"], "-o", "both.html")
     assert refused.returncode == 2 and "differ in their spec's `workloads`" in refused.stderr
     assert json.loads(json.dumps(second))["run_id"] != result["run_id"]
+
+
+def test_two_runs_of_one_spec_are_one_study(reported: tuple[Vtax, dict, Path]) -> None:
+    """A second run's conditions join the first run's (a repeated name is told apart by its run); within a run
+    conditions stay paired, across runs they are compared unpaired; both runs' provenance is on the page."""
+    vtax, first, _ = reported
+    again = THREE.replace("  - {name: relay-again, appliance: relay}\n", "")
+    done, second = vtax.run_json(vtax.spec(again, "again.yaml"))
+    assert second is not None, done.stderr
+    made = vtax("report", first["run_id"], second["run_id"], "-o", "study.html")
+    assert made.returncode == 0, made.stderr
+    study, _ = analyse_study(Store(vtax.store, create=False), [first["run_id"], second["run_id"]])
+    assert study["conditions"] == ["direct", "relay", "relay-again", "direct (run 2)", "relay (run 2)"]
+    over = study["metrics"]["tcp.throughput_gbps"]["overhead"]
+    assert over["relay"]["method"] == "paired" and over["relay (run 2)"]["method"] == "welch"
+    assert {t["run_id"] for t in study["trials"]} == {first["run_id"], second["run_id"]}
+    page = (vtax.workdir / "study.html").read_text()
+    assert "a study of 2 runs" in page and f"Run {second['run_id']}" in page and "relay (run 2)" in page

@@ -136,7 +136,7 @@ def test_rank_intervals_keep_two_indistinguishable_conditions_together() -> None
     a = {k: 100 * (1 + rng.normal(0, 0.01)) for k in range(8)}
     b = {k: 100.3 * (1 + rng.normal(0, 0.01)) for k in range(8)}
     c = {k: 80 * (1 + rng.normal(0, 0.01)) for k in range(8)}
-    ranked, pairwise = stats.ranking({"a": a, "b": b, "c": c}, better="higher", blocked_by_repetition=True)
+    ranked, pairwise = stats.ranking({"a": a, "b": b, "c": c}, better="higher", blocked=lambda a, b: True)
     intervals = {r["condition"]: r["rank_interval"] for r in ranked}
     assert intervals == {"a": [1, 2], "b": [1, 2], "c": [3, 3]}
     assert {(p["a"], p["b"]): p["significant"] for p in pairwise} == {
@@ -144,7 +144,7 @@ def test_rank_intervals_keep_two_indistinguishable_conditions_together() -> None
         ("a", "c"): True,
         ("b", "c"): True,
     }
-    lower_is_better, _ = stats.ranking({"a": a, "c": c}, better="lower", blocked_by_repetition=True)
+    lower_is_better, _ = stats.ranking({"a": a, "c": c}, better="lower", blocked=lambda a, b: True)
     assert [r["condition"] for r in lower_is_better] == ["c", "a"] and lower_is_better[0]["rank_interval"] == [1, 1]
 
 

@@ -46,7 +46,7 @@ from controller.options import (
     influx_settings,
     write_json,
 )
-from controller.report import LiveDisplay, duration, print_hook, print_result
+from controller.report import LiveDisplay, duration, print_comparison, print_hook, print_result
 from controller.runloop import RunLoop
 from controller.store import DEFAULT_PATH, Store
 from controller.vsphere import cli as vsphere_cli
@@ -359,6 +359,33 @@ def report(
     page = htmlreport.render(opened, study, runs, spec_module.metric_catalogue(spec))
     output.write_text(page, encoding="utf-8")
     console.print(f"wrote {output} ({len(page.encode()) / 1e6:.1f} MB, opens offline)")
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="the run to compare against (before), id or unique prefix")],
+    run_b: Annotated[str, typer.Argument(help="the run that may have changed (after)")],
+    json_path: JsonOption = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="also write the comparison as an offline HTML page")
+    ] = None,
+    store: StoreOption = DEFAULT_PATH,
+) -> None:
+    """Compare two runs of a spec (before and after an update, two test beds): each metric's change under each
+    condition with its CI, and what differs in how the runs were made (spec, machines, versions, placement)."""
+    from controller.comparison import compare_runs
+
+    check_writable(json_path)
+    check_writable(html, "--html")
+    comparison = compare_runs(Store(store, create=False), run_a, run_b)
+    print_comparison(console, comparison)
+    write_json(json_path, dict(comparison))
+    if html is not None:
+        from controller import htmlreport  # plotly and jinja2 load only for a page
+
+        page = htmlreport.render_comparison(comparison)
+        html.write_text(page, encoding="utf-8")
+        console.print(f"wrote {html} ({len(page.encode()) / 1e6:.1f} MB, opens offline)")
 
 
 @app.command("import")

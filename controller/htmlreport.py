@@ -1,4 +1,5 @@
-"""`vtax report`: one self-contained HTML page per study (one run, or several runs of one spec), to hand on.
+"""`vtax report` and `vtax compare --html`: one self-contained HTML page per study (one run, or several runs of
+one spec) or comparison of two runs, to hand on.
 
 Plotly draws the figures (its JavaScript is inlined once, so the page opens offline and makes no network
 request; plotly because its Python API builds the forest plot, strip plots and shaded time series directly,
@@ -21,6 +22,9 @@ import plotly.offline
 import yaml
 from plotly.subplots import make_subplots
 
+from controller import stats
+from controller.comparison import RunComparison
+from controller.stats import Overhead
 from controller.store import Store
 from workloads.base import MetricInfo
 
@@ -35,7 +39,7 @@ def verdict(name: str, metric: dict[str, Any], baseline: str) -> str:
     for condition, over in metric["overhead"].items():
         if over["pct"] is None:
             parts.append(f"{condition}: not measured")
-        elif over["significant"] and over["ci95_pct"]:
+        elif stats.significant(over) and over["ci95_pct"]:
             low, high = over["ci95_pct"]
             parts.append(f"{condition} {over['pct']:+.1f} % [{low:+.1f}, {high:+.1f}]")
         elif over.get("mde_pct") is not None:
@@ -55,7 +59,7 @@ def verdict(name: str, metric: dict[str, Any], baseline: str) -> str:
     adjusted = [o.get("p_adjusted") for o in metric["overhead"].values() if o.get("p_adjusted") is not None]
     p_text = (
         f", adjusted p ≤ {max(adjusted):.2g}"
-        if adjusted and all(o["significant"] for o in metric["overhead"].values())
+        if adjusted and all(stats.significant(o) for o in metric["overhead"].values())
         else ""
     )
     better = "best first" if ranked else ""
@@ -70,28 +74,47 @@ def _figure_html(figure: go.Figure, height: int | None = 360) -> str:
 
 
 def forest_plot(result: dict[str, Any]) -> str:
-    """Every metric's overhead per condition with its 95 % CI: one panel per metric, each on its own scale (a
-    host counter's ±200 % would otherwise squeeze a throughput's ±5 % to a dot)."""
+    """Every metric's overhead per condition with its 95 % CI: one panel per metric."""
     panels = [
         (name, [(condition, over) for condition, over in metric["overhead"].items() if over["pct"] is not None])
         for name, metric in result["metrics"].items()
     ]
+    return _forest(panels, "Overhead against the baseline, % [95 % CI]; red: found (Holm-adjusted p < 0.05)")
+
+
+def change_plot(comparison: RunComparison) -> str:
+    """Every metric's change from run A to run B per condition with its 95 % CI: one panel per metric."""
+    panels: dict[str, list[tuple[str, Overhead]]] = defaultdict(list)
+    for change in comparison["changes"]:
+        if change["change"]["pct"] is not None:
+            panels[change["metric"]].append((change["condition"], change["change"]))
+    return _forest(list(panels.items()), f"Change from {comparison['a']} to {comparison['b']}, % [95 % CI]")
+
+
+def _forest(panels: list[tuple[str, list[tuple[str, Overhead]]]], title: str) -> str:
+    """Changes with their 95 % CIs, one panel per metric, each on its own scale (a host counter's ±200 % would
+    otherwise squeeze a throughput's ±5 % to a dot); red where found (`stats.significant`)."""
     panels = [(name, rows) for name, rows in panels if rows]
+    most = max(len(rows) for _, rows in panels)
+    height = 80 + len(panels) * (70 + 28 * most)
     figure = make_subplots(
-        rows=len(panels), cols=1, subplot_titles=[name for name, _ in panels], vertical_spacing=0.3 / len(panels)
+        rows=len(panels),
+        cols=1,
+        subplot_titles=[name for name, _ in panels],
+        vertical_spacing=min(60 / height, 1 / max(1, len(panels) - 1)),  # 60 px between panels: room for a title
     )
     for row, (_, rows) in enumerate(panels, 1):
         figure.add_trace(
             go.Scatter(
                 x=[over["pct"] for _, over in rows],
-                y=[condition for condition, _ in rows],
+                y=[label for label, _ in rows],
                 mode="markers",
-                marker={"size": 10, "color": ["#c0392b" if over["significant"] else "#7f8c8d" for _, over in rows]},
+                marker={"size": 10, "color": ["#c0392b" if stats.significant(over) else "#7f8c8d" for _, over in rows]},
                 error_x={
                     "type": "data",
                     "symmetric": False,
-                    "array": [(over["ci95_pct"] or [0, 0])[1] - over["pct"] for _, over in rows],
-                    "arrayminus": [over["pct"] - (over["ci95_pct"] or [0, 0])[0] for _, over in rows],
+                    "array": [(over["ci95_pct"] or [0, 0])[1] - (over["pct"] or 0) for _, over in rows],
+                    "arrayminus": [(over["pct"] or 0) - (over["ci95_pct"] or [0, 0])[0] for _, over in rows],
                 },
                 hovertemplate="%{y}: %{x:.1f} %<extra></extra>",
                 showlegend=False,
@@ -100,11 +123,7 @@ def forest_plot(result: dict[str, Any]) -> str:
             col=1,
         )
         figure.add_vline(x=0, line_dash="dash", line_color="#555", row=row, col=1)
-    conditions = max(len(rows) for _, rows in panels)
-    figure.update_layout(
-        title="Overhead against the baseline, % [95 % CI]; red: significant (Holm-adjusted)",
-        height=80 + len(panels) * (50 + 28 * conditions),
-    )
+    figure.update_layout(title=title, height=height)
     return _figure_html(figure, height=None)
 
 
@@ -243,16 +262,9 @@ def render(store: Store, study: dict[str, Any], runs: list[dict[str, Any]], cata
             if per_second:
                 title = name if len(runs) == 1 else f"{name} · run {run['run_id']}"
                 series.append({"name": name, "plot": time_series(run, per_second, title, catalogue[name].unit)})
-    environment = jinja2.Environment(
-        loader=jinja2.FunctionLoader(
-            lambda _: importlib.resources.files("controller").joinpath("report.html.j2").read_text()
-        ),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    environment.filters["when"] = _when
-    template = environment.get_template("report")
-    return template.render(
+    return _page(
+        "report.html.j2",
+        run_meta=study["run_id"],
         result=study,
         runs=runs,
         verdicts=[verdict(name, metric, study["baseline"]) for name, metric in study["metrics"].items()],
@@ -260,6 +272,27 @@ def render(store: Store, study: dict[str, Any], runs: list[dict[str, Any]], cata
         sections=sections,
         series=series,
         provenance=[(run["run_id"], _provenance(run), yaml.safe_dump(run["spec"], sort_keys=False)) for run in runs],
-        plotly_js=plotly.offline.get_plotlyjs(),
         result_json=json.dumps({k: study[k] for k in ("run_id", "baseline", "conditions")}),
     )
+
+
+def render_comparison(comparison: RunComparison) -> str:
+    """The page of `vtax compare --html`: the changes plotted and tabled, and the provenance differences."""
+    plotted = any(c["change"]["pct"] is not None for c in comparison["changes"])
+    return _page(
+        "compare.html.j2",
+        run_meta=f"{comparison['a']} {comparison['b']}",
+        comparison=comparison,
+        plot=change_plot(comparison) if plotted else "",
+    )
+
+
+def _page(template: str, **context: object) -> str:
+    """A template of this package filled in (autoescaped, every variable required), with plotly inlined."""
+    environment = jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: importlib.resources.files("controller").joinpath(name).read_text()),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["when"] = _when
+    return environment.get_template(template).render(plotly_js=plotly.offline.get_plotlyjs(), **context)

@@ -12,9 +12,12 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.wire import HostSample, TrialRecord
+from controller import stats
+from controller.comparison import RunComparison
 from controller.events import Events
 from controller.hooks import HookRun
 from controller.plan import Trial
+from controller.stats import Description
 
 HEADLINE_METRICS = ("throughput_gbps", "achieved_pct", "host.cpu_pct")
 
@@ -170,6 +173,10 @@ def _mean_cell(described: dict[str, Any]) -> str:
     return f"{_fmt(described['mean'])} ± {_fmt(half, 2)} ({described['n']})"
 
 
+def _mean_only(described: Description) -> str:
+    return "–" if described["mean"] is None else f"{_fmt(described['mean'])} ({described['n']})"
+
+
 def _overhead_cells(over: dict[str, Any], better: str) -> tuple[Text, str]:
     """The change in % with its CI, coloured when significant (red: worse), and the p-value (Holm-adjusted where
     there are several conditions). A change not found says how small a one the test could have seen."""
@@ -178,10 +185,11 @@ def _overhead_cells(over: dict[str, Any], better: str) -> tuple[Text, str]:
     text = f"{over['pct']:+.1f} %"
     if over["ci95_pct"] is not None:
         text += f" [{over['ci95_pct'][0]:+.1f}, {over['ci95_pct'][1]:+.1f}]"
-    if not over["significant"] and over.get("mde_pct") is not None:
+    found = stats.significant(over)
+    if not found and over.get("mde_pct") is not None:
         text += f" · could see ±{over['mde_pct']:.1f} %"
     worse = (over["pct"] < 0) if better == "higher" else (over["pct"] > 0)
-    style = ("red" if worse else "green") if over["significant"] else "dim"
+    style = ("red" if worse else "green") if found else "dim"
     p_value = over.get("p_adjusted", over["p_value"])
     return Text(text, style=style), "" if p_value is None else f"{p_value:.2g}"
 
@@ -228,6 +236,56 @@ def summary_table(result: dict[str, Any]) -> Table:
     elif "welch" in methods:
         table.caption = "changes from condition means (Welch): the trials were not paired by repetition"
     return table
+
+
+def print_comparison(console: Console, comparison: RunComparison) -> None:
+    """`vtax compare`: a table of every change from run A to run B (red: worse, green: better, by the
+    Holm-adjusted p-value), then what differs in how the two runs were made."""
+    table = Table(
+        title=f"{comparison['name_b']} · run {comparison['b']} against {comparison['a']}", title_justify="left"
+    )
+    for column in ("metric", "condition"):
+        table.add_column(column, no_wrap=True)
+    for column in ("A mean (n)", "B mean (n)", "change [95 % CI]", "p (Holm)"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("verdict")
+    styles = {"worse": "red", "better": "green"}
+    changes = comparison["changes"]
+    for i, change in enumerate(changes):
+        over = change["change"]
+        text = "–" if over["pct"] is None else f"{over['pct']:+.1f} %"
+        if over["ci95_pct"] is not None:
+            text += f" [{over['ci95_pct'][0]:+.1f}, {over['ci95_pct'][1]:+.1f}]"
+        verdict = change["verdict"]
+        if verdict == "no change detected" and over.get("mde_pct") is not None:
+            verdict = f"none seen (could see ±{over['mde_pct']:.3g} %)"
+        p_value = over.get("p_adjusted")
+        first = i == 0 or changes[i - 1]["metric"] != change["metric"]
+        last = i == len(changes) - 1 or changes[i + 1]["metric"] != change["metric"]
+        table.add_row(
+            f"{change['metric']} [{change['unit']}]" if first else "",
+            change["condition"],
+            _mean_only(change["a"]),
+            _mean_only(change["b"]),
+            Text(text, style=styles.get(change["verdict"], "dim")),
+            "" if p_value is None else f"{p_value:.2g}",
+            Text(verdict, style=styles.get(change["verdict"], "dim")),
+            end_section=last,
+        )
+    table.caption = "unpaired (Welch): two runs share no block; p Holm-adjusted over every change"
+    console.print(table)
+    if comparison["unmatched"]:
+        console.print(Text("measured in one run only: " + ", ".join(comparison["unmatched"]), style="yellow"))
+    if not comparison["differences"]:
+        console.print("how they were made: no difference (same spec, machines and versions)")
+        return
+    differences = Table(title="what differs in how they were made", title_justify="left")
+    differences.add_column("item")
+    differences.add_column(f"run {comparison['a']}")
+    differences.add_column(f"run {comparison['b']}")
+    for difference in comparison["differences"]:
+        differences.add_row(difference["key"], difference["a"] or "–", difference["b"] or "–")
+    console.print(differences)
 
 
 def print_hook(console: Console, trial_idx: int, hook: HookRun) -> None:

@@ -246,6 +246,13 @@ def repetitions_for(effect_pct: float, sd_log: float, *, paired: bool, most: int
     return None
 
 
+def significant(over: Overhead) -> bool:
+    """Whether a change counts as found: by its Holm-adjusted p-value where it is one of several comparisons,
+    else by its own. (Its CI is not adjusted, so a CI just off zero can still be "not found" among several.)"""
+    p_value = over.get("p_adjusted", over["p_value"])
+    return p_value is not None and p_value < ALPHA
+
+
 def holm(p_values: list[float | None]) -> list[float | None]:
     """Holm-adjusted p-values (statsmodels), in the given order; a missing p-value stays missing."""
     from statsmodels.stats.multitest import multipletests

@@ -46,7 +46,7 @@ from controller.options import (
     influx_settings,
     write_json,
 )
-from controller.report import LiveDisplay, duration, print_comparison, print_hook, print_result
+from controller.report import LiveDisplay, duration, print_comparison, print_hook, print_plan, print_result
 from controller.runloop import RunLoop
 from controller.store import DEFAULT_PATH, Store
 from controller.vsphere import cli as vsphere_cli
@@ -255,7 +255,7 @@ def validate(spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")
     trials = len(experiment.conditions) * experiment.repetitions
     console.print(
         f"{spec}: ok · {len(experiment.conditions)} conditions × {experiment.repetitions} repetitions = {trials} "
-        f"trials, about {duration(trials * (experiment.timing.duration + experiment.timing.lead + 1))}"
+        f"trials, about {_estimate(experiment, experiment.repetitions)}"
     )
     if experiment.mentions_vsphere:
         per_trial = max(0.0, REALTIME_INTERVAL_S - experiment.timing.cooldown)
@@ -264,6 +264,41 @@ def validate(spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")
             f"{REALTIME_INTERVAL_S} s samples are read once over, and a cool-down under {REALTIME_INTERVAL_S} s "
             "makes each trial wait for the one holding its steady phase's end"
         )
+
+
+def _estimate(experiment: spec_module.Experiment, repetitions: int) -> str:
+    """How long a run of the spec with this many repetitions takes, roughly (1 s per trial of overhead)."""
+    trials = len(experiment.conditions) * repetitions
+    return duration(trials * (experiment.timing.duration + experiment.timing.lead + 1))
+
+
+@app.command()
+def plan(
+    spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")],
+    detect: Annotated[str, typer.Option("--detect", help="the smallest change to find, e.g. 3%")],
+    from_run: Annotated[
+        str | None,
+        typer.Option("--from", help="the run whose noise to plan from (default: the newest with these workloads)"),
+    ] = None,
+    json_path: JsonOption = None,
+    store: StoreOption = DEFAULT_PATH,
+) -> None:
+    """How many repetitions the spec needs to find a change of --detect with 80 % power, from the noise a
+    previous run of its workloads and timing showed (a run of the spec, or an A/A run)."""
+    from controller import power
+
+    check_writable(json_path)
+    effect = power.parse_effect(detect)
+    experiment = spec_module.load(spec)
+    planned = power.plan(Store(store, create=False), experiment, str(spec), effect, from_run)
+    print_plan(console, planned, experiment.repetitions)
+    headline = next((m for m in planned["metrics"] if m["repetitions"] is not None), None)
+    if headline is not None:
+        console.print(
+            f"to see {effect:g} % in {headline['metric']}: {headline['repetitions']} repetitions, about "
+            f"{_estimate(experiment, headline['repetitions'])} (the spec has {experiment.repetitions})"
+        )
+    write_json(json_path, dict(planned))
 
 
 @app.command()

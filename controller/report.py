@@ -17,6 +17,7 @@ from controller.comparison import RunComparison
 from controller.events import Events
 from controller.hooks import HookRun
 from controller.plan import Trial
+from controller.power import Plan
 from controller.stats import Description
 
 HEADLINE_METRICS = ("throughput_gbps", "achieved_pct", "host.cpu_pct")
@@ -286,6 +287,40 @@ def print_comparison(console: Console, comparison: RunComparison) -> None:
     for difference in comparison["differences"]:
         differences.add_row(difference["key"], difference["a"] or "–", difference["b"] or "–")
     console.print(differences)
+
+
+def print_plan(console: Console, planned: Plan, spec_repetitions: int) -> None:
+    """`vtax plan`: per metric, the noise it was planned from and the repetitions a change of the asked size
+    needs (also if the noise is at its 90 % upper bound), and what the spec's own repetitions could see."""
+    table = Table(
+        title=f"{planned['spec']}: repetitions per condition to find ±{planned['detect_pct']:g} % "
+        f"({planned['power']:.0%} power, α {planned['alpha']:.3g}), noise from run {planned['noise_run']}",
+        title_justify="left",
+    )
+    table.add_column("metric", no_wrap=True)
+    table.add_column("method")
+    table.add_column("noise sd (df)", justify="right")
+    table.add_column("repetitions", justify="right")
+    table.add_column("if noisier (90 % bound)", justify="right")
+    table.add_column(f"{spec_repetitions} repetitions see", justify="right")
+    for row in planned["metrics"]:
+        if row["noise_pct"] is None:  # no repetition to vary, or no positive value to take a ratio of
+            table.add_row(row["metric"], row["method"], "–", "cannot tell", "", "")
+            continue
+        table.add_row(
+            row["metric"],
+            row["method"],
+            f"{row['noise_pct']:.2g} % ({row['noise_df']})",
+            _count(row["repetitions"]),
+            _count(row["repetitions_cautious"]),
+            "–" if row["spec_detects_pct"] is None else f"±{row['spec_detects_pct']:.3g} %",
+        )
+    table.caption = "paired: per-block log ratios (trials side by side); welch: within-condition variation"
+    console.print(table)
+
+
+def _count(repetitions: int | None) -> Text:
+    return Text("over 1000", style="red") if repetitions is None else Text(str(repetitions))
 
 
 def print_hook(console: Console, trial_idx: int, hook: HookRun) -> None:

@@ -233,14 +233,16 @@ def _detectable_multiple(df: float, alpha: float, power: float) -> float | None:
     return float(optimize.brentq(shortfall, 0.0, high))
 
 
-def repetitions_for(effect_pct: float, sd_log: float, *, paired: bool, most: int = 1000) -> int | None:
-    """How many repetitions per condition a change of `effect_pct` % needs to be found with 80 % power, given the
-    noise `sd_log` (sd of the per-block log ratios when paired; of log values per condition when not)."""
+def repetitions_for(
+    effect_pct: float, sd_log: float, *, paired: bool, alpha: float = ALPHA, most: int = 1000
+) -> int | None:
+    """How many repetitions per condition a change of `effect_pct` % needs to be found with 80 % power at `alpha`,
+    given the noise `sd_log` (sd of the per-block log ratios when paired; of log values per condition when not)."""
     target = abs(math.log1p(effect_pct / 100.0))
     for n in range(2, most + 1):
         se = sd_log / math.sqrt(n) if paired else sd_log * math.sqrt(2.0 / n)
         df = n - 1 if paired else 2 * n - 2
-        found = mde(se, df)
+        found = mde(se, df, alpha=alpha)
         if found is not None and found <= target:
             return n
     return None

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
+from controller import stats
 from tests.chromium import CHROMIUM, open_page
 from tests.conftest import Vtax
 
@@ -74,3 +76,30 @@ def test_what_cannot_be_compared_is_refused_in_one_line(two_runs: tuple[Vtax, st
     ):
         done = vtax("compare", *args)
         assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_plan_takes_the_noise_of_the_last_run_of_the_spec(two_runs: tuple[Vtax, str, str]) -> None:
+    """One condition, so the noise is the within-condition variation (the Welch model's coefficient of
+    variation); the repetitions are what `stats.repetitions_for` says for that noise, computed here by hand."""
+    vtax, before, after = two_runs
+    done = vtax("plan", str(vtax.workdir / "before.yaml"), "--detect", "5%", "--json", "plan.json")
+    assert done.returncode == 0, done.stderr
+    planned = json.loads((vtax.workdir / "plan.json").read_text())
+    assert planned["noise_run"] == before and planned["detect_pct"] == 5 and planned["alpha"] == 0.05
+    shown = vtax("show", before, "--json", "before.json")
+    assert shown.returncode in (0, 1)
+    values = np.asarray(
+        [t["kpis"]["tcp.throughput_gbps"] for t in json.loads((vtax.workdir / "before.json").read_text())["trials"]]
+    )
+    cv = float(np.sqrt(((values / values.mean() - 1) ** 2).sum() / (len(values) - 1)))
+    row = next(m for m in planned["metrics"] if m["metric"] == "tcp.throughput_gbps")
+    assert row["method"] == "welch" and row["noise_pct"] == pytest.approx(100 * cv, rel=1e-6)
+    assert row["repetitions"] == stats.repetitions_for(5, max(cv, 1e-12), paired=False)
+    assert "repetitions" in done.stdout and "to see 5 %" in done.stdout
+    refused = vtax("plan", str(vtax.workdir / "before.yaml"), "--detect", "5%", "--from", after)
+    assert refused.returncode == 2 and "differ in their spec's `workloads`" in refused.stderr
+    other = vtax.spec(BEFORE.replace("steady: 2", "steady: 9"), "longer.yaml")
+    refused = vtax("plan", str(other), "--detect", "5")
+    assert refused.returncode == 2 and "no completed run with this spec's workloads and timing" in refused.stderr
+    refused = vtax("plan", str(other), "--detect", "five")
+    assert refused.returncode == 2 and "expected a percentage" in refused.stderr

@@ -192,24 +192,26 @@ def _metric(
     }
 
 
-def _outlier_issues(
-    values: dict[str, dict[str, dict[int, float]]], trial_of: dict[tuple[str, int], int]
-) -> list[Issue]:
-    """A trial whose KPI lies more than 3 MADs from its condition's median: flagged (it still counts)."""
-    found = []
+def _outlier_issues(values: Values, trial_of: dict[tuple[str, int], int]) -> list[Issue]:
+    """One warning per trial whose KPIs lie further from their condition's median than normal noise would put
+    them (`stats.outliers`), naming each such metric; the trial still counts."""
+    found: defaultdict[tuple[str, int], list[str]] = defaultdict(list)
     for name, by_condition in values.items():
         for condition, by_repetition in by_condition.items():
-            for repetition in stats.outliers(by_repetition):
-                found.append(
-                    issue(
-                        "warning",
-                        "outlier",
-                        f"{name} under {condition} #{repetition}: {by_repetition[repetition]:.4g} lies more than "
-                        f"{stats.OUTLIER_MADS:g} MADs from the condition's median; it still counts, look at that trial",
-                        trial_of[(condition, repetition)],
-                    )
+            for repetition, distance in stats.outliers(by_repetition).items():
+                found[(condition, repetition)].append(
+                    f"{name} {by_repetition[repetition]:.4g} ({distance:.0f} MADs from the median)"
                 )
-    return found
+    return [
+        issue(
+            "warning",
+            "outlier",
+            f"{condition} #{repetition} is an outlier in {', '.join(metrics)}: further than noise like the other "
+            "repetitions' would put it (1 time in 100); it still counts, look at that trial",
+            trial_of[(condition, repetition)],
+        )
+        for (condition, repetition), metrics in found.items()
+    ]
 
 
 def _skew_summary(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypedDict
@@ -52,6 +53,7 @@ def run_hooks(
     in `passed`, and `env` (the run's VTAX_* variables)."""
     names = (*BASE_ENVIRONMENT, *passed)
     environment = {name: os.environ[name] for name in names if name in os.environ} | dict(env)
+    environment["PATH"] = _with_own_bin(environment.get("PATH", os.defpath))
     for hook in hooks:
         if isinstance(hook, Action):
             handler = actions.get(hook.kind)
@@ -60,6 +62,13 @@ def run_hooks(
             handler(hook, stage=stage, condition=condition)
         else:
             _shell(hook, stage=stage, condition=condition, env=environment, timeout=timeout, on_run=on_run)
+
+
+def _with_own_bin(path: str) -> str:
+    """PATH with this Python's bin directory first, so that `vtax` in a hook is the vtax running the hook (a
+    venv's, even when the venv is not activated)."""
+    own = os.path.dirname(sys.executable)
+    return os.pathsep.join([own, *(entry for entry in path.split(os.pathsep) if entry != own)])
 
 
 def _shell(

@@ -47,7 +47,7 @@ def verdict(name: str, metric: dict[str, Any], baseline: str) -> str:
         else:
             parts.append(f"{condition}: no difference detected")
     ranked = metric.get("ranking", [])
-    order = " < ".join(
+    order = ", then ".join(
         r["condition"]
         + (
             f" (rank {r['rank_interval'][0]}–{r['rank_interval'][1]})"
@@ -62,8 +62,7 @@ def verdict(name: str, metric: dict[str, Any], baseline: str) -> str:
         if adjusted and all(stats.significant(o) for o in metric["overhead"].values())
         else ""
     )
-    better = "best first" if ranked else ""
-    return f"{name} vs {baseline}: " + "; ".join(parts) + (f". Ranked ({better}): {order}{p_text}" if order else "")
+    return f"{name} vs {baseline}: " + "; ".join(parts) + (f". Ranked best first: {order}{p_text}" if order else "")
 
 
 def _figure_html(figure: go.Figure, height: int | None = 360) -> str:

@@ -294,7 +294,7 @@ def print_plan(console: Console, planned: Plan, spec_repetitions: int) -> None:
     needs (also if the noise is at its 90 % upper bound), and what the spec's own repetitions could see."""
     table = Table(
         title=f"{planned['spec']}: repetitions per condition to find ±{planned['detect_pct']:g} % "
-        f"({planned['power']:.0%} power, α {planned['alpha']:.3g}), noise from run {planned['noise_run']}",
+        f"({planned['power'] * 100:.0f} % power, α {planned['alpha']:.3g}), noise from run {planned['noise_run']}",
         title_justify="left",
     )
     table.add_column("metric", no_wrap=True)

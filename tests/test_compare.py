@@ -78,6 +78,15 @@ def test_what_cannot_be_compared_is_refused_in_one_line(two_runs: tuple[Vtax, st
         assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
+def test_runs_whose_workloads_differ_are_refused_as_one_study(two_runs: tuple[Vtax, str, str]) -> None:
+    """A report puts runs together as one study only when they measure the same thing; these two do not (their
+    offered load differs), which `vtax compare` is for."""
+    vtax, before, after = two_runs
+    refused = vtax("report", before, after, "-o", "both.html")
+    assert refused.returncode == 2 and "differ in their spec's `workloads`" in refused.stderr
+    assert "vtax compare" in refused.stderr and not (vtax.workdir / "both.html").exists()
+
+
 def test_plan_takes_the_noise_of_the_last_run_of_the_spec(two_runs: tuple[Vtax, str, str]) -> None:
     """One condition, so the noise is the within-condition variation (the Welch model's coefficient of
     variation); the repetitions are what `stats.repetitions_for` says for that noise, computed here by hand."""

@@ -3,7 +3,6 @@ error, asks for nothing but itself (no CDN, no font, no network), and says what 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,20 +69,6 @@ def test_the_page_renders_offline_in_chromium_without_an_error(reported: tuple[V
     plots = opened.counts["section.plot"]
     assert plots == opened.counts[".js-plotly-plot"] >= 1 + len(result["metrics"])  # forest + one per metric
     assert screenshot.stat().st_size > 20_000 and screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_runs_whose_specs_differ_are_refused_as_one_study(reported: tuple[Vtax, dict, Path]) -> None:
-    vtax, result, _ = reported
-    other = (
-        THREE.replace("steady: 2", "steady: 0.5")
-        .replace("repetitions: 2", "repetitions: 1")
-        .replace("{kind: iperf3, name: tcp, agents: [client], server: server}", "{kind: noop, agents: [client]}")
-    )
-    done, second = vtax.run_json(vtax.spec(other, "other.yaml"))
-    assert second is not None, done.stderr
-    refused = vtax("report", result["run_id"], second["run_id"], "-o", "both.html")
-    assert refused.returncode == 2 and "differ in their spec's `workloads`" in refused.stderr
-    assert json.loads(json.dumps(second))["run_id"] != result["run_id"]
 
 
 def test_two_runs_of_one_spec_are_one_study(reported: tuple[Vtax, dict, Path]) -> None:

@@ -177,6 +177,23 @@ def test_repetitions_needed_for_a_target_effect_fall_with_the_noise() -> None:
 
 
 def test_an_outlier_is_flagged_by_its_distance_in_mads() -> None:
-    assert stats.outliers({1: 10.0, 2: 10.2, 3: 9.9, 4: 10.1, 5: 14.0}) == [5]
-    assert stats.outliers({1: 10.0, 2: 10.2, 3: 9.9}) == []  # too few to tell
-    assert stats.outliers({1: 10.0, 2: 10.0, 3: 10.0, 4: 12.0}) == []  # MAD 0: no scale to judge by
+    assert list(stats.outliers({1: 10.0, 2: 10.2, 3: 9.9, 4: 10.1, 5: 14.0})) == [5]
+    assert stats.outliers({1: 10.0, 2: 10.2, 3: 9.9}) == {}  # too few to tell
+    assert stats.outliers({1: 10.0, 2: 10.0, 3: 10.0, 4: 12.0}) == {}  # MAD 0: no scale to judge by
+    # 11.5 is about 10 MADs out (11.0 would be 6.4): an outlier among 8 values lies beyond outlier_limit(8) ≈ 7.9
+    found = stats.outliers({1: 10.0, 2: 10.1, 3: 9.9, 4: 10.0, 5: 10.2, 6: 9.8, 7: 10.1, 8: 11.5})
+    assert set(found) == {8} and found[8] > stats.outlier_limit(8)
+
+
+def test_normal_noise_flags_a_condition_about_once_in_a_hundred() -> None:
+    """A plain 3-MAD rule flags about 20 % of normal samples (the MAD of a few values is noisy itself); the
+    limit is set so that 1 % are, for any n. Checked on fresh draws, not those the limit was found on."""
+    rng = np.random.default_rng(7)
+    for n in (4, 6, 10, 20):
+        flagged = sum(bool(stats.outliers(dict(enumerate(rng.normal(50, 3, n))))) for _ in range(3000))
+        assert 0.003 < flagged / 3000 < 0.02, (n, flagged)
+    three_mads = sum(
+        float(np.max(np.abs(x - np.median(x))) / (1.4826 * np.median(np.abs(x - np.median(x))))) > 3
+        for x in (rng.normal(50, 3, 6) for _ in range(3000))
+    )
+    assert three_mads / 3000 > 0.15

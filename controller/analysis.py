@@ -12,6 +12,7 @@ from typing import Any, TypedDict
 from controller import stats
 from controller.errors import InputError
 from controller.kpis import trial_kpis
+from controller.search import Capacity, capacities
 from controller.spec import Experiment, metric_catalogue
 from controller.store import Store, StoredResult
 from controller.validity import (
@@ -105,13 +106,18 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
 
     baseline = experiment.baseline.name
     names = [c.name for c in experiment.conditions]
+    notes = store.notes(run_id)
     side_by_side = experiment.order != "blocked"  # interleaved or random within each repetition: blocks
+    capacity = None
+    if experiment.search is not None:
+        capacity = capacities(experiment.search, baseline, trial_rows, notes.get("search") or {})
+        values = _at_capacity(values, trial_of, capacity)
+        side_by_side = False  # each condition's final trials ran at its own load, in rounds of their own
     metrics = _metrics(experiment, values, names, baseline, dict.fromkeys(names, run_id if side_by_side else None))
     validity += condition_issues(experiment, metrics)
     validity += _outlier_issues(values, trial_of)
     validity += appliance_issues(experiment, [s for samples in host_by_trial.values() for s in samples])
     validity += clock_issues(experiment, clocks)
-    notes = store.notes(run_id)
     environment = notes.get("environment")
     validity += version_issues(environment)
     sla = _sla_checks(experiment, metrics)
@@ -141,11 +147,28 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
         "sla": sla,
         "vsphere": notes.get("vsphere"),
         "agent_rejoins": notes.get("agent_rejoins", []),
+        "capacity": capacity,
         "environment": environment,
         "spec": run["spec"],
         "passed": not any(v["level"] == "error" for v in validity) and all(s["ok"] for s in sla),
     }
     return result, values
+
+
+def _at_capacity(values: Values, trial_of: dict[tuple[str, int], int], capacity: dict[str, Capacity]) -> Values:
+    """A search's metrics come from each condition's final trials at its found load only: the probes ran at
+    other loads, and pooling them would describe no load at all."""
+    keep = {
+        tried["trial"]
+        for found in capacity.values()
+        for tried in found["tried"]
+        if tried["final"] and tried["load"] == found["bracket"][0]
+    }
+    kept: Values = defaultdict(lambda: defaultdict(dict))
+    for name, by_condition in values.items():
+        for condition, by_rep in by_condition.items():
+            kept[name][condition] = {rep: v for rep, v in by_rep.items() if trial_of[(condition, rep)] in keep}
+    return kept
 
 
 def _metrics(

@@ -253,10 +253,20 @@ def validate(spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")
     """Check a spec without running it."""
     experiment = spec_module.load(spec)
     trials = len(experiment.conditions) * experiment.repetitions
-    console.print(
-        f"{spec}: ok · {len(experiment.conditions)} conditions × {experiment.repetitions} repetitions = {trials} "
-        f"trials, about {_estimate(experiment, experiment.repetitions)}"
-    )
+    if experiment.search is not None:
+        from controller.search import expected_trials
+
+        each, most = expected_trials(experiment.search), experiment.search.max_trials
+        console.print(
+            f"{spec}: ok · a capacity search over {len(experiment.conditions)} conditions: about {each} trials each, "
+            f"about {_estimate(experiment, each)} (at most {most} each: {_estimate(experiment, most)})"
+        )
+        trials = len(experiment.conditions) * most
+    else:
+        console.print(
+            f"{spec}: ok · {len(experiment.conditions)} conditions × {experiment.repetitions} repetitions = "
+            f"{trials} trials, about {_estimate(experiment, experiment.repetitions)}"
+        )
     if experiment.mentions_vsphere:
         per_trial = max(0.0, REALTIME_INTERVAL_S - experiment.timing.cooldown)
         console.print(

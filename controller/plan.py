@@ -16,7 +16,16 @@ from controller.spec import Experiment
 class Trial:
     index: int  # position in the run, from 0
     condition: str
-    repetition: int  # from 1
+    repetition: int  # from 1; in a search, the condition's step
+    load: float | None = None  # a search's offered load, Gbit/s over the searched workload's flows
+    final: bool = False  # a search's confirming trial at the found load
+
+    @property
+    def label(self) -> str:
+        """How the display names it: `vendor-a #2`, or in a search `vendor-a @ 4.75 Gbit/s`."""
+        if self.load is None:
+            return f"{self.condition} #{self.repetition}"
+        return f"{self.condition} @ {self.load:.4g} Gbit/s" + (" (final)" if self.final else "")
 
 
 def make_plan(experiment: Experiment) -> list[Trial]:

@@ -18,6 +18,7 @@ from controller.events import Events
 from controller.hooks import HookRun
 from controller.plan import Trial
 from controller.power import Plan
+from controller.search import Capacity
 from controller.stats import Description
 
 HEADLINE_METRICS = ("throughput_gbps", "achieved_pct", "host.cpu_pct")
@@ -99,7 +100,7 @@ class LiveDisplay:
         self._total = total
         self._done += 1
         status = record["status"]
-        line = Text(f"trial {trial.index + 1}/{total}  {trial.condition} #{trial.repetition}  ")
+        line = Text(f"trial {trial.index + 1}/{total}  {trial.label}  ")
         line.append(status, style="green" if status == "ok" else "red")
         line.append(f"  {_headline(kpis)}" if status == "ok" else f"  {record['reason']}")
         self.console.print(line)
@@ -117,7 +118,7 @@ class LiveDisplay:
 
     def _on_trial_kpis(self, *, trial: Trial, kpis: dict[str, float]) -> None:
         """A trial's KPIs again, once host counters that come after it (vCenter's) are in."""
-        line = Text(f"trial {trial.index + 1}/{self._total}  {trial.condition} #{trial.repetition}  ")
+        line = Text(f"trial {trial.index + 1}/{self._total}  {trial.label}  ")
         line.append("host counters in", style="cyan")
         line.append(f"  {_headline(kpis)}")
         self.console.print(line)
@@ -146,8 +147,7 @@ class LiveDisplay:
         phase = self._phase(elapsed)
         clock = "" if elapsed >= self._duration else f"  {max(0.0, elapsed):.0f}/{self._duration:.0f} s"
         head = Text(
-            f"trial {self._trial.index + 1}/{self._total}  {self._trial.condition} #{self._trial.repetition}  "
-            f"{phase}{clock}  ·  {self._run_line()}",
+            f"trial {self._trial.index + 1}/{self._total}  {self._trial.label}  {phase}{clock}  ·  {self._run_line()}",
             style="bold",
         )
         bar = ProgressBar(total=self._duration, completed=min(max(elapsed, 0.0), self._duration), width=40)
@@ -323,6 +323,56 @@ def _count(repetitions: int | None) -> Text:
     return Text("over 1000", style="red") if repetitions is None else Text(str(repetitions))
 
 
+def capacity_text(found: Capacity, spec: dict[str, Any]) -> str:
+    """A condition's capacity as a person reads it: the value and its bracket, or why there is none."""
+    low, high = found["bracket"]
+    match found["stop"]:
+        case "found":
+            return f"{found['value']:.4g} Gbit/s [{low:.4g}, {high:.4g}]"
+        case "above_high":
+            return f"≥ {spec['high']:g} Gbit/s (passed at the upper bound)"
+        case "below_low":
+            return f"< {spec['low']:g} Gbit/s (failed at the lower bound)"
+        case "generator_limited":
+            return f"≥ {found['reached']:.4g} Gbit/s: the generator, not the device, was the limit"
+        case _:
+            where = f" (last bracket [{_fmt(low)}, {_fmt(high)}])" if low is not None or high is not None else ""
+            return f"not found: {found['stop'].replace('_', ' ')}{where}"
+
+
+def _bounds(rule: dict[str, float | None]) -> str:
+    limits = [f"{sign} {rule[key]:g}" for key, sign in (("min", "≥"), ("max", "≤")) if rule.get(key) is not None]
+    return " and ".join(limits)
+
+
+def capacity_table(result: dict[str, Any]) -> Table:
+    """One row per condition of a search: its capacity with the bracket, the load its final trials carried
+    (mean ± 95 % CI), that against the baseline's, and the trials it took."""
+    search = result["spec"]["search"]
+    criteria = ", ".join(f"{metric} {_bounds(rule)}" for metric, rule in search["criteria"].items())
+    table = Table(
+        title=f"capacity of {search['workload']}: the highest offered load with {criteria}", title_justify="left"
+    )
+    table.add_column("condition", no_wrap=True)
+    table.add_column("capacity [bracket]", justify="right")
+    table.add_column("carried ± 95 % CI (n)", justify="right", no_wrap=True)
+    table.add_column(f"vs {result['baseline']} [95 % CI]", justify="right", no_wrap=True)
+    table.add_column("trials", justify="right")
+    for condition, found in result["capacity"].items():
+        over = found["overhead"]
+        change = Text("baseline", style="dim") if condition == result["baseline"] else Text("–")
+        if over is not None:
+            change, _ = _overhead_cells(dict(over), "higher")
+        table.add_row(
+            condition,
+            capacity_text(found, search),
+            _mean_cell(dict(found["achieved"])),
+            change,
+            str(len(found["tried"])),
+        )
+    return table
+
+
 def print_hook(console: Console, trial_idx: int, hook: HookRun) -> None:
     """One hook as it ran: the command, its exit code and time, and what it printed, indented."""
     code = "timed out" if hook["exit_code"] is None else f"exit {hook['exit_code']}"
@@ -339,6 +389,8 @@ def print_result(console: Console, result: dict[str, Any]) -> None:
     run is stored."""
     if result["status"] != "completed":
         console.print(Text(f"run {result['run_id']} {result['status']}: {result['reason']}", style="red"))
+    if result.get("capacity"):
+        console.print(capacity_table(result))
     if result["metrics"]:
         console.print(summary_table(result))
     else:

@@ -41,7 +41,8 @@ from controller.hostsources import HostCounterSource, TrialWindow, default_sourc
 from controller.kpis import trial_kpis
 from controller.plan import Trial, make_plan
 from controller.relay import RelayProcess
-from controller.spec import ConditionSpec, Experiment
+from controller.search import Bracket, SearchStep, expected_trials, judge, per_stream_bitrate
+from controller.spec import ConditionSpec, Experiment, SearchSpec
 from controller.store import RunIdTaken, Store, StoredSample, StoreFailed
 from controller.topology import AgentInfo, Flow, expand
 from workloads.base import Target
@@ -116,11 +117,12 @@ class RunLoop:
         self._rejoins: list[dict[str, object]] = []
         self._open_host: dict[int, list[HostSample]] = {}  # trials whose host record is still being gathered
         self._host_lock = threading.Lock()
+        self._flows: list[Flow] = []
         engine.on_progress = self._progress
 
     def execute(self) -> str:
         """Run every trial; returns the run id. Hook failures and refusals abort the run."""
-        plan = make_plan(self.experiment)
+        plan = make_plan(self.experiment) if self.experiment.search is None else self._search_estimate()
         self._create_run()
         status, reason = "completed", ""
         try:
@@ -130,14 +132,17 @@ class RunLoop:
                 self.store.put_note(self.run_id, "environment", self._environment())
                 if self.place is not None:
                     self._apply(self.place(self.engine.identity))
-                flows = expand(self.experiment, self.agents)
+                flows = self._flows = expand(self.experiment, self.agents)
                 self._check_task_limits(flows)
                 self._measure_clocks(list(self.agents))
                 self.events.run_start.fire(run_id=self.run_id, trials=plan)
-                for trial in plan:
-                    self._rejoin()
-                    self._trial(trial, len(plan), flows)
-                    self._check_store()
+                if self.experiment.search is None:
+                    for trial in plan:
+                        self._rejoin()
+                        self._trial(trial, len(plan), flows)
+                        self._check_store()
+                else:
+                    self._search(self.experiment.search, len(plan), flows)
         except KeyboardInterrupt:
             status, reason = "interrupted", "stopped by the user"
             raise
@@ -153,6 +158,36 @@ class RunLoop:
             self.store.finish_run(self.run_id, status, reason)
             self.events.run_end.fire(run_id=self.run_id, status=status)
         return self.run_id
+
+    def _search_estimate(self) -> list[Trial]:
+        """A search has no plan; the trials it is expected to take stand for one (the display's total)."""
+        assert self.experiment.search is not None
+        each = expected_trials(self.experiment.search)
+        names = [c.name for c in self.experiment.conditions]
+        return [Trial(index=i, condition=names[i % len(names)], repetition=0) for i in range(each * len(names))]
+
+    def _search(self, spec: SearchSpec, expected: int, flows: list[Flow]) -> None:
+        """A capacity search: round after round, each condition whose search goes on runs its next trial
+        (interleaved, so drift reaches every condition alike), judged by the criteria as it ends."""
+        brackets = {c.name: Bracket(spec) for c in self.experiment.conditions}
+        steps: dict[str, SearchStep] = {}
+        index = 0
+        while True:
+            round_ = [(name, b.next_step()) for name, b in brackets.items()]
+            round_ = [(name, step) for name, step in round_ if step is not None]
+            if not round_:
+                return
+            for name, (load, final) in round_:
+                bracket = brackets[name]
+                trial = Trial(index=index, condition=name, repetition=bracket.tried + 1, load=load, final=final)
+                index += 1
+                self._rejoin()
+                record, kpis = self._trial(trial, max(expected, index), flows)
+                steps[str(trial.index)] = {"condition": name, "load": load, "final": final}
+                self.store.put_note(self.run_id, "search", steps)
+                passed, _ = judge(spec.criteria, record["status"], kpis)
+                bracket.record(load, final, passed, kpis.get(f"{spec.workload}.throughput_gbps"))
+                self._check_store()
 
     def _create_run(self) -> None:
         """The run's row, under a fresh id should two runs started in the same second draw the same one."""
@@ -261,7 +296,7 @@ class RunLoop:
     def _condition(self, name: str) -> ConditionSpec:
         return next(c for c in self.experiment.conditions if c.name == name)
 
-    def _trial(self, trial: Trial, total: int, flows: list[Flow]) -> None:
+    def _trial(self, trial: Trial, total: int, flows: list[Flow]) -> tuple[TrialRecord, dict[str, float]]:
         condition = self._condition(trial.condition)
         timing = self.experiment.timing
         env = {
@@ -329,6 +364,7 @@ class RunLoop:
             raise AgentRefused(record["reason"])
         if record["status"] == "incomplete" and self.experiment.on_agent_loss == "abort":
             raise InfrastructureError(f"trial {trial.index} incomplete and on_agent_loss is abort: {record['reason']}")
+        return record, kpis
 
     @contextlib.contextmanager
     def _serving(self, condition: ConditionSpec, flows: list[Flow]) -> Iterator[dict[FlowKey, Target]]:
@@ -459,11 +495,16 @@ class RunLoop:
             "kind": flow.workload.kind,
             "role": "client",
         }
+        params = flow.workload.params.model_dump(mode="json")
+        search = self.experiment.search
+        if trial.load is not None and search is not None and flow.workload.label == search.workload:
+            flows = sum(1 for f in self._flows if f.workload.label == search.workload)
+            params["bitrate"] = per_stream_bitrate(trial.load, flows, params["streams"])
         return {
             "agent": flow.client,
             "workload": flow.workload.label,
             "kind": flow.workload.kind,
-            "params": flow.workload.params.model_dump(mode="json"),
+            "params": params,
             "target": target,
             "start_at": start_at,
             "duration": timing.duration,

@@ -259,6 +259,49 @@ class SlaRule(Strict):
         return self
 
 
+class Criterion(Strict):
+    """A bound one trial's KPI must keep for the trial to pass a search."""
+
+    min: float | None = Field(None, description="the trial's value must be at least this")
+    max: float | None = Field(None, description="the trial's value must be at most this")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Criterion:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}: no trial could pass")
+        return self
+
+
+class SearchSpec(Strict):
+    """Capacity search: per condition, the highest offered load of one workload at which every trial passes
+    every criterion, found by bisection and confirmed by repeated trials at the found load."""
+
+    workload: Name = Field(description="the iperf3 workload (its name) whose offered rate is searched")
+    low: float = Field(gt=0, le=10_000, description="lowest offered rate tried, Gbit/s over all its flows")
+    high: float = Field(gt=0, le=10_000, description="highest offered rate tried, Gbit/s over all its flows")
+    precision_pct: float = Field(1.0, ge=0.1, le=50, description="stop bisecting when high/low − 1 is below this")
+    criteria: dict[str, Criterion] = Field(
+        min_length=1, description="metric → bounds a trial must keep to pass, e.g. udp.loss_pct: {max: 0.5}"
+    )
+    final_repetitions: int = Field(3, ge=2, le=100, description="trials at the found load: all must pass")
+    achieved_ratio: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="a passing trial that carries less than this share of its offered load means the generator, "
+        "not the device, is the limit: the search stops there as generator_limited",
+    )
+    max_trials: int = Field(40, ge=2, le=1000, description="per condition, the final repetitions included")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SearchSpec:
+        if self.low >= self.high:
+            raise ValueError(f"low {self.low:g} must be below high {self.high:g}")
+        return self
+
+
 class ZoneSource(Strict):
     """Where an agent VM's security zone comes from in vSphere."""
 
@@ -336,6 +379,9 @@ class Experiment(Strict):
         "local agent is restarted); a trial that still lacks it is incomplete",
     )
     sla: dict[str, SlaRule] = Field(default_factory=dict, description="thresholds keyed by metric name")
+    search: SearchSpec | None = Field(
+        None, description="find each condition's capacity instead of measuring at one load (how-to: capacity)"
+    )
     vsphere: VsphereSpec = Field(
         default_factory=VsphereSpec, description="with --vcenter: zones, appliance VMs, what a migration does"
     )
@@ -662,14 +708,41 @@ def _check_references(source: str, experiment: Experiment) -> None:
             )
 
     names = metric_catalogue(experiment)
+    if experiment.search is not None:
+        _check_search(source, experiment, experiment.search, names)
     for metric in experiment.sla:
-        if metric not in names:
-            close = difflib.get_close_matches(metric, sorted(names), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise SpecError(source, f"sla.{metric}", f"unknown metric; {hint}known: {', '.join(sorted(names))}")
-        why = _never_reported(experiment, metric)
-        if why:
-            raise SpecError(source, f"sla.{metric}", f"this experiment never reports it: {why}")
+        _check_metric(source, f"sla.{metric}", experiment, metric, names)
+
+
+def _check_search(source: str, experiment: Experiment, search: SearchSpec, names: dict[str, MetricInfo]) -> None:
+    """The searched workload exists and has a rate to vary; every criterion is a metric this run reports."""
+    labels = {entry.label: entry for entry in experiment.workloads}
+    entry = labels.get(search.workload)
+    if entry is None:
+        raise SpecError(source, "search.workload", f"no workload named {search.workload!r}; known: {', '.join(labels)}")
+    if entry.kind != "iperf3":
+        raise SpecError(
+            source,
+            "search.workload",
+            f"a search varies an iperf3 workload's bitrate; {search.workload!r} is {entry.kind}",
+        )
+    if "repetitions" in experiment.model_fields_set:
+        raise SpecError(
+            source, "repetitions", "a search spec sets `search.final_repetitions` instead: the trials at the found load"
+        )
+    for metric in search.criteria:
+        _check_metric(source, f"search.criteria.{metric}", experiment, metric, names)
+
+
+def _check_metric(source: str, where: str, experiment: Experiment, metric: str, names: dict[str, MetricInfo]) -> None:
+    """A metric a spec names (an SLA rule, a search criterion) is known, and this experiment reports it."""
+    if metric not in names:
+        close = difflib.get_close_matches(metric, sorted(names), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise SpecError(source, where, f"unknown metric; {hint}known: {', '.join(sorted(names))}")
+    why = _never_reported(experiment, metric)
+    if why:
+        raise SpecError(source, where, f"this experiment never reports it: {why}")
 
 
 def _never_reported(experiment: Experiment, metric: str) -> str | None:

@@ -103,6 +103,8 @@ def spec_page() -> str:
         spec.VsphereAction,
         spec.Timing,
         spec.SlaRule,
+        spec.SearchSpec,
+        spec.Criterion,
         spec.VsphereSpec,
         spec.ZoneSource,
         spec.ApplianceSelector,

@@ -244,3 +244,23 @@ def _server_side(process: psutil.Process) -> bool:
         return process.name() == "timeout" or any(parent.name() == "timeout" for parent in process.parents())
     except psutil.Error:
         return False
+
+
+def test_a_search_past_what_one_iperf3_sends_is_generator_limited(vtax: Vtax) -> None:
+    """UDP offered at 200 Gbit/s over loopback: one iperf3 process sends a few Gbit/s and loses almost
+    nothing, so the search must stop at once as generator_limited with the load it reached, not report a
+    device capacity (NFVbench's rule)."""
+    spec = vtax.spec("""\
+        name: guard
+        agents: [{name: client}, {name: server}]
+        conditions: [{name: direct, baseline: true}]
+        workloads: [{kind: iperf3, name: udp, agents: [client], server: server, params: {protocol: udp, window: 4M}}]
+        timing: {warmup: 0.5, steady: 1.5, cooldown: 0, lead: 0.5}
+        search: {workload: udp, low: 1, high: 200, criteria: {udp.loss_pct: {max: 5}}}
+        """)
+    done, result = vtax.run_json(spec)
+    assert result is not None, done.stderr
+    found = result["capacity"]["direct"]
+    assert found["stop"] == "generator_limited" and found["value"] is None, found
+    assert 0.1 < found["reached"] < 200 * 0.95 and len(found["tried"]) == 1
+    assert "the generator, not the device, was the limit" in done.stdout

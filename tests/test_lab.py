@@ -204,3 +204,43 @@ def test_http_latency_across_a_delaying_appliance(lab: tuple[Vtax, str]) -> None
     increase = p50["overhead"]["delayed"]["delta"]
     assert 5.0 <= increase <= 6.5, increase
     assert result["metrics"]["http.failure_pct"]["by_condition"]["delayed"]["mean"] == 0
+
+
+def test_a_udp_search_finds_an_injected_rate_cap(lab: tuple[Vtax, str]) -> None:
+    """tbf at 500 Mbit/s on the appliance: the highest UDP load with at most 0.5 % loss is the cap's goodput
+    (iperf3's 1,460-byte datagrams in 1,502-byte frames: 486 Mbit/s), found within ±5 %, with its bracket,
+    its final trials and every load tried; without the cap the path carries the upper bound."""
+    vtax, broker = lab
+    spec = vtax.spec("""\
+        name: ndr
+        agents: [{name: g1}, {name: g2}]
+        conditions:
+          - {name: direct, baseline: true, setup: "vtax lab appliance --off"}
+          - name: capped
+            setup: "vtax lab appliance --rate 500"
+            teardown: "vtax lab appliance --off"
+        workloads:
+          - {kind: iperf3, name: udp, agents: [g1], server: g2, params: {protocol: udp, window: 4M}}
+        timing: {warmup: 0.5, steady: 1.5, cooldown: 0, lead: 0.5}
+        search:
+          workload: udp
+          low: 0.2
+          high: 0.8
+          precision_pct: 2
+          final_repetitions: 2
+          criteria: {udp.loss_pct: {max: 0.5}}
+        """)
+    done, result = vtax.run_json(spec, "--broker", broker, timeout=400)
+    assert result is not None, done.stdout + done.stderr
+    capped, direct = result["capacity"]["capped"], result["capacity"]["direct"]
+    assert direct["stop"] == "above_high" and direct["value"] == 0.8, direct
+    assert capped["stop"] == "found", capped
+    expected = 0.5 * 1460 / 1502
+    assert capped["value"] == pytest.approx(expected, rel=0.05), capped
+    low, high = capped["bracket"]
+    assert low == capped["value"] and high / low - 1 <= 0.02
+    assert capped["finals_passed"] == 2 and capped["achieved"]["n"] == 2
+    assert capped["overhead"] is not None and capped["overhead"]["pct"] < -30
+    assert [t["load"] for t in capped["tried"]][:2] == [0.8, 0.2]  # the bounds first
+    assert any(not t["passed"] and "udp.loss_pct" in t["broken"][0] for t in capped["tried"])
+    assert "capacity of udp" in done.stdout and "Gbit/s [" in done.stdout

@@ -1,0 +1,205 @@
+"""Capacity search: per condition, the highest offered load at which a trial passes every criterion.
+
+The scheme follows RFC 2544's throughput search and NFVbench's NDR/PDR bisection: the first trial offers the
+upper bound (a device that carries it needs no search), then the lower bound, then the bracket between the
+highest load that passed and the lowest that failed is halved (geometrically while it spans more than a
+factor of 2, so a wide range costs log steps, then arithmetically) until it is narrower than the precision.
+The found load is then confirmed, as MLRsearch and FD.io CSIT ask, by `final_repetitions` full trials at it:
+if one fails, that load counts as failed and the bisection goes on below it. The final trials give the CI.
+
+NFVbench's rule guards against measuring the generator: a trial that passes its criteria while carrying less
+than `achieved_ratio` of what it offered stops the search as `generator_limited`, with the load reached,
+instead of reporting a device limit that is really the sender's.
+
+`Bracket` is the state of one condition's search; it is replayed from the stored trials for `vtax show`, so
+the analysis never depends on what the controller held in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypedDict
+
+from controller.spec import Criterion, SearchSpec
+from controller.stats import Description, Overhead, compare, describe
+
+StopReason = Literal["found", "above_high", "below_low", "generator_limited", "max_trials", "trial_failed"]
+
+
+class SearchStep(TypedDict):
+    """What one trial of a search offered, as kept in the run store's `search` note (trial index → step)."""
+
+    condition: str
+    load: float  # Gbit/s over all the searched workload's flows
+    final: bool  # a confirming trial at the found load
+
+
+@dataclass
+class Bracket:
+    """One condition's search: what passed, what failed, and what to try next."""
+
+    spec: SearchSpec
+    passed: float | None = None  # the highest load that passed (and was not refuted by a final trial)
+    failed: float | None = None  # the lowest load that failed
+    passes: list[float] = field(default_factory=list)  # every probe load that passed
+    finals: list[bool] = field(default_factory=list)  # the confirming trials at `passed` so far
+    tried: int = 0
+    stop: StopReason | None = None
+    reached: float | None = None  # generator_limited: the load the generator did carry
+
+    def next_step(self) -> tuple[float, bool] | None:
+        """The next load to offer and whether it is a final (confirming) trial; None once the search is over."""
+        if self.stop is not None:
+            return None
+        if self.tried >= self.spec.max_trials:
+            self.stop = "max_trials"
+            return None
+        if self.passed is None and self.failed is None:
+            return self.spec.high, False
+        if self.passed is None:
+            if self.failed is not None and self.failed <= self.spec.low:
+                self.stop = "below_low"
+                return None
+            return self.spec.low, False
+        if self.failed is not None and self.failed / self.passed - 1 > self.spec.precision_pct / 100:
+            ratio = self.failed / self.passed
+            middle = math.sqrt(self.passed * self.failed) if ratio > 2 else (self.passed + self.failed) / 2
+            return middle, False
+        if len(self.finals) < self.spec.final_repetitions:
+            return self.passed, True
+        self.stop = "found" if self.failed is not None else "above_high"
+        return None
+
+    def record(self, load: float, final: bool, passed: bool | None, achieved: float | None) -> None:
+        """A trial's outcome: `passed` None when the trial itself failed (not judged); `achieved` the load it
+        carried, Gbit/s."""
+        self.tried += 1
+        if passed is None:
+            self.stop = "trial_failed"
+            return
+        if passed and achieved is not None and achieved < self.spec.achieved_ratio * load:
+            self.stop, self.reached = "generator_limited", achieved
+            return
+        if final:
+            self.finals.append(passed)
+            if not passed:  # refuted: this load fails after all, bisect again below it
+                self.failed = load
+                self.passes = [p for p in self.passes if p < load]
+                self.passed = max(self.passes, default=None)
+                self.finals = []
+            return
+        if passed:
+            self.passes.append(load)
+            self.passed = max(self.passed or 0.0, load)
+        else:
+            self.failed = load if self.failed is None else min(self.failed, load)
+
+
+def judge(criteria: dict[str, Criterion], status: str, kpis: dict[str, float]) -> tuple[bool | None, list[str]]:
+    """Whether a trial passes: None (not judged) when the trial did not run as planned; else pass/fail with
+    the criteria it broke, each as `metric value (bound)`."""
+    if status != "ok":
+        return None, [f"trial {status}"]
+    broken = []
+    for metric, bound in criteria.items():
+        value = kpis.get(metric)
+        if value is None:
+            broken.append(f"{metric} not measured")
+        elif bound.min is not None and value < bound.min:
+            broken.append(f"{metric} {value:.4g} (min {bound.min:g})")
+        elif bound.max is not None and value > bound.max:
+            broken.append(f"{metric} {value:.4g} (max {bound.max:g})")
+    return not broken, broken
+
+
+def per_stream_bitrate(load_gbps: float, flows: int, streams: int) -> str:
+    """iperf3's `-b` for one stream of one of `flows` flows, so that all of them together offer `load_gbps`."""
+    return f"{load_gbps * 1e9 / (flows * streams):.0f}"
+
+
+def expected_trials(spec: SearchSpec) -> int:
+    """Trials one condition's search takes when no final trial refutes its load: the two bounds, the geometric
+    halvings down to a factor of 2, the arithmetic ones down to the precision, and the final repetitions."""
+    ratio = spec.high / spec.low
+    geometric = math.ceil(math.log2(math.log2(ratio))) if ratio > 2 else 0
+    arithmetic = math.ceil(math.log2(min(1.0, ratio - 1) / (spec.precision_pct / 100)))
+    return min(spec.max_trials, 2 + geometric + max(0, arithmetic) + spec.final_repetitions)
+
+
+class TriedLoad(TypedDict):
+    """One trial of a search, for the load–KPI curve (the knee)."""
+
+    trial: int
+    load: float
+    final: bool
+    passed: bool | None
+    broken: list[str]  # the criteria it broke
+    achieved: float | None  # Gbit/s carried
+
+
+class Capacity(TypedDict):
+    """A condition's search result (the result JSON's `capacity.<condition>`)."""
+
+    value: float | None  # the highest offered load that passed every criterion and its final trials, Gbit/s
+    bracket: list[float | None]  # [that load, the lowest that failed]
+    stop: StopReason
+    reached: float | None  # generator_limited: what the generator carried
+    finals_passed: int
+    achieved: Description  # the load carried in the final trials at `value`
+    overhead: Overhead | None  # the achieved load against the baseline's at its capacity (Welch)
+    tried: list[TriedLoad]
+
+
+def capacities(
+    spec: SearchSpec, baseline: str, trials: list[dict[str, Any]], steps: dict[str, SearchStep]
+) -> dict[str, Capacity]:
+    """Every condition's search replayed from its stored trials (in run order) and their KPIs."""
+    found: dict[str, Capacity] = {}
+    brackets: dict[str, Bracket] = {}
+    tried: dict[str, list[TriedLoad]] = {}
+    for trial in trials:
+        step = steps.get(str(trial["idx"]))
+        if step is None:
+            continue
+        name = step["condition"]
+        passed, broken = judge(spec.criteria, trial["status"], trial["kpis"])
+        achieved = trial["kpis"].get(f"{spec.workload}.throughput_gbps")
+        brackets.setdefault(name, Bracket(spec)).record(step["load"], step["final"], passed, achieved)
+        tried.setdefault(name, []).append(
+            {
+                "trial": trial["idx"],
+                "load": step["load"],
+                "final": step["final"],
+                "passed": passed,
+                "broken": broken,
+                "achieved": achieved,
+            }
+        )
+    for name, bracket in brackets.items():
+        if bracket.stop is None:
+            bracket.next_step()  # settles a search whose last trial ended it (or that was cut short)
+        at_value = [
+            t["achieved"]
+            for t in tried[name]
+            if t["final"] and t["load"] == bracket.passed and t["passed"] and t["achieved"] is not None
+        ]
+        found[name] = {
+            "value": bracket.passed if bracket.stop in ("found", "above_high") else None,
+            "bracket": [bracket.passed, bracket.failed],
+            "stop": bracket.stop or "max_trials",
+            "reached": bracket.reached,
+            "finals_passed": sum(bracket.finals),
+            "achieved": describe(at_value),
+            "overhead": None,
+            "tried": tried[name],
+        }
+    base = found.get(baseline)
+    for name, capacity in found.items():
+        if name != baseline and base is not None and base["achieved"]["n"] and capacity["achieved"]["n"]:
+            capacity["overhead"] = compare(
+                dict(enumerate(base["achieved"]["values"])),
+                dict(enumerate(capacity["achieved"]["values"])),
+                blocked_by_repetition=False,
+            )
+    return found

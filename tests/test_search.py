@@ -1,0 +1,155 @@
+"""The capacity search's verdict logic on hand-made devices with known capacities (as Shaker tests its SLA
+logic on hand-made data): bisection to the precision, the bounds, refutation by a final trial, the generator
+guard, the criteria, and the replay from stored trials that `vtax show` relies on."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from controller.search import Bracket, capacities, expected_trials, judge, per_stream_bitrate
+from controller.spec import Criterion, SearchSpec, SpecError, parse
+
+SPEC = SearchSpec(workload="udp", low=0.1, high=40, precision_pct=1, criteria={"udp.loss_pct": Criterion(max=0.5)})
+
+
+def _search(device: Callable[[float], tuple[bool, float]], spec: SearchSpec = SPEC) -> Bracket:
+    """Run a search against `device`: offered load → (passed, carried)."""
+    bracket = Bracket(spec)
+    while (step := bracket.next_step()) is not None:
+        load, final = step
+        passed, carried = device(load)
+        bracket.record(load, final, passed, carried)
+    return bracket
+
+
+@pytest.mark.parametrize("capacity", [0.37, 4.75, 17.2, 39.0])
+def test_bisection_finds_a_sharp_capacity_within_the_precision(capacity: float) -> None:
+    found = _search(lambda load: (load <= capacity, load))
+    assert found.stop == "found" and found.passed is not None and found.failed is not None
+    assert found.passed <= capacity < found.failed and found.failed / found.passed - 1 <= 0.01
+    assert found.finals == [True, True, True]
+    assert found.tried <= expected_trials(SPEC) + 1
+
+
+def test_the_bounds_are_reported_as_bounds_not_as_a_capacity() -> None:
+    above = _search(lambda load: (True, load))
+    assert above.stop == "above_high" and above.passed == 40 and above.tried == 1 + 3  # high, then its finals
+    below = _search(lambda load: (False, load))
+    assert below.stop == "below_low" and below.passed is None and below.tried == 2  # high, low
+
+
+def test_a_final_trial_that_fails_refutes_its_load_and_the_search_goes_on_below() -> None:
+    """A device that passes 5 Gbit/s once but not twice: the confirmed capacity ends up below 5."""
+    seen: dict[float, int] = {}
+
+    def flaky(load: float) -> tuple[bool, float]:
+        seen[load] = seen.get(load, 0) + 1
+        return (load <= 4.0 or (load <= 5.0 and seen[load] == 1)), load
+
+    found = _search(flaky, SPEC.model_copy(update={"max_trials": 100}))
+    assert found.stop == "found" and found.passed is not None and found.passed <= 4.0
+    assert found.failed is not None and 4.0 < found.failed <= 5.0
+
+
+def test_a_generator_that_cannot_send_the_offered_load_stops_the_search() -> None:
+    """The device would pass anything but the sender carries at most 9 Gbit/s: generator_limited at 9, not a
+    device capacity (NFVbench's rule)."""
+    found = _search(lambda load: (True, min(load, 9.0)))
+    assert found.stop == "generator_limited" and found.reached == 9.0 and found.tried == 1
+
+
+def test_a_noisy_device_is_found_near_its_capacity_and_never_above_a_refuting_final() -> None:
+    rng = random.Random(3)
+    for _ in range(50):
+        found = _search(lambda load: (load <= 10.0 * (1 + rng.uniform(-0.02, 0.02)), load))
+        assert found.stop in ("found", "max_trials")
+        if found.stop == "found":
+            assert found.passed is not None and 9.7 < found.passed < 10.3
+
+
+def test_the_criteria_judge_a_trial_and_name_what_broke() -> None:
+    criteria = {"udp.loss_pct": Criterion(max=0.5), "udp.throughput_gbps": Criterion(min=1)}
+    assert judge(criteria, "ok", {"udp.loss_pct": 0.1, "udp.throughput_gbps": 2}) == (True, [])
+    passed, broken = judge(criteria, "ok", {"udp.loss_pct": 3.0})
+    assert passed is False and broken == ["udp.loss_pct 3 (max 0.5)", "udp.throughput_gbps not measured"]
+    assert judge(criteria, "error", {})[0] is None  # a trial that did not run is not judged
+
+
+def test_a_trial_that_did_not_run_stops_that_search_rather_than_counting_as_a_device_failure() -> None:
+    bracket = Bracket(SPEC)
+    bracket.record(40, False, None, None)
+    assert bracket.stop == "trial_failed" and bracket.next_step() is None
+
+
+def test_the_stored_trials_replay_to_the_same_result() -> None:
+    """What `vtax show` computes from the store: each condition's capacity, the load carried at it, and the
+    overhead against the baseline's (a device half as fast costs about −50 %)."""
+    trials, steps = [], {}
+    live: dict[str, Bracket] = {}
+    for name, capacity in (("direct", 8.0), ("rules", 4.0)):
+        live[name] = _search(lambda load, c=capacity: (load <= c, load))
+    index = 0
+    for name, capacity in (("direct", 8.0), ("rules", 4.0)):
+        bracket = Bracket(SPEC)
+        while (step := bracket.next_step()) is not None:
+            load, final = step
+            carried = load * (1 - 0.001 * (index % 3))  # a little noise for the CI
+            loss = 0.0 if load <= capacity else 2.0
+            trials.append(
+                {"idx": index, "status": "ok", "kpis": {"udp.loss_pct": loss, "udp.throughput_gbps": carried}}
+            )
+            steps[str(index)] = {"condition": name, "load": load, "final": final}
+            bracket.record(load, final, loss <= 0.5, carried)
+            index += 1
+    found = capacities(SPEC, "direct", trials, steps)
+    assert found["direct"]["value"] == live["direct"].passed and found["rules"]["value"] == live["rules"].passed
+    assert found["direct"]["stop"] == "found" and found["direct"]["finals_passed"] == 3
+    assert found["rules"]["achieved"]["n"] == 3 and found["direct"]["overhead"] is None
+    over = found["rules"]["overhead"]
+    assert over is not None and -51 < over["pct"] < -49 and over["ci95_pct"][0] < over["pct"] < over["ci95_pct"][1]
+    assert [t["passed"] for t in found["rules"]["tried"]][:2] == [False, True]  # 40 fails, 0.1 passes
+
+
+def test_iperf3_is_asked_for_its_share_of_the_load_per_stream() -> None:
+    assert per_stream_bitrate(4.0, flows=2, streams=4) == "500000000"
+
+
+def test_a_search_spec_is_checked_against_its_workloads() -> None:
+    base = """\
+name: s
+agents: [{name: a}, {name: b}]
+conditions: [{name: direct, baseline: true}]
+workloads: [{kind: iperf3, name: udp, agents: [a], server: b, params: {protocol: udp}}, {kind: cpu, agents: [a]}]
+"""
+    good = base + "search: {workload: udp, low: 0.1, high: 10, criteria: {udp.loss_pct: {max: 0}}}\n"
+    assert parse(good).search is not None
+    for extra, where, says in (
+        (
+            "search: {workload: tcp, low: 0.1, high: 10, criteria: {udp.loss_pct: {max: 0}}}",
+            "search.workload",
+            "no workload named",
+        ),
+        (
+            "search: {workload: cpu, low: 0.1, high: 10, criteria: {udp.loss_pct: {max: 0}}}",
+            "search.workload",
+            "iperf3",
+        ),
+        ("search: {workload: udp, low: 10, high: 1, criteria: {udp.loss_pct: {max: 0}}}", "search", "below high"),
+        (
+            "search: {workload: udp, low: 1, high: 10, criteria: {udp.los_pct: {max: 0}}}",
+            "search.criteria",
+            "did you mean",
+        ),
+        ("search: {workload: udp, low: 1, high: 10, criteria: {udp.loss_pct: {}}}", "search.criteria", "min, max"),
+        (
+            "search: {workload: udp, low: 1, high: 10, criteria: {udp.loss_pct: {max: 0}}}\nrepetitions: 5",
+            "repetitions",
+            "final_repetitions",
+        ),
+    ):
+        with pytest.raises(SpecError) as caught:
+            parse(base + extra + "\n")
+        assert where in str(caught.value) and says in str(caught.value), str(caught.value)

@@ -24,6 +24,7 @@ from plotly.subplots import make_subplots
 
 from controller import stats
 from controller.comparison import RunComparison
+from controller.search import capacity_text
 from controller.stats import Overhead
 from controller.store import Store
 from workloads.base import MetricInfo
@@ -124,6 +125,37 @@ def _forest(panels: list[tuple[str, list[tuple[str, Overhead]]]], title: str) ->
         figure.add_vline(x=0, line_dash="dash", line_color="#555", row=row, col=1)
     figure.update_layout(title=title, height=height)
     return _figure_html(figure, height=None)
+
+
+def capacity_plot(result: dict[str, Any]) -> str:
+    """A search's every trial: the load it carried against the load it offered, per condition, passed trials
+    filled and failed ones open, with each found capacity marked: where a path's curve leaves the diagonal is
+    its knee."""
+    figure = go.Figure()
+    for condition, found in result["capacity"].items():
+        tried = [t for t in found["tried"] if t["achieved"] is not None]
+        figure.add_trace(
+            go.Scatter(
+                x=[t["load"] for t in tried],
+                y=[t["achieved"] for t in tried],
+                mode="markers",
+                name=condition,
+                marker={
+                    "size": 10,
+                    "symbol": ["circle" if t["passed"] else "circle-open" for t in tried],
+                },
+                text=["passed" if t["passed"] else "; ".join(t["broken"]) for t in tried],
+                hovertemplate="offered %{x:.4g} Gbit/s, carried %{y:.4g}: %{text}<extra>" + condition + "</extra>",
+            )
+        )
+        if found["value"] is not None:
+            figure.add_vline(x=found["value"], line_dash="dot", annotation_text=f"{condition} {found['value']:.4g}")
+    figure.update_layout(
+        title="Every trial of the search: carried against offered load (open: failed a criterion)",
+        xaxis={"title": "offered, Gbit/s", "type": "log"},
+        yaxis={"title": "carried, Gbit/s", "type": "log"},
+    )
+    return _figure_html(figure, height=420)
 
 
 def distributions(result: dict[str, Any], name: str) -> str:
@@ -268,6 +300,11 @@ def render(store: Store, study: dict[str, Any], runs: list[dict[str, Any]], cata
         runs=runs,
         verdicts=[verdict(name, metric, study["baseline"]) for name, metric in study["metrics"].items()],
         forest=forest_plot(study) if any(m["overhead"] for m in study["metrics"].values()) else "",
+        capacity=capacity_plot(study) if study.get("capacity") else "",
+        capacity_texts={
+            condition: capacity_text(found, study["spec"]["search"])
+            for condition, found in (study.get("capacity") or {}).items()
+        },
         sections=sections,
         series=series,
         provenance=[(run["run_id"], _provenance(run), yaml.safe_dump(run["spec"], sort_keys=False)) for run in runs],

@@ -18,7 +18,7 @@ from controller.events import Events
 from controller.hooks import HookRun
 from controller.plan import Trial
 from controller.power import Plan
-from controller.search import Capacity
+from controller.search import capacity_text
 from controller.stats import Description
 
 HEADLINE_METRICS = ("throughput_gbps", "achieved_pct", "host.cpu_pct")
@@ -321,23 +321,6 @@ def print_plan(console: Console, planned: Plan, spec_repetitions: int) -> None:
 
 def _count(repetitions: int | None) -> Text:
     return Text("over 1000", style="red") if repetitions is None else Text(str(repetitions))
-
-
-def capacity_text(found: Capacity, spec: dict[str, Any]) -> str:
-    """A condition's capacity as a person reads it: the value and its bracket, or why there is none."""
-    low, high = found["bracket"]
-    match found["stop"]:
-        case "found":
-            return f"{found['value']:.4g} Gbit/s [{low:.4g}, {high:.4g}]"
-        case "above_high":
-            return f"≥ {spec['high']:g} Gbit/s (passed at the upper bound)"
-        case "below_low":
-            return f"< {spec['low']:g} Gbit/s (failed at the lower bound)"
-        case "generator_limited":
-            return f"≥ {found['reached']:.4g} Gbit/s: the generator, not the device, was the limit"
-        case _:
-            where = f" (last bracket [{_fmt(low)}, {_fmt(high)}])" if low is not None or high is not None else ""
-            return f"not found: {found['stop'].replace('_', ' ')}{where}"
 
 
 def _bounds(rule: dict[str, float | None]) -> str:

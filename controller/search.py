@@ -203,3 +203,24 @@ def capacities(
                 blocked_by_repetition=False,
             )
     return found
+
+
+def capacity_text(found: Capacity, spec: dict[str, Any]) -> str:
+    """A condition's capacity as a person reads it: the value and its bracket, or why there is none."""
+    low, high = found["bracket"]
+    match found["stop"]:
+        case "found":
+            return f"{found['value']:.4g} Gbit/s [{low:.4g}, {high:.4g}]"
+        case "above_high":
+            return f"≥ {spec['high']:g} Gbit/s (passed at the upper bound)"
+        case "below_low":
+            return f"< {spec['low']:g} Gbit/s (failed at the lower bound)"
+        case "generator_limited":
+            return f"≥ {found['reached']:.4g} Gbit/s: the generator, not the device, was the limit"
+        case _:
+            where = f" (last bracket [{_short(low)}, {_short(high)}])" if low is not None or high is not None else ""
+            return f"not found: {found['stop'].replace('_', ' ')}{where}"
+
+
+def _short(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"

@@ -244,3 +244,7 @@ def test_a_udp_search_finds_an_injected_rate_cap(lab: tuple[Vtax, str]) -> None:
     assert [t["load"] for t in capped["tried"]][:2] == [0.8, 0.2]  # the bounds first
     assert any(not t["passed"] and "udp.loss_pct" in t["broken"][0] for t in capped["tried"])
     assert "capacity of udp" in done.stdout and "Gbit/s [" in done.stdout
+    made = vtax("report", result["run_id"], "-o", "capacity.html")
+    assert made.returncode == 0, made.stderr
+    page = (vtax.workdir / "capacity.html").read_text()
+    assert 'id="capacity"' in page and "carried against offered load" in page

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypedDict
 from controller.spec import Criterion, SearchSpec
 from controller.stats import Description, Overhead, compare, describe
 
-StopReason = Literal["found", "above_high", "below_low", "generator_limited", "max_trials", "trial_failed"]
+StopReason = Literal["found", "above_high", "below_low", "generator_limited", "max_trials", "trial_failed", "cut_short"]
 
 
 class SearchStep(TypedDict):
@@ -177,8 +177,8 @@ def capacities(
             }
         )
     for name, bracket in brackets.items():
-        if bracket.stop is None:
-            bracket.next_step()  # settles a search whose last trial ended it (or that was cut short)
+        if bracket.stop is None and bracket.next_step() is not None:
+            bracket.stop = "cut_short"  # the run ended (aborted, interrupted) before this search did
         at_value = [
             t["achieved"]
             for t in tried[name]
@@ -187,7 +187,7 @@ def capacities(
         found[name] = {
             "value": bracket.passed if bracket.stop in ("found", "above_high") else None,
             "bracket": [bracket.passed, bracket.failed],
-            "stop": bracket.stop or "max_trials",
+            "stop": bracket.stop or "cut_short",
             "reached": bracket.reached,
             "finals_passed": sum(bracket.finals),
             "achieved": describe(at_value),

@@ -110,7 +110,8 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
     side_by_side = experiment.order != "blocked"  # interleaved or random within each repetition: blocks
     capacity = None
     if experiment.search is not None:
-        capacity = capacities(experiment.search, baseline, trial_rows, notes.get("search") or {})
+        search = experiment.search
+        capacity = capacities(search, search.udp(experiment), baseline, trial_rows, notes.get("search") or {})
         values = _at_capacity(values, trial_of, capacity)
         side_by_side = False  # each condition's final trials ran at its own load, in rounds of their own
     metrics = _metrics(experiment, values, names, baseline, dict.fromkeys(names, run_id if side_by_side else None))

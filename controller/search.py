@@ -113,6 +113,21 @@ def judge(criteria: dict[str, Criterion], status: str, kpis: dict[str, float]) -
     return not broken, broken
 
 
+def outcome(
+    spec: SearchSpec, udp: bool, status: str, kpis: dict[str, float], load: float
+) -> tuple[bool | None, list[str], float | None]:
+    """A search trial judged: passed (None: not judged), the criteria it broke, and the load it carried.
+
+    A TCP sender backs off when the path cannot carry more, so TCP carrying less than `achieved_ratio` of its
+    offered load is the path's limit: the trial fails. A UDP sender does not back off on a real network, so a
+    UDP shortfall without loss is the generator's (`Bracket.record` stops the search as generator_limited)."""
+    passed, broken = judge(spec.criteria, status, kpis)
+    achieved = kpis.get(f"{spec.workload}.throughput_gbps")
+    if passed and not udp and achieved is not None and achieved < spec.achieved_ratio * load:
+        passed, broken = False, [f"carried {achieved:.4g} of {load:.4g} Gbit/s offered"]
+    return passed, broken, achieved
+
+
 def per_stream_bitrate(load_gbps: float, flows: int, streams: int) -> str:
     """iperf3's `-b` for one stream of one of `flows` flows, so that all of them together offer `load_gbps`."""
     return f"{load_gbps * 1e9 / (flows * streams):.0f}"
@@ -152,7 +167,7 @@ class Capacity(TypedDict):
 
 
 def capacities(
-    spec: SearchSpec, baseline: str, trials: list[dict[str, Any]], steps: dict[str, SearchStep]
+    spec: SearchSpec, udp: bool, baseline: str, trials: list[dict[str, Any]], steps: dict[str, SearchStep]
 ) -> dict[str, Capacity]:
     """Every condition's search replayed from its stored trials (in run order) and their KPIs."""
     found: dict[str, Capacity] = {}
@@ -163,8 +178,7 @@ def capacities(
         if step is None:
             continue
         name = step["condition"]
-        passed, broken = judge(spec.criteria, trial["status"], trial["kpis"])
-        achieved = trial["kpis"].get(f"{spec.workload}.throughput_gbps")
+        passed, broken, achieved = outcome(spec, udp, trial["status"], trial["kpis"], step["load"])
         brackets.setdefault(name, Bracket(spec)).record(step["load"], step["final"], passed, achieved)
         tried.setdefault(name, []).append(
             {

@@ -295,6 +295,11 @@ class SearchSpec(Strict):
     )
     max_trials: int = Field(40, ge=2, le=1000, description="per condition, the final repetitions included")
 
+    def udp(self, experiment: Experiment) -> bool:
+        """Whether the searched workload sends UDP (whose shortfall is the generator's, not the path's)."""
+        entry = next(e for e in experiment.workloads if e.label == self.workload)
+        return getattr(entry.params, "protocol", "tcp") == "udp"
+
     @model_validator(mode="after")
     def _ordered(self) -> SearchSpec:
         if self.low >= self.high:

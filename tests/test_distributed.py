@@ -269,9 +269,12 @@ def test_a_malformed_reply_is_dropped_and_the_run_goes_on(vtax: Vtax, broker: Re
     proc = vtax.start("run", str(spec), "--broker", broker.url, "--json", "out.json")
     client = redis.Redis.from_url(broker.url)
     key = _reply_list_of_the_run(client)
-    for junk in ("not json {", "[1, 2]", json.dumps({"id": 1, "agent": "c", "ok": True, "result": {"status": "?"}})):
+    # an id no call of the run has: a reply of the wrong shape to a pending call would fail that call (next test)
+    wrong = json.dumps({"id": 10**9, "agent": "c", "ok": True, "result": {"status": "?"}})
+    for junk in ("not json {", "[1, 2]", wrong):
         client.rpush(key, junk)
     _, err = proc.communicate(timeout=120)
+    assert (vtax.workdir / "out.json").exists(), err
     result = json.loads((vtax.workdir / "out.json").read_text())
     assert [t["status"] for t in result["trials"]] == ["ok"] * 2, err
     assert "does not fit the wire" in err and "Traceback" not in err

@@ -22,7 +22,7 @@ conditions:
   - {name: relay, appliance: relay}
   - {name: relay-again, appliance: relay}
 workloads: [{kind: iperf3, name: tcp, agents: [client], server: server}]
-timing: {warmup: 0.5, steady: 2, cooldown: 0, lead: 0.5}
+timing: {warmup: 0.5, steady: 1.5, cooldown: 0, lead: 0.5}
 repetitions: 2
 """
 

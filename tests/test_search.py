@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from controller.search import Bracket, capacities, expected_trials, judge, per_stream_bitrate
+from controller.search import Bracket, capacities, expected_trials, judge, outcome, per_stream_bitrate
 from controller.spec import Criterion, SearchSpec, SpecError, parse
 
 SPEC = SearchSpec(workload="udp", low=0.1, high=40, precision_pct=1, criteria={"udp.loss_pct": Criterion(max=0.5)})
@@ -104,7 +104,7 @@ def test_the_stored_trials_replay_to_the_same_result() -> None:
             steps[str(index)] = {"condition": name, "load": load, "final": final}
             bracket.record(load, final, loss <= 0.5, carried)
             index += 1
-    found = capacities(SPEC, "direct", trials, steps)
+    found = capacities(SPEC, True, "direct", trials, steps)
     assert found["direct"]["value"] == live["direct"].passed and found["rules"]["value"] == live["rules"].passed
     assert found["direct"]["stop"] == "found" and found["direct"]["finals_passed"] == 3
     assert found["rules"]["achieved"]["n"] == 3 and found["direct"]["overhead"] is None
@@ -153,3 +153,14 @@ workloads: [{kind: iperf3, name: udp, agents: [a], server: b, params: {protocol:
         with pytest.raises(SpecError) as caught:
             parse(base + extra + "\n")
         assert where in str(caught.value) and says in str(caught.value), str(caught.value)
+
+
+def test_tcp_that_carries_less_than_it_offers_fails_where_udp_means_the_generator() -> None:
+    """TCP backs off when the path is full: a shortfall is the path's limit. UDP does not: a shortfall
+    without loss is the sender's, and the search must say generator_limited, not report a capacity."""
+    kpis = {"udp.loss_pct": 0.0, "udp.throughput_gbps": 0.49}
+    assert outcome(SPEC, False, "ok", kpis, 0.8) == (False, ["carried 0.49 of 0.8 Gbit/s offered"], 0.49)
+    assert outcome(SPEC, True, "ok", kpis, 0.8) == (True, [], 0.49)
+    bracket = Bracket(SPEC)
+    bracket.record(0.8, False, True, 0.49)
+    assert bracket.stop == "generator_limited" and bracket.reached == 0.49

@@ -41,7 +41,7 @@ from controller.hostsources import HostCounterSource, TrialWindow, default_sourc
 from controller.kpis import trial_kpis
 from controller.plan import Trial, make_plan
 from controller.relay import RelayProcess
-from controller.search import Bracket, SearchStep, expected_trials, outcome, per_stream_bitrate
+from controller.search import Bracket, Judge, SearchStep, expected_trials, per_stream_bitrate
 from controller.spec import ConditionSpec, Experiment, SearchSpec
 from controller.store import RunIdTaken, Store, StoredSample, StoreFailed
 from controller.topology import AgentInfo, Flow, expand
@@ -170,7 +170,7 @@ class RunLoop:
         """A capacity search: round after round, each condition whose search goes on runs its next trial
         (interleaved, so drift reaches every condition alike), judged by the criteria as it ends."""
         brackets = {c.name: Bracket(spec) for c in self.experiment.conditions}
-        udp = spec.udp(self.experiment)
+        judged = Judge(spec, spec.udp(self.experiment))
         steps: dict[str, SearchStep] = {}
         index = 0
         while True:
@@ -186,7 +186,7 @@ class RunLoop:
                 record, kpis = self._trial(trial, max(expected, index), flows)
                 steps[str(trial.index)] = {"condition": name, "load": load, "final": final}
                 self.store.put_note(self.run_id, "search", steps)
-                passed, _, achieved = outcome(spec, udp, record["status"], kpis, load)
+                passed, _, achieved = judged(record["status"], kpis, load)
                 bracket.record(load, final, passed, achieved)
                 self._check_store()
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from controller.search import Bracket, capacities, expected_trials, judge, outcome, per_stream_bitrate
+from controller.search import Bracket, Judge, capacities, expected_trials, judge, per_stream_bitrate
 from controller.spec import Criterion, SearchSpec, SpecError, parse
 
 SPEC = SearchSpec(workload="udp", low=0.1, high=40, precision_pct=1, criteria={"udp.loss_pct": Criterion(max=0.5)})
@@ -157,10 +157,16 @@ workloads: [{kind: iperf3, name: udp, agents: [a], server: b, params: {protocol:
 
 def test_tcp_that_carries_less_than_it_offers_fails_where_udp_means_the_generator() -> None:
     """TCP backs off when the path is full: a shortfall is the path's limit. UDP does not: a shortfall
-    without loss is the sender's, and the search must say generator_limited, not report a capacity."""
+    without loss is the sender's, and the search must say generator_limited, not report a capacity, unless
+    the generator already sent that much in an earlier trial: then the path held it back."""
     kpis = {"udp.loss_pct": 0.0, "udp.throughput_gbps": 0.49}
-    assert outcome(SPEC, False, "ok", kpis, 0.8) == (False, ["carried 0.49 of 0.8 Gbit/s offered"], 0.49)
-    assert outcome(SPEC, True, "ok", kpis, 0.8) == (True, [], 0.49)
+    assert Judge(SPEC, False)("ok", kpis, 0.8) == (False, ["carried 0.49 of 0.8 Gbit/s offered"], 0.49)
+    udp = Judge(SPEC, True)
+    assert udp("ok", kpis, 0.8) == (True, [], 0.49)
+    assert udp("failed", {"udp.throughput_gbps": 0.9}, 0.9)[0] is None and udp.shown == 0.49
+    assert udp("ok", {"udp.loss_pct": 3.0, "udp.throughput_gbps": 0.8}, 0.8)[0] is False and udp.shown == 0.8
+    passed, broken, _ = udp("ok", {"udp.loss_pct": 0.1, "udp.throughput_gbps": 0.51}, 0.566)
+    assert passed is False and "the generator sent 0.8 in an earlier trial" in broken[0], broken
     bracket = Bracket(SPEC)
     bracket.record(0.8, False, True, 0.49)
     assert bracket.stop == "generator_limited" and bracket.reached == 0.49

@@ -39,7 +39,10 @@ HAS_SERVER = True
 
 METRICS: dict[str, MetricInfo] = {
     "throughput_gbps": MetricInfo(
-        unit="Gbit/s", across_agents="sum", better="higher", description="goodput, all streams"
+        unit="Gbit/s",
+        across_agents="sum",
+        better="higher",
+        description="goodput, all streams (UDP: the rate sent; see loss_pct)",
     ),
     "retransmits": MetricInfo(
         unit="1/s", across_agents="sum", better="lower", description="TCP retransmits (sender side)"

@@ -21,12 +21,12 @@ from agent import wire
 from agent.hostsampler import HOSTNAME
 from agent.points import host_lines, live_line, phase_of, sample_line
 from agent.safety import Allowlist, Refused
+from agent.settings import DEFAULT_TASK_SLOTS
 from agent.sink import InfluxSink
 from agent.tasks import TASKS, TaskIO
 from agent.wire import AgentResult, HostCountersReply, HostSample, Message, Reply, Request, TaskRequest
 from workloads.base import Sample
 
-DEFAULT_TASK_SLOTS = 64
 LATE_START_S = 1.0  # a load task that arrives this long after its common start is refused, not run late
 HOLDING_TASKS = (wire.RUN_WORKLOAD, wire.HOST_COUNTERS)  # tasks that hold a thread for their trial
 

@@ -16,6 +16,9 @@ from agent.urls import check_http
 Settings = TypeVar("Settings", bound=BaseModel)
 
 
+DEFAULT_TASK_SLOTS = 64  # load tasks one agent process runs at once unless `--concurrency` says otherwise
+
+
 def load_settings(
     model: type[Settings], *, env_prefix: str, config_file: Path | None, flags: dict[str, Any], what: str
 ) -> Settings | None:

@@ -19,9 +19,10 @@ from typing import Any
 import redis
 
 from agent.broker import AGENT_KEY, CANCEL_KEY, HEARTBEAT_S, HEARTBEAT_TTL_S, make_app, queue_for
-from agent.edge import DEFAULT_TASK_SLOTS, AgentHost, TaskSlots, execute
+from agent.edge import AgentHost, TaskSlots, execute
 from agent.identity import identity
 from agent.safety import Allowlist
+from agent.settings import DEFAULT_TASK_SLOTS
 from agent.sink import InfluxConfig, InfluxSink
 from agent.wire import TASK_NAMES, AgentIdentity, Message, Request, TaskRequest
 

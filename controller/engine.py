@@ -24,9 +24,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from agent.edge import DEFAULT_TASK_SLOTS
 from agent.local import agent_main
-from agent.settings import InfluxConfig
+from agent.settings import DEFAULT_TASK_SLOTS, InfluxConfig
 from agent.wire import AgentIdentity, HostSample, MalformedMessage, Request, TaskRequest, check_reply, parse_message
 from controller.errors import InfrastructureError, InputError
 from controller.spec import Experiment

@@ -129,9 +129,7 @@ class Judge:
     udp: bool
     shown: float = 0.0  # the most the searched workload has carried in any trial so far, Gbit/s
 
-    def __call__(
-        self, status: str, kpis: dict[str, float], load: float
-    ) -> tuple[bool | None, list[str], float | None]:
+    def __call__(self, status: str, kpis: dict[str, float], load: float) -> tuple[bool | None, list[str], float | None]:
         """A trial: passed (None: not judged), the criteria it broke, and the load it carried."""
         passed, broken = judge(self.spec.criteria, status, kpis)
         achieved = kpis.get(f"{self.spec.workload}.throughput_gbps")
@@ -139,10 +137,13 @@ class Judge:
             if not self.udp:
                 passed, broken = False, [f"carried {achieved:.4g} of {load:.4g} Gbit/s offered"]
             elif self.shown >= self.spec.achieved_ratio * load:
-                passed, broken = False, [
-                    f"carried {achieved:.4g} of {load:.4g} Gbit/s offered; the generator sent {self.shown:.4g} in"
-                    " an earlier trial, so the path held it back"
-                ]
+                passed, broken = (
+                    False,
+                    [
+                        f"carried {achieved:.4g} of {load:.4g} Gbit/s offered; the generator sent {self.shown:.4g} in"
+                        " an earlier trial, so the path held it back"
+                    ],
+                )
         if achieved is not None and status == "ok":
             self.shown = max(self.shown, achieved)
         return passed, broken, achieved

@@ -10,26 +10,21 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from controller.analysis import analyse
-from controller.distributed import connect, list_agents
 from controller.errors import InputError
-from controller.hooks import ActionHandler
-from controller.hostsources import HostCounterSource
-from controller.metrics import VSPHERE_ONLY
 from controller.options import AsJsonOption, BrokerOption, StoreOption, console, errors
-from controller.report import print_result
-from controller.runloop import Placer
 from controller.spec import Experiment, VsphereSpec, load
 from controller.store import DEFAULT_PATH, Store
-from controller.vsphere.actions import run_action
-from controller.vsphere.connection import Vcenter, load_config
-from controller.vsphere.session import Vsphere, guest_agents, placer
-from controller.vsphere.source import VsphereHostSource, collect_missing
+
+if TYPE_CHECKING:  # pyVmomi, Celery and scipy load only in the commands that use them (see controller/cli.py)
+    from controller.hooks import ActionHandler
+    from controller.hostsources import HostCounterSource
+    from controller.runloop import Placer
+    from controller.vsphere.session import Vsphere
 
 NO_VCENTER = "--vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)"
 
@@ -89,6 +84,10 @@ def with_vcenter_options(command: Callable[..., None]) -> Callable[..., None]:
 
 def open_vsphere(experiment: Experiment | None, options: VcenterOptions) -> Vsphere | None:
     """The vSphere session when a vCenter is configured; an error when the spec needs one and none is."""
+    from controller.metrics import VSPHERE_ONLY
+    from controller.vsphere.connection import Vcenter, load_config
+    from controller.vsphere.session import Vsphere
+
     config = load_config(
         options.vcenter,
         options.vcenter_config,
@@ -122,6 +121,10 @@ class RunWiring:
 
 def wiring(vsphere: Vsphere, experiment: Experiment, store: Store) -> RunWiring:
     """The parts of a --vcenter run: vCenter's counters stored in `store`, the actions, the agents' VMs."""
+    from controller.vsphere.actions import run_action
+    from controller.vsphere.session import placer
+    from controller.vsphere.source import VsphereHostSource
+
     source = VsphereHostSource(vsphere=vsphere, store=store, cooldown_s=experiment.timing.cooldown)
     return RunWiring(
         sources=[source],
@@ -145,6 +148,10 @@ def collect(
 ) -> None:
     """Read vCenter's counters for the trials of a --vcenter run that have none (vCenter was unreachable at the
     time), then print the summary again. Within about an hour realtime data is read; later, 300 s samples."""
+    from controller.analysis import analyse
+    from controller.report import print_result
+    from controller.vsphere.source import collect_missing
+
     opened = Store(store, create=False)
     run = opened.run(run_id)
     experiment = Experiment.model_validate(run["spec"])
@@ -166,6 +173,9 @@ def inventory(
 ) -> None:
     """Show where each agent lives in vSphere: its VM (and how it was found), host, cluster, zone, and the
     appliance VMs on those hosts. Exit 2 when an agent has no VM."""
+    from controller.distributed import connect, list_agents
+    from controller.vsphere.session import guest_agents
+
     experiment = load(spec) if spec is not None else None
     vsphere = _required(experiment, vcenter_options)
     with vsphere.vcenter:

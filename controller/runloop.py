@@ -500,7 +500,7 @@ class RunLoop:
         search = self.experiment.search
         if trial.load is not None and search is not None and flow.workload.label == search.workload:
             flows = sum(1 for f in self._flows if f.workload.label == search.workload)
-            params["bitrate"] = per_stream_bitrate(trial.load, flows, params["streams"])
+            params["bitrate"] = per_stream_bitrate(trial.load, flows, params["streams"] * params["processes"])
         return {
             "agent": flow.client,
             "workload": flow.workload.label,

@@ -150,7 +150,8 @@ class Judge:
 
 
 def per_stream_bitrate(load_gbps: float, flows: int, streams: int) -> str:
-    """iperf3's `-b` for one stream of one of `flows` flows, so that all of them together offer `load_gbps`."""
+    """iperf3's `-b` for one stream of one of `flows` flows (`streams`: per flow, over all its processes), so
+    that all of them together offer `load_gbps`."""
     return f"{load_gbps * 1e9 / (flows * streams):.0f}"
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
+import subprocess
 import time
 
 import pytest
 
 from agent.tasks import TASKS, TaskIO
 from tests.conftest import Vtax
-from workloads import get
+from workloads import get, iperf3
+from workloads.serving import listening
 
 
 def _run(kind: str, params: dict, *, seconds: float = 2, target: dict | None = None) -> dict:
@@ -59,6 +62,69 @@ def test_udp_samples_carry_jitter_and_loss_from_the_receiver() -> None:
         assert sample["values"]["throughput_gbps"] == pytest.approx(0.2, rel=0.1)
         assert sample["values"]["jitter_ms"] >= 0
         assert 0 <= sample["values"]["loss_pct"] < 5
+
+
+def test_the_seconds_of_several_client_processes_merge_as_across_agents() -> None:
+    """Throughput is summed, RTT and loss averaged, and a second one process missed is dropped rather than
+    counted as a fall in the sum."""
+    one = [
+        {"t": 10.0, "dt": 1.0, "values": {"throughput_gbps": 1.0, "rtt_ms": 0.25, "loss_pct": 1.0}},
+        {"t": 11.0, "dt": 1.0, "values": {"throughput_gbps": 1.5, "rtt_ms": 0.4, "loss_pct": 0.0}},
+    ]
+    two = [{"t": 10.0, "dt": 1.0, "values": {"throughput_gbps": 2.0, "rtt_ms": 0.5, "loss_pct": 3.0}}]
+    merged = list(iperf3.merge([one, two]))
+    assert merged == [{"t": 10.0, "dt": 1.0, "values": {"throughput_gbps": 3.0, "rtt_ms": 0.375, "loss_pct": 2.0}}]
+    assert list(iperf3.merge([one])) == one
+
+
+def test_processes_take_consecutive_ports_and_cpus_round_robin() -> None:
+    params = iperf3.Iperf3Params(processes=3, affinity=[0, 1])
+    assert [params.cpu(i) for i in range(3)] == [0, 1, 0]
+    assert iperf3.Iperf3Params(affinity=1).cpu(2) == 1
+    for bad, says in (
+        ({"processes": 2, "target": "127.0.0.1:65535"}, "2 consecutive ports"),
+        ({"affinity": []}, "non-empty list"),
+        ({"affinity": [0, 5000]}, "0 to 4095"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            iperf3.Iperf3Params(**bad)
+
+
+def test_two_processes_sum_to_what_two_bare_iperf3_clients_carry() -> None:
+    """Two processes paced at 1.5 Gbit/s each (a process that sent nothing would halve the sum) against two
+    bare iperf3 clients run by hand at the same rate, side by side in one test: the per-second sum is theirs
+    within 3 %, and the servers sit on consecutive ports."""
+    params = {"processes": 2, "bitrate": "1500M"}
+    target = _serve(params)
+    assert listening(target["port"]) and listening(target["port"] + 1)
+    result = _run("iperf3", params, target=target, seconds=3)
+    assert result["status"] == "ok", result["reason"]
+    summed = [s["values"]["throughput_gbps"] for s in result["samples"]]
+    bare = _bare_clients(2, "1500M", seconds=3)
+    assert len(summed) == 3
+    assert sum(summed) / len(summed) == pytest.approx(bare, rel=0.03), (summed, bare)
+
+
+def _bare_clients(count: int, bitrate: str, *, seconds: int) -> float:
+    """The summed mean rate of `count` iperf3 clients started by hand against servers of their own."""
+    servers, ports = [], []
+    for _ in range(count):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        servers.append(subprocess.Popen(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(ports[-1])]))
+    time.sleep(0.5)
+    clients = [
+        subprocess.Popen(
+            ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-b", bitrate, "-t", str(seconds), "-J"],
+            stdout=subprocess.PIPE,
+        )
+        for port in ports
+    ]
+    reports = [json.loads(client.communicate(timeout=30)[0]) for client in clients]
+    for server in servers:
+        server.wait(timeout=10)
+    return sum(r["end"]["sum_sent"]["bits_per_second"] for r in reports) / 1e9
 
 
 @pytest.mark.parametrize("direction", ["reverse", "bidir"])

@@ -7,6 +7,7 @@ so it ends by itself at the trial deadline even if the agent that started it is 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -29,6 +30,7 @@ from workloads.base import (
     Target,
     WorkloadError,
     WorkloadParams,
+    combine,
     mean_of,
     parse_host_port,
 )
@@ -68,8 +70,17 @@ class Iperf3Params(WorkloadParams):
     window: str | None = Field(None, description="socket buffer size, e.g. 4M (-w); UDP needs it")
     length: str | None = Field(None, description="read/write buffer or datagram size, e.g. 128K (-l)")
     omit: int = Field(0, ge=0, le=60, description="seconds iperf3 itself omits at its start (-O)")
-    affinity: int | None = Field(
-        None, ge=0, le=4095, description="CPU to pin the client and, for its test, the server to (-A N,N)"
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="client processes, each against a server of its own on consecutive ports, summed per second "
+        "(iperf3 3.12 is single-threaded: one process is the limit near 19 Gbit/s here)",
+    )
+    affinity: int | list[int] | None = Field(
+        None,
+        description="CPU to pin the client and, for its test, the server to (-A N,N); a list: process i on the "
+        "i-th CPU, round robin",
     )
     target: str | None = Field(None, description="an existing iperf3 server host:port; then no server agent is used")
 
@@ -81,9 +92,20 @@ class Iperf3Params(WorkloadParams):
             value = getattr(self, name)
             if value is not None and not _RATE.match(value):
                 raise ValueError(f"{name} must be a number with an optional K/M/G suffix, got {value!r}")
-        if self.target is not None:
-            parse_host_port(self.target)
+        cpus = [self.affinity] if isinstance(self.affinity, int) else self.affinity or []
+        if not cpus and self.affinity is not None:
+            raise ValueError("affinity: give a CPU number or a non-empty list of them")
+        if any(not 0 <= cpu <= 4095 for cpu in cpus):
+            raise ValueError("affinity: CPU numbers are 0 to 4095")
+        if self.target is not None and parse_host_port(self.target)["port"] + self.processes - 1 > 65535:
+            raise ValueError(f"target: {self.processes} processes need {self.processes} consecutive ports")
         return self
+
+    def cpu(self, process: int) -> int | None:
+        """The CPU process `process` (0-based) is pinned to, if any."""
+        if self.affinity is None or isinstance(self.affinity, int):
+            return self.affinity
+        return self.affinity[process % len(self.affinity)]
 
 
 Params = Iperf3Params  # the name the WorkloadKind protocol looks up
@@ -132,17 +154,20 @@ def version() -> str | None:
 
 
 def serve(params: Iperf3Params, *, bind: str, deadline: float) -> Target:
-    """Start a one-off iperf3 server on a free port; it is killed by `timeout` at the deadline."""
+    """Start one-off iperf3 servers, one per client process, on consecutive free ports (the target names the
+    first); `timeout` kills them at the deadline."""
     return start_server(
         lambda port: [_program(), "-s", "-1", "-J", "-B", bind, "-p", str(port)],
         bind=bind,
         deadline=deadline,
         what="iperf3 server",
+        count=params.processes,
     )
 
 
-def _command(params: Iperf3Params, target: Target, duration: float) -> list[str]:
-    cmd = [_program(), "-c", target["host"], "-p", str(target["port"]), "-J", "--get-server-output"]
+def _command(params: Iperf3Params, target: Target, duration: float, process: int = 0) -> list[str]:
+    port = target["port"] + process
+    cmd = [_program(), "-c", target["host"], "-p", str(port), "-J", "--get-server-output"]
     # whole seconds only: rounded up, so the load runs through the whole trial (2.5 s rounded down left half a
     # second of the steady phase without load)
     cmd += ["-t", str(max(1, math.ceil(duration))), "-i", "1", "-P", str(params.streams), "--connect-timeout", "5000"]
@@ -159,26 +184,38 @@ def _command(params: Iperf3Params, target: Target, duration: float) -> list[str]
             cmd += [flag, value]
     if params.omit:
         cmd += ["-O", str(params.omit)]
-    if params.affinity is not None:
-        cmd += ["-A", f"{params.affinity},{params.affinity}"]
+    if (cpu := params.cpu(process)) is not None:
+        cmd += ["-A", f"{cpu},{cpu}"]
     return cmd
 
 
 def run(params: Iperf3Params, ctx: RunContext) -> Iterator[Sample]:
-    """Run the client for the trial's duration and yield one sample per second."""
+    """Run the client processes for the trial's duration and yield one sample per second over all of them."""
     if ctx.target is None:
         raise WorkloadError("iperf3 client has no target server")
-    cmd = _command(params, ctx.target, ctx.duration)
     # started before the common start, held by a shell that execs iperf3 once released: no process start-up
     # in the load's first second
-    held = ["sh", "-c", 'read -r _ && exec "$@"', "sh", *cmd]
-    proc = subprocess.Popen(held, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdin is not None
+    procs = [
+        subprocess.Popen(
+            ["sh", "-c", 'read -r _ && exec "$@"', "sh", *_command(params, ctx.target, ctx.duration, process)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for process in range(params.processes)
+    ]
     ctx.wait_for_start()
     launched = time.time()
-    proc.stdin.write(b"go\n")
-    proc.stdin.flush()  # communicate() closes it
-    out, err = _wait_reporting_progress(proc, ctx)
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()  # communicate() closes it
+    outputs = _wait_reporting_progress(procs, ctx)
+    reports = [_report(proc, out, err) for proc, (out, err) in zip(procs, outputs, strict=True)]
+    yield from merge([list(parse_report(report, launched)) for report in reports])
+
+
+def _report(proc: subprocess.Popen[bytes], out: bytes, err: bytes) -> dict:
     try:
         report = json.loads(out)
     except json.JSONDecodeError:
@@ -186,35 +223,55 @@ def run(params: Iperf3Params, ctx: RunContext) -> Iterator[Sample]:
         raise WorkloadError(f"iperf3 exited {proc.returncode} without a JSON report: {detail}") from None
     if "error" in report:
         raise WorkloadError(f"iperf3: {report['error']}")
-    yield from parse_report(report, launched)
+    return report
 
 
-def _wait_reporting_progress(proc: subprocess.Popen[bytes], ctx: RunContext) -> tuple[bytes, bytes]:
-    """Wait for the client; kill it at the deadline or on cancel; meanwhile report its live rate.
+def merge(per_process: list[list[Sample]]) -> Iterator[Sample]:
+    """The client processes' seconds as one: each metric summed or averaged as it would be across agents
+    (throughput summed, RTT and loss averaged). Only the seconds every process measured count: a second one
+    process missed would otherwise show as a drop in the sum."""
+    for seconds in zip(*per_process, strict=False):  # strict=False: a process may report a second fewer
+        keys = set.intersection(*(set(second["values"]) for second in seconds))
+        values = {key: combine(METRICS.get(key), [second["values"][key] for second in seconds]) for key in keys}
+        yield Sample(t=seconds[0]["t"], dt=seconds[0]["dt"], values=values)
+
+
+def _wait_reporting_progress(procs: list[subprocess.Popen[bytes]], ctx: RunContext) -> list[tuple[bytes, bytes]]:
+    """Wait for the clients; kill them at the deadline or on cancel; meanwhile report their live rate.
 
     iperf3 before 3.17 prints its JSON only at the end, so the live rate comes from the bytes the
-    client process reads and writes (/proc/PID/io); the JSON intervals remain the record.
+    client processes read and write (/proc/PID/io); the JSON intervals remain the record.
     """
-    handle = psutil.Process(proc.pid)
-    before, t_before = _io_bytes(handle), time.time()
+    handles = [psutil.Process(proc.pid) for proc in procs]
+    before, t_before = _io_total(handles), time.time()
+    done: dict[int, tuple[bytes, bytes]] = {}
     while True:
-        try:
-            return proc.communicate(timeout=_POLL_S)
-        except subprocess.TimeoutExpired:
-            pass
+        for i, proc in enumerate(procs):
+            if i not in done:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    done[i] = proc.communicate(timeout=_POLL_S / len(procs))
+        if len(done) == len(procs):
+            return [done[i] for i in range(len(procs))]
         try:
             ctx.check_stop()
         except (DeadlineExceeded, Cancelled) as exc:
-            proc.kill()
-            proc.communicate()
+            for i, proc in enumerate(procs):
+                if i not in done:
+                    proc.kill()
+                    proc.communicate()
             target = ctx.target or {"host": "?", "port": 0}
             raise type(exc)(f"iperf3 client to {target['host']}:{target['port']} {exc}") from None
         t_now = time.time()
         if t_now - t_before >= 1.0:
-            now = _io_bytes(handle)
+            now = _io_total(handles)
             if now is not None and before is not None:
                 ctx.progress({"throughput_gbps": (now - before) * 8 / 1e9 / (t_now - t_before)})
             before, t_before = now, t_now
+
+
+def _io_total(handles: list[psutil.Process]) -> int | None:
+    counts = [_io_bytes(handle) for handle in handles]
+    return None if None in counts else sum(c for c in counts if c is not None)
 
 
 def _io_bytes(handle: psutil.Process) -> int | None:

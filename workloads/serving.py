@@ -29,24 +29,52 @@ def listening(port: int) -> bool:
     )
 
 
-def start_server(command: Callable[[int], list[str]], *, bind: str, deadline: float, what: str) -> Target:
-    """Run `command(port)` on a free port until `deadline`; retry on a port race; WorkloadError if it never listens."""
+def _free_ports(bind: str, count: int) -> int:
+    """The first of `count` consecutive ports that are free now (a race with another binder is retried)."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    for _attempt in range(20):
+        base = free_port(bind)
+        if base + count - 1 > 65535:
+            continue
+        try:
+            for port in range(base + 1, base + count):
+                with socket.socket(family, socket.SOCK_STREAM) as sock:
+                    sock.bind((bind, port))
+        except OSError:
+            continue
+        return base
+    raise WorkloadError(f"no {count} consecutive free ports on {bind}")
+
+
+def start_server(
+    command: Callable[[int], list[str]], *, bind: str, deadline: float, what: str, count: int = 1
+) -> Target:
+    """Run `command(port)` on `count` consecutive free ports until `deadline` (the target names the first);
+    retry on a port race; WorkloadError if one never listens."""
     lifetime = max(1, int(deadline - time.time()) + 1)
     last_error = ""
     for _attempt in range(3):
-        port = free_port(bind)
-        proc = subprocess.Popen(
-            ["timeout", "-s", "KILL", str(lifetime), *command(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # outlives the agent; `timeout` ends it
-        )
+        base = _free_ports(bind, count)
+        procs = {
+            base + i: subprocess.Popen(
+                ["timeout", "-s", "KILL", str(lifetime), *command(base + i)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # outlives the agent; `timeout` ends it
+            )
+            for i in range(count)
+        }
+        waiting = set(procs)
         give_up = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < give_up and proc.poll() is None:
-            if listening(port):
-                return Target(host=bind, port=port)
+        while time.monotonic() < give_up and all(proc.poll() is None for proc in procs.values()):
+            waiting = {port for port in waiting if not listening(port)}
+            if not waiting:
+                return Target(host=bind, port=base)
             time.sleep(0.02)
-        proc.kill()
-        last_error = (proc.communicate()[1] or b"").decode(errors="replace").strip()
+        for proc in procs.values():
+            proc.kill()
+        last_error = "; ".join(
+            text for proc in procs.values() if (text := (proc.communicate()[1] or b"").decode(errors="replace").strip())
+        )
     raise WorkloadError(f"{what} did not start on {bind}: {last_error or 'no listener appeared'}")

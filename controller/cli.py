@@ -98,24 +98,23 @@ def _engine(experiment: spec_module.Experiment, broker: str | None, influx: Infl
     return EmbeddedEngine.for_experiment(experiment, influx)
 
 
-def _execute(
+def _measure(
     experiment: spec_module.Experiment,
     spec_path: str | None,
     store_path: str,
-    json_path: Path | None,
     broker: str | None = None,
     influx: InfluxConfig | None = None,
     vsphere: Vsphere | None = None,
     verbose: bool = False,
-) -> None:
+) -> dict:
+    """Run the experiment with the live display and return its analysed result (sent to InfluxDB too)."""
     from controller.analysis import analyse
     from controller.events import Events
     from controller.hostsources import default_sources
     from controller.influx import InfluxOutput, report_sink
-    from controller.report import LiveDisplay, print_result
+    from controller.report import LiveDisplay
     from controller.runloop import RunLoop
 
-    check_writable(json_path)
     store = Store(store_path)
     events = Events()
     LiveDisplay(console, events, warmup=experiment.timing.warmup, steady=experiment.timing.steady, verbose=verbose)
@@ -156,6 +155,23 @@ def _execute(
     if output is not None:
         output.write_result(result)
         report_sink(output.sink, console, errors)
+    return result
+
+
+def _execute(
+    experiment: spec_module.Experiment,
+    spec_path: str | None,
+    store_path: str,
+    json_path: Path | None,
+    broker: str | None = None,
+    influx: InfluxConfig | None = None,
+    vsphere: Vsphere | None = None,
+    verbose: bool = False,
+) -> None:
+    from controller.report import print_result
+
+    check_writable(json_path)
+    result = _measure(experiment, spec_path, store_path, broker, influx, vsphere, verbose)
     print_result(console, result)
     write_json(json_path, result)
     raise typer.Exit(0 if result["passed"] else 1)
@@ -205,6 +221,45 @@ def demo(
     from controller.demo import demo_experiment
 
     _execute(demo_experiment(), None, store, json_path, None, influx_settings(influx, influx_config))
+
+
+@app.command()
+def calibrate(
+    spec: Annotated[Path, typer.Argument(help="experiment spec (YAML) whose baseline is the bed")],
+    repetitions: Annotated[
+        int | None, typer.Option("--repetitions", min=2, max=1000, help="default: the spec's (at least 2)")
+    ] = None,
+    inject_rate: Annotated[
+        float | None,
+        typer.Option(
+            "--inject-rate",
+            min=1,
+            max=100_000,
+            help="lab only: also run the lab appliance's tbf at this many Mbit/s and measure it back",
+        ),
+    ] = None,
+    json_path: JsonOption = None,
+    store: StoreOption = DEFAULT_PATH,
+    broker: BrokerOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """The reference test of the test bed without the device (RFC 9411): the spec's baseline as an A/A pair,
+    giving the bed's capacity and the smallest overhead it resolves; with --inject-rate, a known cap measured
+    back. Exit 1 when the two runs of the same condition differ (the bed is not stable)."""
+    from controller.calibration import calibrate as read_calibration
+    from controller.calibration import calibration_experiment, calibration_text
+    from controller.report import print_result
+
+    check_writable(json_path)
+    given = spec_module.load(spec)
+    experiment = calibration_experiment(given, repetitions or max(2, given.repetitions), inject_rate)
+    result = _measure(experiment, str(spec), store, broker, None, None, verbose)
+    print_result(console, result)
+    found = read_calibration(result, experiment, inject_rate)
+    for line in calibration_text(found):
+        console.print(line)
+    write_json(json_path, {**result, "calibration": found})
+    raise typer.Exit(1 if found["aa"]["significant"] else 0)
 
 
 @app.command()

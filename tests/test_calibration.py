@@ -34,9 +34,7 @@ def test_what_calibration_cannot_know_is_refused() -> None:
         calibration_experiment(parse(SPEC.replace("PARAMS", "protocol: udp, window: 4M")), 2, 300)
     cpu = SPEC.replace("{kind: iperf3, agents: [c], server: s, params: {PARAMS}}", "{kind: cpu, agents: [c]}")
     with pytest.raises(InputError, match="iperf3 or http first workload"):
-        calibration_experiment(
-            parse(cpu.replace("sla: {iperf3.throughput_gbps: {max_change_pct: 5}}\n", "")), 2, None
-        )
+        calibration_experiment(parse(cpu.replace("sla: {iperf3.throughput_gbps: {max_change_pct: 5}}\n", "")), 2, None)
 
 
 def test_the_reading_states_the_floor_and_the_injected_error() -> None:

@@ -131,6 +131,16 @@ def test_holm_matches_a_hand_computed_example() -> None:
     assert stats.holm([0.2, None]) == [pytest.approx(0.2), None]
 
 
+def test_holm_agrees_with_statsmodels() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(11)
+    for size in (1, 2, 3, 5, 8):
+        for _ in range(50):
+            p_values = rng.uniform(0, 0.2, size).tolist()
+            assert stats.holm(p_values) == pytest.approx(multipletests(p_values, method="holm")[1].tolist())
+
+
 def test_rank_intervals_keep_two_indistinguishable_conditions_together() -> None:
     rng = np.random.default_rng(3)
     a = {k: 100 * (1 + rng.normal(0, 0.01)) for k in range(8)}

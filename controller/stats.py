@@ -72,16 +72,16 @@ def _clean(x: float) -> float | None:
 
 def _t_quantile(df: float) -> float:
     """Two-sided 95 % quantile of Student's t."""
-    from scipy import stats  # half a second to import: only commands that analyse pay for it
+    from scipy.special import stdtrit  # scipy.special, not scipy.stats: 0.4 s to import rather than 1.4 s
 
-    return float(stats.t.ppf(1 - ALPHA / 2, df))
+    return float(stdtrit(df, 1 - ALPHA / 2))
 
 
 def _t_survival(t: float, df: float) -> float:
     """P(T > t) for Student's t with `df` degrees of freedom."""
-    from scipy import stats  # half a second to import: only commands that analyse pay for it
+    from scipy.special import stdtr
 
-    return float(stats.t.sf(t, df))
+    return float(stdtr(df, -t))  # by symmetry, P(T > t) = P(T < -t)
 
 
 def describe(values: list[float]) -> Description:
@@ -219,12 +219,13 @@ def mde(se: float, df: float, *, alpha: float = ALPHA, power: float = POWER) -> 
 @functools.cache
 def _detectable_multiple(df: float, alpha: float, power: float) -> float | None:
     """The noncentrality (the change in standard errors) at which the t-test's power reaches `power`."""
-    from scipy import optimize, stats
+    from scipy.optimize import brentq
+    from scipy.special import nctdtr, stdtrit
 
-    critical = stats.t.ppf(1 - alpha / 2, df)
+    critical = stdtrit(df, 1 - alpha / 2)
 
     def shortfall(noncentrality: float) -> float:
-        detected = stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality)
+        detected = 1 - nctdtr(df, noncentrality, critical) + nctdtr(df, noncentrality, -critical)
         return float(detected - power) if math.isfinite(detected) else 1.0  # NaN only where power is ~1
 
     high = 2.0
@@ -232,7 +233,7 @@ def _detectable_multiple(df: float, alpha: float, power: float) -> float | None:
         high *= 2
         if high > 1e4:
             return None
-    return float(optimize.brentq(shortfall, 0.0, high))
+    return float(brentq(shortfall, 0.0, high))
 
 
 def repetitions_for(

@@ -23,10 +23,9 @@ def free_port(bind: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def listening(port: int) -> bool:
-    return any(
-        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in psutil.net_connections("tcp")
-    )
+def listening() -> set[int]:
+    """The TCP ports something listens on now (one scan of the connection table, however many are waited for)."""
+    return {c.laddr.port for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr}
 
 
 def _free_ports(bind: str, count: int) -> int:
@@ -68,7 +67,7 @@ def start_server(
         waiting = set(procs)
         give_up = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < give_up and all(proc.poll() is None for proc in procs.values()):
-            waiting = {port for port in waiting if not listening(port)}
+            waiting -= listening()
             if not waiting:
                 return Target(host=bind, port=base)
             time.sleep(0.02)

@@ -10,11 +10,13 @@ from collections.abc import Iterable
 from typing import Any, TypedDict
 
 from controller import stats
+from controller.calibration import calibrated_bed
 from controller.errors import InputError
 from controller.kpis import trial_kpis
-from controller.search import Capacity, capacities
+from controller.search import Capacity, bed_issues, capacities
 from controller.spec import Experiment, metric_catalogue
 from controller.store import Store, StoredResult
+from controller.tiles import TileCapacity, tile_capacities
 from controller.validity import (
     Issue,
     MetricResult,
@@ -112,7 +114,14 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
     if experiment.search is not None:
         search = experiment.search
         capacity = capacities(search, search.udp(experiment), baseline, trial_rows, notes.get("search") or {})
-        values = _at_capacity(values, trial_of, capacity)
+        bed = calibrated_bed(store, experiment)
+        if bed is not None:
+            validity += bed_issues(capacity, bed["mean"], bed["run_id"])
+    tiles = None
+    if experiment.tiles is not None:
+        tiles = tile_capacities(experiment.tiles, baseline, trial_rows, notes.get("tiles") or {})
+    if experiment.searches:
+        values = _at_found(values, trial_of, _found_trials(capacity or {}, tiles or {}))
         side_by_side = False  # each condition's final trials ran at its own load, in rounds of their own
     metrics = _metrics(experiment, values, names, baseline, dict.fromkeys(names, run_id if side_by_side else None))
     validity += condition_issues(experiment, metrics)
@@ -149,6 +158,7 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
         "vsphere": notes.get("vsphere"),
         "agent_rejoins": notes.get("agent_rejoins", []),
         "capacity": capacity,
+        "tiles": tiles,
         "environment": environment,
         "spec": run["spec"],
         "passed": not any(v["level"] == "error" for v in validity) and all(s["ok"] for s in sla),
@@ -156,15 +166,25 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
     return result, values
 
 
-def _at_capacity(values: Values, trial_of: dict[tuple[str, int], int], capacity: dict[str, Capacity]) -> Values:
-    """A search's metrics come from each condition's final trials at its found load only: the probes ran at
-    other loads, and pooling them would describe no load at all."""
-    keep = {
+def _found_trials(capacity: dict[str, Capacity], tiles: dict[str, TileCapacity]) -> set[int]:
+    """A search's trials that describe what it found: each condition's final trials at its found load, and at
+    its found number of tiles."""
+    return {
         tried["trial"]
         for found in capacity.values()
         for tried in found["tried"]
         if tried["final"] and tried["load"] == found["bracket"][0]
+    } | {
+        tried["trial"]
+        for found in tiles.values()
+        for tried in found["tried"]
+        if tried["final"] and tried["tiles"] == found["bracket"][0]
     }
+
+
+def _at_found(values: Values, trial_of: dict[tuple[str, int], int], keep: set[int]) -> Values:
+    """A search's metrics come from the trials that describe what it found only: the probes ran at other loads
+    (or numbers of tiles), and pooling them would describe no load at all."""
     kept: Values = defaultdict(lambda: defaultdict(dict))
     for name, by_condition in values.items():
         for condition, by_rep in by_condition.items():

@@ -13,8 +13,10 @@ from __future__ import annotations
 from typing import TypedDict
 
 from controller.errors import InputError
+from controller.kpis import trial_kpis
 from controller.spec import Experiment
 from controller.stats import Description, Overhead
+from controller.store import Store
 
 HEADLINE = {"iperf3": "throughput_gbps", "http": "rps"}  # the metric a bed's capacity is stated in, per kind
 # TCP payload per frame at MTU 1500 with timestamps: 1448 B of 1514 (design.md: tbf 500 Mbit/s → 0.478 Gbit/s)
@@ -130,6 +132,33 @@ def calibration_text(found: Calibration) -> list[str]:
             f"({injected['error_pct']:+.1f} % vs the {injected['expected'] * 1000:.1f} Mbit/s of TCP goodput it allows)"
         )
     return lines
+
+
+class Bed(TypedDict):
+    """What the newest calibration of a spec found the bed to carry."""
+
+    run_id: str
+    metric: str
+    mean: float
+
+
+def calibrated_bed(store: Store, experiment: Experiment) -> Bed | None:
+    """The bed's capacity from the newest completed `vtax calibrate` run of this spec in the store: the mean of
+    the headline metric over its `bed` trials; None when the spec was never calibrated (or its first workload
+    has no headline)."""
+    name = f"{experiment.name}-calibration"
+    run = next((r for r in store.runs(limit=None, status="completed") if r["name"] == name), None)
+    if run is None or experiment.workloads[0].kind not in HEADLINE:
+        return None
+    calibrated = Experiment.model_validate(store.run(run["id"])["spec"])
+    metric = headline_metric(calibrated)
+    values = [
+        trial_kpis(calibrated, t["start_at"], store.samples(run["id"], t["idx"]), []).get(metric)
+        for t in store.trials(run["id"])
+        if t["condition"] == BED and t["status"] == "ok" and t["start_at"] is not None
+    ]
+    measured = [v for v in values if v is not None]
+    return {"run_id": run["id"], "metric": metric, "mean": sum(measured) / len(measured)} if measured else None
 
 
 def _value(value: float | None) -> str:

@@ -322,13 +322,23 @@ def validate(spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")
 
     experiment = spec_module.load(spec)
     trials = len(experiment.conditions) * experiment.repetitions
-    if experiment.search is not None:
-        from controller.search import expected_trials
+    if experiment.searches:
+        from controller.search import Bounds, expected_trials
+        from controller.tiles import bounds
 
-        each, most = expected_trials(experiment.search), experiment.search.max_trials
+        searches = []
+        if experiment.search is not None:
+            searches.append(("a capacity search", Bounds.of(experiment.search)))
+        if experiment.tiles is not None:
+            searches.append(
+                (f"a tiles search up to {experiment.tiles.max}", bounds(experiment.tiles, experiment.tiles.max))
+            )
+        each = sum(expected_trials(b) for _, b in searches)
+        most = sum(b.max_trials for _, b in searches)
         console.print(
-            f"{spec}: ok · a capacity search over {len(experiment.conditions)} conditions: about {each} trials each, "
-            f"about {_estimate(experiment, each)} (at most {most} each: {_estimate(experiment, most)})"
+            f"{spec}: ok · {' then '.join(name for name, _ in searches)} over {len(experiment.conditions)} "
+            f"conditions: about {each} trials each, about {_estimate(experiment, each)} (at most {most} each: "
+            f"{_estimate(experiment, most)})"
         )
         trials = len(experiment.conditions) * most
     else:

@@ -20,17 +20,23 @@ import jinja2
 import plotly.graph_objects as go
 import plotly.offline
 import yaml
+from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 from controller import stats
 from controller.comparison import RunComparison
+from controller.report import tiles_sentence
 from controller.search import capacity_text
 from controller.stats import Overhead
 from controller.store import Store
+from controller.tiles import tiles_text
 from workloads.base import MetricInfo
 
 PHASE_COLOURS = {"warm-up": "rgba(200,200,200,0.25)", "cool-down": "rgba(200,200,200,0.25)"}
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+COLOURS = qualitative.Plotly  # one colour per condition across subplots
 
 
 def verdict(name: str, metric: dict[str, Any], baseline: str) -> str:
@@ -95,6 +101,8 @@ def _forest(panels: list[tuple[str, list[tuple[str, Overhead]]]], title: str) ->
     """Changes with their 95 % CIs, one panel per metric, each on its own scale (a host counter's ±200 % would
     otherwise squeeze a throughput's ±5 % to a dot); red where found (`stats.significant`)."""
     panels = [(name, rows) for name, rows in panels if rows]
+    if not panels:  # nothing was measured at the found loads (a search that found no capacity)
+        return ""
     most = max(len(rows) for _, rows in panels)
     height = 80 + len(panels) * (70 + 28 * most)
     figure = make_subplots(
@@ -156,6 +164,45 @@ def capacity_plot(result: dict[str, Any]) -> str:
         yaxis={"title": "carried, Gbit/s", "type": "log"},
     )
     return _figure_html(figure, height=420)
+
+
+def tiles_plot(result: dict[str, Any]) -> str:
+    """A tiles search's every trial: the worst tile's value of each tile criterion against the number of
+    tiles, per condition, passed trials filled and failed ones open, with the criterion's bound: where a
+    condition's curve crosses the bound is how many VMs the host carries with it."""
+    criteria = result["spec"]["tiles"]["criteria"]
+    metrics = [metric for metric in criteria if not metric.startswith("host.")]
+    figure = make_subplots(rows=max(1, len(metrics)), cols=1, subplot_titles=metrics)
+    for row, metric in enumerate(metrics, start=1):
+        for n, (condition, found) in enumerate(result["tiles"].items()):
+            tried = [t for t in found["tried"] if metric in t["worst"]]
+            figure.add_trace(
+                go.Scatter(
+                    x=[t["tiles"] for t in tried],
+                    y=[t["worst"][metric] for t in tried],
+                    mode="markers",
+                    name=condition,
+                    legendgroup=condition,
+                    showlegend=row == 1,
+                    marker={
+                        "size": 10,
+                        "color": COLOURS[n % len(COLOURS)],
+                        "symbol": ["circle" if t["passed"] else "circle-open" for t in tried],
+                    },
+                    text=["passed" if t["passed"] else "; ".join(t["broken"]) for t in tried],
+                    hovertemplate="%{x} tiles, worst tile %{y:.4g}: %{text}<extra>" + condition + "</extra>",
+                ),
+                row=row,
+                col=1,
+            )
+        for bound in ("min", "max"):
+            if criteria[metric].get(bound) is not None:
+                figure.add_hline(y=criteria[metric][bound], line_dash="dot", row=row, col=1)
+        figure.update_xaxes(title_text="tiles", dtick=1, row=row, col=1)
+    figure.update_layout(
+        title="Every trial of the tiles search: the worst tile against the number of tiles (open: failed)"
+    )
+    return _figure_html(figure, height=320 * max(1, len(metrics)))
 
 
 def distributions(result: dict[str, Any], name: str) -> str:
@@ -301,6 +348,12 @@ def render(store: Store, study: dict[str, Any], runs: list[dict[str, Any]], cata
         verdicts=[verdict(name, metric, study["baseline"]) for name, metric in study["metrics"].items()],
         forest=forest_plot(study) if any(m["overhead"] for m in study["metrics"].values()) else "",
         capacity=capacity_plot(study) if study.get("capacity") else "",
+        tiles=tiles_plot(study) if study.get("tiles") else "",
+        tiles_texts={
+            condition: tiles_text(found, study["spec"]["tiles"])
+            for condition, found in (study.get("tiles") or {}).items()
+        },
+        tiles_sentence=tiles_sentence(study) if study.get("tiles") else "",
         capacity_texts={
             condition: capacity_text(found, study["spec"]["search"])
             for condition, found in (study.get("capacity") or {}).items()

@@ -18,14 +18,19 @@ class Trial:
     condition: str
     repetition: int  # from 1; in a search, the condition's step
     load: float | None = None  # a search's offered load, Gbit/s over the searched workload's flows
-    final: bool = False  # a search's confirming trial at the found load
+    final: bool = False  # a search's confirming trial at the found load (or number of tiles)
+    tiles: int | None = None  # a tiles search's number of tiles
 
     @property
     def label(self) -> str:
-        """How the display names it: `vendor-a #2`, or in a search `vendor-a @ 4.75 Gbit/s`."""
+        """How the display names it: `vendor-a #2`, in a search `vendor-a @ 4.75 Gbit/s`, in a tiles search
+        `vendor-a × 6 tiles`."""
+        final = " (final)" if self.final else ""
+        if self.tiles is not None:
+            return f"{self.condition} × {self.tiles} tile{'s' if self.tiles != 1 else ''}{final}"
         if self.load is None:
             return f"{self.condition} #{self.repetition}"
-        return f"{self.condition} @ {self.load:.4g} Gbit/s" + (" (final)" if self.final else "")
+        return f"{self.condition} @ {self.load:.4g} Gbit/s{final}"
 
 
 def make_plan(experiment: Experiment) -> list[Trial]:

@@ -20,6 +20,7 @@ from controller.plan import Trial
 from controller.power import Plan
 from controller.search import capacity_text
 from controller.stats import Description
+from controller.tiles import tiles_text
 
 HEADLINE_METRICS = ("throughput_gbps", "achieved_pct", "host.cpu_pct")
 
@@ -356,6 +357,53 @@ def capacity_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def tiles_table(result: dict[str, Any]) -> Table:
+    """One row per condition of a tiles search: the tiles it carries with the bracket, each tile criterion's
+    worst tile over the final trials, the change against the baseline's with the range the brackets allow, and
+    the trials it took; under it the one-line answer ("carries 14 tiles with none, 10 with rules-1000")."""
+    spec = result["spec"]["tiles"]
+    criteria = ", ".join(f"{metric} {_bounds(rule)}" for metric, rule in spec["criteria"].items())
+    table = Table(
+        title=f"tiles ({' + '.join(spec['workloads'])} each): the most with {criteria} in every tile",
+        title_justify="left",
+        caption=tiles_sentence(result),
+        caption_justify="left",
+    )
+    table.add_column("condition", no_wrap=True)
+    table.add_column("tiles [failed at]", justify="right")
+    worst = [metric for metric in spec["criteria"] if not metric.startswith("host.")]
+    for metric in worst:
+        table.add_column(f"worst tile's {metric} (n)", justify="right", no_wrap=True)
+    table.add_column(f"vs {result['baseline']} [range]", justify="right", no_wrap=True)
+    table.add_column("trials", justify="right")
+    for condition, found in result["tiles"].items():
+        change = Text("baseline", style="dim") if condition == result["baseline"] else Text("–")
+        if found["change_pct"] is not None:
+            low, mid, high = found["change_pct"]
+            change = Text(f"{mid:+.0f} % [{low:+.0f}, {high:+.0f}]", style="red" if high < 0 else "")
+        table.add_row(
+            condition,
+            tiles_text(found, spec),
+            *(_mean_cell(dict(found["worst"][metric])) for metric in worst),
+            change,
+            str(len(found["tried"])),
+        )
+    return table
+
+
+def tiles_sentence(result: dict[str, Any]) -> str:
+    """The tiles search's answer in one line: "carries 14 tiles with none, 10 with rules-1000 (-29 %)"."""
+    parts = []
+    for condition, found in result["tiles"].items():
+        count = {"found": "{value}", "agents_exhausted": "≥ {value}", "above_high": "≥ {value}"}.get(found["stop"])
+        text = count.format(value=found["value"]) if count else "?"
+        text += (" tiles" if not parts else "") + f" with {condition}"
+        if found["change_pct"] is not None:
+            text += f" ({found['change_pct'][1]:+.0f} %)"
+        parts.append(text)
+    return "carries " + ", ".join(parts)
+
+
 def print_hook(console: Console, trial_idx: int, hook: HookRun) -> None:
     """One hook as it ran: the command, its exit code and time, and what it printed, indented."""
     code = "timed out" if hook["exit_code"] is None else f"exit {hook['exit_code']}"
@@ -374,6 +422,8 @@ def print_result(console: Console, result: dict[str, Any]) -> None:
         console.print(Text(f"run {result['run_id']} {result['status']}: {result['reason']}", style="red"))
     if result.get("capacity"):
         console.print(capacity_table(result))
+    if result.get("tiles"):
+        console.print(tiles_table(result))
     if result["metrics"]:
         console.print(summary_table(result))
     else:

@@ -41,10 +41,11 @@ from controller.hostsources import HostCounterSource, TrialWindow, default_sourc
 from controller.kpis import trial_kpis
 from controller.plan import Trial, make_plan
 from controller.relay import RelayProcess
-from controller.search import Bracket, Judge, SearchStep, expected_trials, per_stream_bitrate
-from controller.spec import ConditionSpec, Experiment, SearchSpec
+from controller.search import Bounds, Bracket, Judge, SearchStep, expected_trials, per_stream_bitrate
+from controller.spec import ConditionSpec, Experiment, SearchSpec, TilesSpec
 from controller.store import RunIdTaken, Store, StoredSample, StoreFailed
-from controller.topology import AgentInfo, Flow, expand
+from controller.tiles import TileStep, bounds, judge_tiles, per_tile, tiles_that_fit
+from controller.topology import AgentInfo, Flow, expand, tile_flows
 from workloads.base import Target
 
 SERVE_TIMEOUT_S = 15.0
@@ -60,7 +61,7 @@ _TRIAL_STATUS = {
     "error": "error",
 }
 
-FlowKey = tuple[str, str, str | None]
+FlowKey = tuple[str, str, str | None, int | None]
 
 
 class Placement(TypedDict):
@@ -72,6 +73,15 @@ class Placement(TypedDict):
 
 # given what each agent registered of itself, where the agents are
 Placer = Callable[[Callable[[str], AgentIdentity | None]], Placement]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialOutcome:
+    """A trial as it ended: its record, its KPIs and each flow's result (in flow order)."""
+
+    record: TrialRecord
+    kpis: dict[str, float]
+    results: list[AgentResult]
 
 
 class _ServersFailed(Exception):
@@ -118,11 +128,14 @@ class RunLoop:
         self._open_host: dict[int, list[HostSample]] = {}  # trials whose host record is still being gathered
         self._host_lock = threading.Lock()
         self._flows: list[Flow] = []
+        self._next_index = 0  # a search's next trial index, over both searches
+        self._repetitions: dict[str, int] = {}  # a search's steps so far per condition, over both searches
         engine.on_progress = self._progress
 
     def execute(self) -> str:
         """Run every trial; returns the run id. Hook failures and refusals abort the run."""
-        plan = make_plan(self.experiment) if self.experiment.search is None else self._search_estimate()
+        experiment = self.experiment
+        plan = self._search_estimate() if experiment.searches else make_plan(experiment)
         self._create_run()
         status, reason = "completed", ""
         try:
@@ -132,17 +145,21 @@ class RunLoop:
                 self.store.put_note(self.run_id, "environment", self._environment())
                 if self.place is not None:
                     self._apply(self.place(self.engine.identity))
-                flows = self._flows = expand(self.experiment, self.agents)
+                self._flows = expand(experiment, self.agents)
+                tiled = {entry.label for entry in experiment.tile_workloads()}
+                flows = [flow for flow in self._flows if flow.workload.label not in tiled]
                 self._check_task_limits(flows)
                 self._measure_clocks(list(self.agents))
                 self.events.run_start.fire(run_id=self.run_id, trials=plan)
-                if self.experiment.search is None:
+                if not experiment.searches:
                     for trial in plan:
                         self._rejoin()
                         self._trial(trial, len(plan), flows)
                         self._check_store()
-                else:
-                    self._search(self.experiment.search, len(plan), flows)
+                if experiment.search is not None:
+                    self._search(experiment.search, len(plan), flows)
+                if experiment.tiles is not None:
+                    self._tiles(experiment.tiles, len(plan), [f for f in self._flows if f.workload.label in tiled])
         except KeyboardInterrupt:
             status, reason = "interrupted", "stopped by the user"
             raise
@@ -161,34 +178,82 @@ class RunLoop:
 
     def _search_estimate(self) -> list[Trial]:
         """A search has no plan; the trials it is expected to take stand for one (the display's total)."""
-        assert self.experiment.search is not None
-        each = expected_trials(self.experiment.search)
+        each = 0
+        if self.experiment.search is not None:
+            each += expected_trials(Bounds.of(self.experiment.search))
+        if self.experiment.tiles is not None:
+            each += expected_trials(bounds(self.experiment.tiles, self.experiment.tiles.max))
         names = [c.name for c in self.experiment.conditions]
         return [Trial(index=i, condition=names[i % len(names)], repetition=0) for i in range(each * len(names))]
 
     def _search(self, spec: SearchSpec, expected: int, flows: list[Flow]) -> None:
-        """A capacity search: round after round, each condition whose search goes on runs its next trial
-        (interleaved, so drift reaches every condition alike), judged by the criteria as it ends."""
-        brackets = {c.name: Bracket(spec) for c in self.experiment.conditions}
+        """A capacity search: each trial offers the searched workload its bracket's next load, judged by the
+        criteria as it ends."""
+        brackets = {c.name: Bracket.of(spec) for c in self.experiment.conditions}
         judged = Judge(spec, spec.udp(self.experiment))
         steps: dict[str, SearchStep] = {}
-        index = 0
+        for name, load, final in self._rounds(brackets):
+            trial = self._search_trial(name, final, load=load)
+            outcome = self._trial(trial, max(expected, trial.index + 1), flows)
+            steps[str(trial.index)] = {"condition": name, "load": load, "final": final}
+            self.store.put_note(self.run_id, "search", steps)
+            passed, _, achieved = judged(outcome.record["status"], outcome.kpis, load)
+            brackets[name].record(load, final, passed, achieved)
+
+    def _tiles(self, spec: TilesSpec, expected: int, base: list[Flow]) -> None:
+        """A tiles search: each trial runs its bracket's next number of copies of the tile workloads, and every
+        tile must keep the criteria."""
+        hypervisors = [a.name for a in self.experiment.agents if a.hypervisor]
+        fit = tiles_that_fit(spec, base, self.engine.task_limit, hypervisors)
+        if fit == 0:
+            raise InputError("tiles: no agent can host a single tile (its load task slots or tiles.per_agent)")
+        brackets = {c.name: Bracket(bounds(spec, fit)) for c in self.experiment.conditions}
+        steps: dict[str, TileStep] = {}
+        for name, count, final in self._rounds(brackets):
+            trial = self._search_trial(name, final, tiles=int(count))
+            flows = tile_flows(base, int(count))
+            outcome = self._trial(trial, max(expected, trial.index + 1), flows)
+            start_at = outcome.record["start_at"]
+            values = per_tile(self.experiment, spec.criteria, start_at, flows, outcome.results) if start_at else {}
+            steps[str(trial.index)] = {
+                "condition": name,
+                "tiles": int(count),
+                "final": final,
+                "fit": fit,
+                "per_tile": values,
+            }
+            self.store.put_note(self.run_id, "tiles", steps)
+            passed, _ = judge_tiles(spec.criteria, outcome.record["status"], outcome.kpis, values)
+            brackets[name].record(count, final, passed, None)
+
+    def _rounds(self, brackets: dict[str, Bracket]) -> Iterator[tuple[str, float, bool]]:
+        """A search's steps, round after round: the next (condition, value, final) of each condition whose
+        search goes on, interleaved so drift reaches every condition alike."""
         while True:
-            round_ = [(name, b.next_step()) for name, b in brackets.items()]
-            round_ = [(name, step) for name, step in round_ if step is not None]
-            if not round_:
+            steps = [(name, bracket.next_step()) for name, bracket in brackets.items()]
+            todo = [(name, *step) for name, step in steps if step is not None]
+            if not todo:
                 return
-            for name, (load, final) in round_:
-                bracket = brackets[name]
-                trial = Trial(index=index, condition=name, repetition=bracket.tried + 1, load=load, final=final)
-                index += 1
+            for name, value, final in todo:
                 self._rejoin()
-                record, kpis = self._trial(trial, max(expected, index), flows)
-                steps[str(trial.index)] = {"condition": name, "load": load, "final": final}
-                self.store.put_note(self.run_id, "search", steps)
-                passed, _, achieved = judged(record["status"], kpis, load)
-                bracket.record(load, final, passed, achieved)
+                yield name, value, final
                 self._check_store()
+
+    def _search_trial(
+        self, condition: str, final: bool, *, load: float | None = None, tiles: int | None = None
+    ) -> Trial:
+        """A search's next trial: numbered on over both searches, its repetition the condition's step."""
+        self._repetitions[condition] = self._repetitions.get(condition, 0) + 1
+        trial = Trial(
+            index=self._next_index,
+            condition=condition,
+            repetition=self._repetitions[condition],
+            load=load,
+            final=final,
+            tiles=tiles,
+        )
+        self._next_index += 1
+        return trial
 
     def _create_run(self) -> None:
         """The run's row, under a fresh id should two runs started in the same second draw the same one."""
@@ -297,7 +362,7 @@ class RunLoop:
     def _condition(self, name: str) -> ConditionSpec:
         return next(c for c in self.experiment.conditions if c.name == name)
 
-    def _trial(self, trial: Trial, total: int, flows: list[Flow]) -> tuple[TrialRecord, dict[str, float]]:
+    def _trial(self, trial: Trial, total: int, flows: list[Flow]) -> TrialOutcome:
         condition = self._condition(trial.condition)
         timing = self.experiment.timing
         env = {
@@ -317,6 +382,7 @@ class RunLoop:
             "ended": None,
         }
         kpis: dict[str, float] = {}
+        results: list[AgentResult] = []
 
         def ran(hook: HookRun) -> None:
             self.store.add_hook_run(self.run_id, trial.index, hook)
@@ -340,7 +406,7 @@ class RunLoop:
                 start_at = time.time() + timing.lead
                 deadline = start_at + timing.duration + timing.grace
                 record["start_at"], record["deadline"] = start_at, deadline
-                record["status"], record["reason"], kpis = self._measure(
+                record["status"], record["reason"], kpis, results = self._measure(
                     trial, total, flows, targets, start_at, deadline
                 )
         except _ServersFailed as exc:
@@ -365,7 +431,7 @@ class RunLoop:
             raise AgentRefused(record["reason"])
         if record["status"] == "incomplete" and self.experiment.on_agent_loss == "abort":
             raise InfrastructureError(f"trial {trial.index} incomplete and on_agent_loss is abort: {record['reason']}")
-        return record, kpis
+        return TrialOutcome(record, kpis, results)
 
     @contextlib.contextmanager
     def _serving(self, condition: ConditionSpec, flows: list[Flow]) -> Iterator[dict[FlowKey, Target]]:
@@ -396,8 +462,9 @@ class RunLoop:
         targets: dict[FlowKey, Target],
         start_at: float,
         deadline: float,
-    ) -> tuple[str, str, dict[str, float]]:
-        """Load and host counters for one trial window: its status, reason and KPIs."""
+    ) -> tuple[str, str, dict[str, float], list[AgentResult]]:
+        """Load and host counters for one trial window: its status, reason, KPIs and the flows' results (in
+        flow order)."""
         timing = self.experiment.timing
         window = TrialWindow(tags=self._tags(trial), start_at=start_at, seconds=timing.duration)
         self.events.trial_start.fire(trial=trial, total=total, start_at=start_at, duration=timing.duration)
@@ -435,8 +502,9 @@ class RunLoop:
         )
         if failed:
             worst = failed[0]
-            return _TRIAL_STATUS[worst["status"]], f"{worst['workload']} on {worst['agent']}: {worst['reason']}", kpis
-        return "ok", "", kpis
+            reason = f"{worst['workload']} on {worst['agent']}: {worst['reason']}"
+            return _TRIAL_STATUS[worst["status"]], reason, kpis, results
+        return "ok", "", kpis, results
 
     def _record_host(self, trial: Trial, start_at: float, samples: list[HostSample]) -> None:
         """A source's record of a trial's host counters: stored, and in the trial's KPIs. Counters that arrive

@@ -23,8 +23,18 @@ from typing import Any, Literal, TypedDict
 
 from controller.spec import Criterion, SearchSpec
 from controller.stats import Description, Overhead, compare, describe
+from controller.validity import Issue, issue
 
-StopReason = Literal["found", "above_high", "below_low", "generator_limited", "max_trials", "trial_failed", "cut_short"]
+StopReason = Literal[
+    "found",
+    "above_high",
+    "agents_exhausted",
+    "below_low",
+    "generator_limited",
+    "max_trials",
+    "trial_failed",
+    "cut_short",
+]
 
 
 class SearchStep(TypedDict):
@@ -35,11 +45,29 @@ class SearchStep(TypedDict):
     final: bool  # a confirming trial at the found load
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """What one search varies between, how finely, and how it confirms: a rate (Gbit/s) or a whole number of
+    tiles."""
+
+    low: float
+    high: float
+    precision_pct: float
+    final_repetitions: int
+    max_trials: int
+    whole: bool = False  # whole numbers only (tiles): done once the bracket is two neighbours
+    exhausted: bool = False  # `high` is all the agents can host, not the spec's own bound
+
+    @classmethod
+    def of(cls, spec: SearchSpec) -> Bounds:
+        return cls(spec.low, spec.high, spec.precision_pct, spec.final_repetitions, spec.max_trials)
+
+
 @dataclass
 class Bracket:
     """One condition's search: what passed, what failed, and what to try next."""
 
-    spec: SearchSpec
+    bounds: Bounds
     passed: float | None = None  # the highest load that passed (and was not refuted by a final trial)
     failed: float | None = None  # the lowest load that failed
     passes: list[float] = field(default_factory=list)  # every probe load that passed
@@ -47,29 +75,45 @@ class Bracket:
     tried: int = 0
     stop: StopReason | None = None
     reached: float | None = None  # generator_limited: the load the generator did carry
+    achieved_ratio: float = 0.0  # a passing trial carrying less than this share of its load: generator_limited
+
+    @classmethod
+    def of(cls, spec: SearchSpec) -> Bracket:
+        """A capacity search's bracket, with its generator guard."""
+        return cls(Bounds.of(spec), achieved_ratio=spec.achieved_ratio)
 
     def next_step(self) -> tuple[float, bool] | None:
         """The next load to offer and whether it is a final (confirming) trial; None once the search is over."""
+        bounds = self.bounds
         if self.stop is not None:
             return None
-        if self.tried >= self.spec.max_trials:
+        if self.tried >= bounds.max_trials:
             self.stop = "max_trials"
             return None
         if self.passed is None and self.failed is None:
-            return self.spec.high, False
+            return bounds.high, False
         if self.passed is None:
-            if self.failed is not None and self.failed <= self.spec.low:
+            if self.failed is not None and self.failed <= bounds.low:
                 self.stop = "below_low"
                 return None
-            return self.spec.low, False
-        if self.failed is not None and self.failed / self.passed - 1 > self.spec.precision_pct / 100:
+            return bounds.low, False
+        if self.failed is not None and not self._narrow(self.passed, self.failed):
             ratio = self.failed / self.passed
             middle = math.sqrt(self.passed * self.failed) if ratio > 2 else (self.passed + self.failed) / 2
-            return middle, False
-        if len(self.finals) < self.spec.final_repetitions:
+            return (min(max(round(middle), self.passed + 1), self.failed - 1) if bounds.whole else middle), False
+        if len(self.finals) < bounds.final_repetitions:
             return self.passed, True
-        self.stop = "found" if self.failed is not None else "above_high"
+        if self.failed is not None:
+            self.stop = "found"
+        else:
+            self.stop = "agents_exhausted" if bounds.exhausted else "above_high"
         return None
+
+    def _narrow(self, passed: float, failed: float) -> bool:
+        """Whether the bracket is as narrow as asked: neighbours for whole numbers, else within the precision."""
+        if self.bounds.whole:
+            return failed - passed <= 1
+        return failed / passed - 1 <= self.bounds.precision_pct / 100
 
     def record(self, load: float, final: bool, passed: bool | None, achieved: float | None) -> None:
         """A trial's outcome: `passed` None when the trial itself failed (not judged); `achieved` the load it
@@ -78,7 +122,7 @@ class Bracket:
         if passed is None:
             self.stop = "trial_failed"
             return
-        if passed and achieved is not None and achieved < self.spec.achieved_ratio * load:
+        if passed and achieved is not None and achieved < self.achieved_ratio * load:
             self.stop, self.reached = "generator_limited", achieved
             return
         if final:
@@ -155,13 +199,15 @@ def per_stream_bitrate(load_gbps: float, flows: int, streams: int) -> str:
     return f"{load_gbps * 1e9 / (flows * streams):.0f}"
 
 
-def expected_trials(spec: SearchSpec) -> int:
-    """Trials one condition's search takes when no final trial refutes its load: the two bounds, the geometric
-    halvings down to a factor of 2, the arithmetic ones down to the precision, and the final repetitions."""
-    ratio = spec.high / spec.low
+def expected_trials(bounds: Bounds) -> int:
+    """Trials one condition's search takes when no final trial refutes its load: the two bounds, the halvings
+    (geometric down to a factor of 2, then arithmetic down to the precision; whole numbers: down to
+    neighbours), and the final repetitions."""
+    ratio = bounds.high / bounds.low
     geometric = math.ceil(math.log2(math.log2(ratio))) if ratio > 2 else 0
-    arithmetic = math.ceil(math.log2(min(1.0, ratio - 1) / (spec.precision_pct / 100)))
-    return min(spec.max_trials, 2 + geometric + max(0, arithmetic) + spec.final_repetitions)
+    finest = 2 / bounds.high if bounds.whole else bounds.precision_pct / 100  # neighbours at worst near high/2
+    halvings = geometric + max(0, math.ceil(math.log2(min(1.0, ratio - 1) / finest)))
+    return min(bounds.max_trials, 2 + halvings + bounds.final_repetitions)
 
 
 class TriedLoad(TypedDict):
@@ -202,7 +248,8 @@ def capacities(
             continue
         name = step["condition"]
         passed, broken, achieved = judged(trial["status"], trial["kpis"], step["load"])
-        brackets.setdefault(name, Bracket(spec)).record(step["load"], step["final"], passed, achieved)
+        bracket = brackets.setdefault(name, Bracket.of(spec))
+        bracket.record(step["load"], step["final"], passed, achieved)
         tried.setdefault(name, []).append(
             {
                 "trial": trial["idx"],
@@ -240,6 +287,25 @@ def capacities(
                 blocked_by_repetition=False,
             )
     return found
+
+
+BED_SHARE = 0.9  # a capacity this close to the bed's own may be the bed's limit (RFC 9411's reference test)
+
+
+def bed_issues(found: dict[str, Capacity], bed: float, calibration: str) -> list[Issue]:
+    """A warning for each condition whose capacity is within `BED_SHARE` of what the bed itself carries
+    (`bed` Gbit/s, measured by the calibration run `calibration`): that may be the bed's limit."""
+    return [
+        issue(
+            "warning",
+            "bed_limit",
+            f"condition {name}: capacity {capacity['value']:.4g} Gbit/s is {100 * capacity['value'] / bed:.0f} % of "
+            f"the {bed:.4g} Gbit/s the bed carries without the device (calibration {calibration}): the bed, not the "
+            "device, may be the limit",
+        )
+        for name, capacity in found.items()
+        if capacity["value"] is not None and capacity["value"] >= BED_SHARE * bed
+    ]
 
 
 def capacity_text(found: Capacity, spec: dict[str, Any]) -> str:

@@ -307,6 +307,31 @@ class SearchSpec(Strict):
         return self
 
 
+class TilesSpec(Strict):
+    """Density search: per condition, the most guest-VM tiles (copies of a set of workloads, one guest's traffic
+    profile each) the agents carry while every tile keeps every criterion, as VMmark's tiles and KloudBuster's
+    progression runs count them."""
+
+    workloads: list[Name] = Field(
+        min_length=1, description="the workloads that make one tile; they run only in the tiles search, once per tile"
+    )
+    max: int = Field(16, ge=1, le=1000, description="the most tiles tried")
+    per_agent: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="the most tiles one agent carries (default: as many load tasks as its process runs at once); "
+        "a condition that passes with every agent full is reported as ≥ N (agents exhausted)",
+    )
+    criteria: dict[str, Criterion] = Field(
+        min_length=1,
+        description="metric → bounds every tile must keep (a tile workload's metric, judged in the worst tile) or "
+        "the host must keep (host.*), e.g. vm.throughput_gbps: {min: 0.9}",
+    )
+    final_repetitions: int = Field(3, ge=2, le=100, description="trials at the found number of tiles: all must pass")
+    max_trials: int = Field(20, ge=2, le=1000, description="per condition, the final repetitions included")
+
+
 class ZoneSource(Strict):
     """Where an agent VM's security zone comes from in vSphere."""
 
@@ -387,9 +412,24 @@ class Experiment(Strict):
     search: SearchSpec | None = Field(
         None, description="find each condition's capacity instead of measuring at one load (how-to: capacity)"
     )
+    tiles: TilesSpec | None = Field(
+        None,
+        description="find how many guest-VM tiles each condition carries (after the capacity search, if any; "
+        "how-to: capacity)",
+    )
     vsphere: VsphereSpec = Field(
         default_factory=VsphereSpec, description="with --vcenter: zones, appliance VMs, what a migration does"
     )
+
+    @property
+    def searches(self) -> bool:
+        """The run searches (a capacity, tiles or both) instead of repeating trials at one load."""
+        return self.search is not None or self.tiles is not None
+
+    def tile_workloads(self) -> list[WorkloadEntry]:
+        """The workloads that make a tile: they run in the tiles search only."""
+        names = self.tiles.workloads if self.tiles is not None else []
+        return [entry for entry in self.workloads if entry.label in names]
 
     @property
     def baseline(self) -> ConditionSpec:
@@ -713,8 +753,14 @@ def _check_references(source: str, experiment: Experiment) -> None:
             )
 
     names = metric_catalogue(experiment)
+    if experiment.searches and "repetitions" in experiment.model_fields_set:
+        raise SpecError(
+            source, "repetitions", "a search spec sets `final_repetitions` instead: the trials at the found load"
+        )
     if experiment.search is not None:
         _check_search(source, experiment, experiment.search, names)
+    if experiment.tiles is not None:
+        _check_tiles(source, experiment, experiment.tiles, names)
     for metric in experiment.sla:
         _check_metric(source, f"sla.{metric}", experiment, metric, names)
 
@@ -731,12 +777,30 @@ def _check_search(source: str, experiment: Experiment, search: SearchSpec, names
             "search.workload",
             f"a search varies an iperf3 workload's bitrate; {search.workload!r} is {entry.kind}",
         )
-    if "repetitions" in experiment.model_fields_set:
+    if experiment.tiles is not None and search.workload in experiment.tiles.workloads:
         raise SpecError(
-            source, "repetitions", "a search spec sets `search.final_repetitions` instead: the trials at the found load"
+            source, "search.workload", f"{search.workload!r} is part of a tile: it runs in the tiles search only"
         )
     for metric in search.criteria:
         _check_metric(source, f"search.criteria.{metric}", experiment, metric, names)
+
+
+def _check_tiles(source: str, experiment: Experiment, tiles: TilesSpec, names: dict[str, MetricInfo]) -> None:
+    """A tile's workloads exist, once each; every criterion is a host metric or a tile workload's."""
+    labels = [entry.label for entry in experiment.workloads]
+    for i, name in enumerate(tiles.workloads):
+        if name not in labels:
+            raise SpecError(source, f"tiles.workloads[{i}]", f"no workload named {name!r}; known: {', '.join(labels)}")
+        if name in tiles.workloads[:i]:
+            raise SpecError(source, f"tiles.workloads[{i}]", f"{name!r} is named twice")
+    for metric in tiles.criteria:
+        where = f"tiles.criteria.{metric}"
+        _check_metric(source, where, experiment, metric, names)
+        label = metric.partition(".")[0]
+        if label != "host" and label not in tiles.workloads:
+            raise SpecError(
+                source, where, f"a tile is judged by its own workloads ({', '.join(tiles.workloads)}) and host.*"
+            )
 
 
 def _check_metric(source: str, where: str, experiment: Experiment, metric: str, names: dict[str, MetricInfo]) -> None:

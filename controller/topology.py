@@ -7,6 +7,7 @@ only: a hypervisor agent runs load only where a workload names it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from controller.errors import InputError
@@ -31,10 +32,11 @@ class Flow:
     workload: WorkloadEntry
     client: str
     server: str | None
+    tile: int | None = None  # in a tiles search, the tile (guest VM) this copy of the flow stands for
 
     @property
-    def key(self) -> tuple[str, str, str | None]:
-        return (self.workload.label, self.client, self.server)
+    def key(self) -> tuple[str, str, str | None, int | None]:
+        return (self.workload.label, self.client, self.server, self.tile)
 
 
 def select(selector: str, agents: dict[str, AgentInfo], field: str) -> list[str]:
@@ -79,3 +81,12 @@ def expand(experiment: Experiment, agents: dict[str, AgentInfo]) -> list[Flow]:
             servers = sorted(select(f"zone:{entry.to_zone}", agents, f"{where}.to_zone"))
             flows += [Flow(workload=entry, client=c, server=servers[j % len(servers)]) for j, c in enumerate(clients)]
     return flows
+
+
+def tile_flows(base: list[Flow], tiles: int) -> list[Flow]:
+    """The flows of `tiles` tiles: tile i takes the i-th flow of each tile workload (round robin over its
+    flows), so tiles spread over the workload's agents as guest VMs spread over a host."""
+    by_workload: dict[str, list[Flow]] = {}
+    for flow in base:
+        by_workload.setdefault(flow.workload.label, []).append(flow)
+    return [dataclasses.replace(flows[i % len(flows)], tile=i) for i in range(tiles) for flows in by_workload.values()]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from controller.calibration import calibrate, calibration_experiment, calibration_text
+from controller.calibration import calibrate, calibrated_bed, calibration_experiment, calibration_text
 from controller.errors import InputError
+from controller.search import bed_issues
 from controller.spec import parse
+from controller.store import Store
 
 SPEC = """\
 name: bed
@@ -58,3 +62,53 @@ def test_the_reading_states_the_floor_and_the_injected_error() -> None:
     assert text[2].startswith("injected 300 Mbit/s measured 300.0 Mbit/s (+4.6 %")
     found["aa"]["significant"] = True
     assert "the bed is not stable" in calibration_text(found)[1]
+
+
+def test_a_search_near_what_the_bed_carries_says_the_bed_may_be_the_limit(tmp_path: Path) -> None:
+    """The newest completed calibration of the spec in the store gives the bed's capacity; a capacity of 90 %
+    of it or more is flagged, one below is not, and a spec never calibrated gets no such warning."""
+    experiment = parse(SPEC.replace("PARAMS", ""))
+    store = Store(tmp_path / "runs.db")
+    assert calibrated_bed(store, experiment) is None
+    calibration = calibration_experiment(experiment, 2, None)
+    for run_id, gbps, status in (("old", 5.0, "completed"), ("new", 10.0, "completed"), ("bad", 1.0, "failed")):
+        store.create_run(
+            run_id=run_id, name=calibration.name, engine="embedded", spec_path=None, spec=calibration.model_dump()
+        )
+        for idx, condition in enumerate(["bed", "bed-again", "bed", "bed-again"]):
+            start = 1000.0 * idx
+            store.add_trial(
+                run_id,
+                {
+                    "idx": idx,
+                    "condition": condition,
+                    "repetition": idx // 2 + 1,
+                    "status": "ok",
+                    "reason": "",
+                    "start_at": start,
+                    "deadline": start + 20,
+                    "ended": start + 10,
+                },
+            )
+            store.add_agent_result(
+                run_id,
+                idx,
+                {
+                    "agent": "c",
+                    "workload": "iperf3",
+                    "status": "ok",
+                    "reason": "",
+                    "summary": {},
+                    "samples": [
+                        {"t": start + t, "dt": 1.0, "values": {"throughput_gbps": gbps + idx}} for t in range(12)
+                    ],
+                },
+            )
+        store.finish_run(run_id, status, "")
+    bed = calibrated_bed(store, experiment)
+    assert bed == {"run_id": "new", "metric": "iperf3.throughput_gbps", "mean": 11.0}  # bed trials: 10 and 12
+    found = {name: {"value": value} for name, value in (("direct", 10.0), ("vendor", 9.8), ("slow", 4.0))}
+    warned = bed_issues(found, bed["mean"], bed["run_id"])  # type: ignore[arg-type]
+    assert [w["code"] for w in warned] == ["bed_limit"] and "condition direct: capacity 10 Gbit/s is 91 %" in warned[0][
+        "message"
+    ]

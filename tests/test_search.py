@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from controller.search import Bracket, Judge, capacities, expected_trials, judge, per_stream_bitrate
+from controller.search import Bounds, Bracket, Judge, capacities, expected_trials, judge, per_stream_bitrate
 from controller.spec import Criterion, SearchSpec, SpecError, parse
 
 SPEC = SearchSpec(workload="udp", low=0.1, high=40, precision_pct=1, criteria={"udp.loss_pct": Criterion(max=0.5)})
@@ -17,7 +17,7 @@ SPEC = SearchSpec(workload="udp", low=0.1, high=40, precision_pct=1, criteria={"
 
 def _search(device: Callable[[float], tuple[bool, float]], spec: SearchSpec = SPEC) -> Bracket:
     """Run a search against `device`: offered load → (passed, carried)."""
-    bracket = Bracket(spec)
+    bracket = Bracket.of(spec)
     while (step := bracket.next_step()) is not None:
         load, final = step
         passed, carried = device(load)
@@ -31,7 +31,7 @@ def test_bisection_finds_a_sharp_capacity_within_the_precision(capacity: float) 
     assert found.stop == "found" and found.passed is not None and found.failed is not None
     assert found.passed <= capacity < found.failed and found.failed / found.passed - 1 <= 0.01
     assert found.finals == [True, True, True]
-    assert found.tried <= expected_trials(SPEC) + 1
+    assert found.tried <= expected_trials(Bounds.of(SPEC)) + 1
 
 
 def test_the_bounds_are_reported_as_bounds_not_as_a_capacity() -> None:
@@ -79,7 +79,7 @@ def test_the_criteria_judge_a_trial_and_name_what_broke() -> None:
 
 
 def test_a_trial_that_did_not_run_stops_that_search_rather_than_counting_as_a_device_failure() -> None:
-    bracket = Bracket(SPEC)
+    bracket = Bracket.of(SPEC)
     bracket.record(40, False, None, None)
     assert bracket.stop == "trial_failed" and bracket.next_step() is None
 
@@ -93,7 +93,7 @@ def test_the_stored_trials_replay_to_the_same_result() -> None:
         live[name] = _search(lambda load, c=capacity: (load <= c, load))
     index = 0
     for name, capacity in (("direct", 8.0), ("rules", 4.0)):
-        bracket = Bracket(SPEC)
+        bracket = Bracket.of(SPEC)
         while (step := bracket.next_step()) is not None:
             load, final = step
             carried = load * (1 - 0.001 * (index % 3))  # a little noise for the CI
@@ -149,6 +149,12 @@ workloads: [{kind: iperf3, name: udp, agents: [a], server: b, params: {protocol:
             "repetitions",
             "final_repetitions",
         ),
+        (
+            "search: {workload: udp, low: 1, high: 10, criteria: {udp.loss_pct: {max: 0}}}\n"
+            "tiles: {workloads: [udp], criteria: {udp.loss_pct: {max: 0}}}",
+            "search.workload",
+            "part of a tile",
+        ),
     ):
         with pytest.raises(SpecError) as caught:
             parse(base + extra + "\n")
@@ -167,6 +173,6 @@ def test_tcp_that_carries_less_than_it_offers_fails_where_udp_means_the_generato
     assert udp("ok", {"udp.loss_pct": 3.0, "udp.throughput_gbps": 0.8}, 0.8)[0] is False and udp.shown == 0.8
     passed, broken, _ = udp("ok", {"udp.loss_pct": 0.1, "udp.throughput_gbps": 0.51}, 0.566)
     assert passed is False and "the generator sent 0.8 in an earlier trial" in broken[0], broken
-    bracket = Bracket(SPEC)
+    bracket = Bracket.of(SPEC)
     bracket.record(0.8, False, True, 0.49)
     assert bracket.stop == "generator_limited" and bracket.reached == 0.49

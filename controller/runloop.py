@@ -193,7 +193,7 @@ class RunLoop:
         judged = Judge(spec, spec.udp(self.experiment))
         steps: dict[str, SearchStep] = {}
         for name, load, final in self._rounds(brackets):
-            trial = self._search_trial(name, final, load=load)
+            trial = self._search_trial(name, final, brackets[name], load=load)
             outcome = self._trial(trial, max(expected, trial.index + 1), flows)
             steps[str(trial.index)] = {"condition": name, "load": load, "final": final}
             self.store.put_note(self.run_id, "search", steps)
@@ -210,7 +210,7 @@ class RunLoop:
         brackets = {c.name: Bracket(bounds(spec, fit)) for c in self.experiment.conditions}
         steps: dict[str, TileStep] = {}
         for name, count, final in self._rounds(brackets):
-            trial = self._search_trial(name, final, tiles=int(count))
+            trial = self._search_trial(name, final, brackets[name], tiles=int(count))
             flows = tile_flows(base, int(count))
             outcome = self._trial(trial, max(expected, trial.index + 1), flows)
             start_at = outcome.record["start_at"]
@@ -240,7 +240,7 @@ class RunLoop:
                 self._check_store()
 
     def _search_trial(
-        self, condition: str, final: bool, *, load: float | None = None, tiles: int | None = None
+        self, condition: str, final: bool, bracket: Bracket, *, load: float | None = None, tiles: int | None = None
     ) -> Trial:
         """A search's next trial: numbered on over both searches, its repetition the condition's step."""
         self._repetitions[condition] = self._repetitions.get(condition, 0) + 1
@@ -251,6 +251,7 @@ class RunLoop:
             load=load,
             final=final,
             tiles=tiles,
+            bracket=(bracket.passed, bracket.failed),
         )
         self._next_index += 1
         return trial

@@ -151,20 +151,21 @@ NEIGHBOUR = "nohup timeout 60 python3 -c 'while 1: pass' vtax-neighbour-burner >
 
 @pytest.mark.slow
 def test_a_busy_neighbour_leaves_room_for_fewer_cpu_tiles(vtax: Vtax) -> None:
-    """CPU-bound tiles (half a core each) on this 2-core box, with and without a neighbour that keeps both
-    cores busy: CFS gives every runnable task a fair share, so with the two burners beside them n tiles get
-    about 200 / (n + 2) % each, and the tiles that keep 90 % of what they ask for drop from about 4 to about 2."""
+    """CPU-bound tiles (half a core each, as a duty cycle) on this 2-core box, with and without a neighbour that
+    keeps one core busy. Measured: quiet, 3 tiles keep 91–98 % of what they ask for and 5 cannot (250 % of 2
+    cores); with the neighbour, 2 tiles keep 81–92 % and 3 only 56–61 %. So with 80 % per tile the host carries
+    3 or 4 tiles quiet and 1 or 2 beside the neighbour: fewer, whichever way the borderline trials fall."""
     spec = vtax.spec(f"""\
         name: density
         agents: [{{name: a}}, {{name: b}}]
         conditions:
           - {{name: quiet, baseline: true}}
           - name: neighbour
-            setup: "{NEIGHBOUR} {NEIGHBOUR}"
+            setup: "{NEIGHBOUR}"
             teardown: "pkill -f 'vtax-neighbour-burne[r]'; true"
         workloads: [{{kind: cpu, name: vm, agents: [a, b], params: {{workers: 1, percent: 50}}}}]
         timing: {{warmup: 0.5, steady: 1.5, cooldown: 0, lead: 0.5}}
-        tiles: {{workloads: [vm], max: 6, final_repetitions: 2, criteria: {{vm.achieved_ratio: {{min: 0.9}}}}}}
+        tiles: {{workloads: [vm], max: 6, final_repetitions: 2, criteria: {{vm.achieved_ratio: {{min: 0.8}}}}}}
         """)
     done, result = vtax.run_json(spec)
     assert result is not None, done.stderr

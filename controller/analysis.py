@@ -113,7 +113,7 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
     capacity = None
     if experiment.search is not None:
         search = experiment.search
-        capacity = capacities(search, search.udp(experiment), baseline, trial_rows, notes.get("search") or {})
+        capacity = capacities(search, search.sender(experiment), baseline, trial_rows, notes.get("search") or {})
         bed = calibrated_bed(store, experiment)
         if bed is not None:
             validity += bed_issues(capacity, bed["mean"], bed["run_id"])

@@ -46,7 +46,7 @@ class Calibration(TypedDict):
 
 
 def calibration_experiment(experiment: Experiment, repetitions: int, inject_mbit: float | None) -> Experiment:
-    """The spec's baseline as an A/A pair (and the injected cap), interleaved, without SLA or search."""
+    """The spec's baseline as an A/A pair (and the injected cap), interleaved, without SLA, search or tiles."""
     headline_metric(experiment)
     if inject_mbit is not None:
         first = experiment.workloads[0]
@@ -72,6 +72,11 @@ def calibration_experiment(experiment: Experiment, repetitions: int, inject_mbit
         "sla": {},
     }
     data.pop("search", None)
+    tiled = {entry.label for entry in experiment.tile_workloads()}  # a tile's workloads run in a tiles search only
+    data["workloads"] = [
+        w for w, entry in zip(data["workloads"], experiment.workloads, strict=True) if entry.label not in tiled
+    ]
+    data.pop("tiles", None)
     return Experiment.model_validate(data)
 
 

@@ -140,6 +140,7 @@ def capacity_plot(result: dict[str, Any]) -> str:
     filled and failed ones open, with each found capacity marked: where a path's curve leaves the diagonal is
     its knee."""
     figure = go.Figure()
+    unit = next(iter(result["capacity"].values()))["unit"]
     for condition, found in result["capacity"].items():
         tried = [t for t in found["tried"] if t["achieved"] is not None]
         figure.add_trace(
@@ -153,15 +154,15 @@ def capacity_plot(result: dict[str, Any]) -> str:
                     "symbol": ["circle" if t["passed"] else "circle-open" for t in tried],
                 },
                 text=["passed" if t["passed"] else "; ".join(t["broken"]) for t in tried],
-                hovertemplate="offered %{x:.4g} Gbit/s, carried %{y:.4g}: %{text}<extra>" + condition + "</extra>",
+                hovertemplate=f"offered %{{x:.4g}} {unit}, carried %{{y:.4g}}: %{{text}}<extra>{condition}</extra>",
             )
         )
         if found["value"] is not None:
             figure.add_vline(x=found["value"], line_dash="dot", annotation_text=f"{condition} {found['value']:.4g}")
     figure.update_layout(
         title="Every trial of the search: carried against offered load (open: failed a criterion)",
-        xaxis={"title": "offered, Gbit/s", "type": "log"},
-        yaxis={"title": "carried, Gbit/s", "type": "log"},
+        xaxis={"title": f"offered, {unit}", "type": "log"},
+        yaxis={"title": f"carried, {unit}", "type": "log"},
     )
     return _figure_html(figure, height=420)
 

@@ -17,7 +17,8 @@ class Trial:
     index: int  # position in the run, from 0
     condition: str
     repetition: int  # from 1; in a search, the condition's step
-    load: float | None = None  # a search's offered load, Gbit/s over the searched workload's flows
+    load: float | None = None  # a search's offered load over the searched workload's flows, in `unit`
+    unit: str = "Gbit/s"  # of `load`: Gbit/s (iperf3) or req/s (http)
     final: bool = False  # a search's confirming trial at the found load (or number of tiles)
     tiles: int | None = None  # a tiles search's number of tiles
     bracket: tuple[float | None, float | None] | None = None  # a search's most that passed, least that failed
@@ -33,7 +34,7 @@ class Trial:
             return f"{self.condition} × {self.tiles} tile{'s' if self.tiles != 1 else ''}{final}"
         if self.load is None:
             return f"{self.condition} #{self.repetition}"
-        return f"{self.condition} @ {self.load:.4g} Gbit/s{final}"
+        return f"{self.condition} @ {self.load:.4g} {self.unit}{final}"
 
 
 def make_plan(experiment: Experiment) -> list[Trial]:

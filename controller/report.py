@@ -395,7 +395,8 @@ def tiles_sentence(result: dict[str, Any]) -> str:
     """The tiles search's answer in one line: "carries 14 tiles with none, 10 with rules-1000 (-29 %)"."""
     parts = []
     for condition, found in result["tiles"].items():
-        count = {"found": "{value}", "agents_exhausted": "≥ {value}", "above_high": "≥ {value}"}.get(found["stop"])
+        counts = {"found": "{value}", "agents_exhausted": "≥ {value}", "above_high": "≥ {value}", "below_low": "0"}
+        count = counts.get(found["stop"])
         text = count.format(value=found["value"]) if count else "?"
         text += (" tiles" if not parts else "") + f" with {condition}"
         if found["change_pct"] is not None:

@@ -41,7 +41,7 @@ from controller.hostsources import HostCounterSource, TrialWindow, default_sourc
 from controller.kpis import trial_kpis
 from controller.plan import Trial, make_plan
 from controller.relay import RelayProcess
-from controller.search import Bounds, Bracket, Judge, SearchStep, expected_trials, per_stream_bitrate
+from controller.search import RATE, Bounds, Bracket, Judge, SearchStep, expected_trials, per_stream_bitrate
 from controller.spec import ConditionSpec, Experiment, SearchSpec, TilesSpec
 from controller.store import RunIdTaken, Store, StoredSample, StoreFailed
 from controller.tiles import TileStep, bounds, judge_tiles, per_tile, tiles_that_fit
@@ -189,11 +189,12 @@ class RunLoop:
     def _search(self, spec: SearchSpec, expected: int, flows: list[Flow]) -> None:
         """A capacity search: each trial offers the searched workload its bracket's next load, judged by the
         criteria as it ends."""
-        brackets = {c.name: Bracket.of(spec) for c in self.experiment.conditions}
-        judged = Judge(spec, spec.udp(self.experiment))
+        brackets = {c.name: Bracket.of(spec) for c in self._baseline_first()}
+        judged = Judge(spec, spec.sender(self.experiment))
+        unit = RATE[judged.sender][1]
         steps: dict[str, SearchStep] = {}
         for name, load, final in self._rounds(brackets):
-            trial = self._search_trial(name, final, brackets[name], load=load)
+            trial = self._search_trial(name, final, brackets[name], load=load, unit=unit)
             outcome = self._trial(trial, max(expected, trial.index + 1), flows)
             steps[str(trial.index)] = {"condition": name, "load": load, "final": final}
             self.store.put_note(self.run_id, "search", steps)
@@ -207,7 +208,7 @@ class RunLoop:
         fit = tiles_that_fit(spec, base, self.engine.task_limit, hypervisors)
         if fit == 0:
             raise InputError("tiles: no agent can host a single tile (its load task slots or tiles.per_agent)")
-        brackets = {c.name: Bracket(bounds(spec, fit)) for c in self.experiment.conditions}
+        brackets = {c.name: Bracket(bounds(spec, fit)) for c in self._baseline_first()}
         steps: dict[str, TileStep] = {}
         for name, count, final in self._rounds(brackets):
             trial = self._search_trial(name, final, brackets[name], tiles=int(count))
@@ -226,6 +227,11 @@ class RunLoop:
             passed, _ = judge_tiles(spec.criteria, outcome.record["status"], outcome.kpis, values)
             brackets[name].record(count, final, passed, None)
 
+    def _baseline_first(self) -> list[ConditionSpec]:
+        """A search's conditions, the baseline's trial first in every round: its first trial, at the upper
+        bound, shows what the generator sends before any device is judged."""
+        return sorted(self.experiment.conditions, key=lambda c: not c.baseline)
+
     def _rounds(self, brackets: dict[str, Bracket]) -> Iterator[tuple[str, float, bool]]:
         """A search's steps, round after round: the next (condition, value, final) of each condition whose
         search goes on, interleaved so drift reaches every condition alike."""
@@ -240,7 +246,14 @@ class RunLoop:
                 self._check_store()
 
     def _search_trial(
-        self, condition: str, final: bool, bracket: Bracket, *, load: float | None = None, tiles: int | None = None
+        self,
+        condition: str,
+        final: bool,
+        bracket: Bracket,
+        *,
+        load: float | None = None,
+        unit: str = "",
+        tiles: int | None = None,
     ) -> Trial:
         """A search's next trial: numbered on over both searches, its repetition the condition's step."""
         self._repetitions[condition] = self._repetitions.get(condition, 0) + 1
@@ -251,6 +264,7 @@ class RunLoop:
             load=load,
             final=final,
             tiles=tiles,
+            unit=unit,
             bracket=(bracket.passed, bracket.failed),
         )
         self._next_index += 1
@@ -569,7 +583,10 @@ class RunLoop:
         search = self.experiment.search
         if trial.load is not None and search is not None and flow.workload.label == search.workload:
             flows = sum(1 for f in self._flows if f.workload.label == search.workload)
-            params["bitrate"] = per_stream_bitrate(trial.load, flows, params["streams"] * params["processes"])
+            if flow.workload.kind == "http":
+                params["rps"] = trial.load / flows
+            else:
+                params["bitrate"] = per_stream_bitrate(trial.load, flows, params["streams"] * params["processes"])
         return {
             "agent": flow.client,
             "workload": flow.workload.label,

@@ -278,9 +278,12 @@ class SearchSpec(Strict):
     """Capacity search: per condition, the highest offered load of one workload at which every trial passes
     every criterion, found by bisection and confirmed by repeated trials at the found load."""
 
-    workload: Name = Field(description="the iperf3 workload (its name) whose offered rate is searched")
-    low: float = Field(gt=0, le=10_000, description="lowest offered rate tried, Gbit/s over all its flows")
-    high: float = Field(gt=0, le=10_000, description="highest offered rate tried, Gbit/s over all its flows")
+    workload: Name = Field(
+        description="the workload (its name) whose offered rate is searched: an iperf3 bitrate (Gbit/s) or an "
+        "http request rate (req/s, its `rps`)"
+    )
+    low: float = Field(gt=0, le=10_000_000, description="lowest offered rate tried, over all its flows")
+    high: float = Field(gt=0, le=10_000_000, description="highest offered rate tried, over all its flows")
     precision_pct: float = Field(1.0, ge=0.1, le=50, description="stop bisecting when high/low − 1 is below this")
     criteria: dict[str, Criterion] = Field(
         min_length=1, description="metric → bounds a trial must keep to pass, e.g. udp.loss_pct: {max: 0.5}"
@@ -295,10 +298,13 @@ class SearchSpec(Strict):
     )
     max_trials: int = Field(40, ge=2, le=1000, description="per condition, the final repetitions included")
 
-    def udp(self, experiment: Experiment) -> bool:
-        """Whether the searched workload sends UDP (whose shortfall is the generator's, not the path's)."""
+    def sender(self, experiment: Experiment) -> Literal["udp", "tcp", "http"]:
+        """What the searched workload sends: UDP (whose shortfall is the generator's, not the path's), TCP or
+        HTTP requests."""
         entry = next(e for e in experiment.workloads if e.label == self.workload)
-        return getattr(entry.params, "protocol", "tcp") == "udp"
+        if entry.kind == "http":
+            return "http"
+        return "udp" if entry.params.protocol == "udp" else "tcp"
 
     @model_validator(mode="after")
     def _ordered(self) -> SearchSpec:
@@ -771,11 +777,12 @@ def _check_search(source: str, experiment: Experiment, search: SearchSpec, names
     entry = labels.get(search.workload)
     if entry is None:
         raise SpecError(source, "search.workload", f"no workload named {search.workload!r}; known: {', '.join(labels)}")
-    if entry.kind != "iperf3":
+    if entry.kind not in ("iperf3", "http") or getattr(entry.params, "scenario", None) == "locustfile":
         raise SpecError(
             source,
             "search.workload",
-            f"a search varies an iperf3 workload's bitrate; {search.workload!r} is {entry.kind}",
+            f"a search varies an iperf3 workload's bitrate or a built-in http scenario's rps; {search.workload!r} "
+            f"is {entry.kind}" + (" with a locustfile" if entry.kind == "http" else ""),
         )
     if experiment.tiles is not None and search.workload in experiment.tiles.workloads:
         raise SpecError(

@@ -105,6 +105,7 @@ def spec_page() -> str:
         spec.SlaRule,
         spec.SearchSpec,
         spec.Criterion,
+        spec.TilesSpec,
         spec.VsphereSpec,
         spec.ZoneSource,
         spec.ApplianceSelector,

@@ -31,6 +31,12 @@ def test_the_baseline_becomes_an_a_a_pair_and_the_cap_a_third_condition() -> Non
     assert [h for c in experiment.conditions[:2] for h in c.setup] == ["echo on", "echo on"]
     assert experiment.conditions[2].setup == ["vtax lab appliance --rate 300"]
     assert experiment.repetitions == 3 and experiment.sla == {} and experiment.order == "interleaved"
+    tiled = parse(
+        SPEC.replace("params: {PARAMS}}", "}, {kind: cpu, name: vm, agents: [c]}").replace("repetitions: 4", "")
+        + "tiles: {workloads: [vm], criteria: {vm.achieved_ratio: {min: 0.9}}}\n"
+    )
+    calibrated = calibration_experiment(tiled, 2, None)
+    assert calibrated.tiles is None and [w.label for w in calibrated.workloads] == ["iperf3"]
 
 
 def test_what_calibration_cannot_know_is_refused() -> None:
@@ -107,7 +113,9 @@ def test_a_search_near_what_the_bed_carries_says_the_bed_may_be_the_limit(tmp_pa
         store.finish_run(run_id, status, "")
     bed = calibrated_bed(store, experiment)
     assert bed == {"run_id": "new", "metric": "iperf3.throughput_gbps", "mean": 11.0}  # bed trials: 10 and 12
-    found = {name: {"value": value} for name, value in (("direct", 10.0), ("vendor", 9.8), ("slow", 4.0))}
+    found = {
+        name: {"value": value, "unit": "Gbit/s"} for name, value in (("direct", 10.0), ("vendor", 9.8), ("slow", 4.0))
+    }
     warned = bed_issues(found, bed["mean"], bed["run_id"])  # type: ignore[arg-type]
     assert [w["code"] for w in warned] == ["bed_limit"] and "condition direct: capacity 10 Gbit/s is 91 %" in warned[0][
         "message"

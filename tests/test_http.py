@@ -109,3 +109,34 @@ def test_a_locustfile_outside_the_configured_directory_is_refused(tmp_path: Path
         io=TaskIO(locustfile_dir=tmp_path / directory if directory else None),
     )
     assert result["status"] == "error" and "refused" in result["reason"] and reason in result["reason"]
+
+
+SEARCH_SPEC = """\
+name: http-search
+agents: [{name: client}, {name: server}]
+conditions: [{name: direct, baseline: true}]
+workloads: [{kind: http, name: web, agents: [client], server: server, params: {users: 20, object_size: 1k}}]
+timing: {warmup: 1, steady: 2, cooldown: 0, lead: 0.5}
+search: {workload: web, low: LOW, high: HIGH, precision_pct: 10, final_repetitions: 2, criteria: CRITERIA}
+"""
+
+
+def test_a_request_rate_search_paces_locust_and_stops_where_locust_itself_is_the_limit(vtax: Vtax) -> None:
+    """The search sets the http workload's `rps` (locust's constant_throughput): at 600 req/s the path carries
+    what is offered (within 5 %) and the search ends at its upper bound. Offered 100,000 req/s, one locust
+    process (about 9,000 req/s at a full core on this box) falls short with a busy core: generator_limited
+    with the rate it reached, not a device capacity."""
+    criteria = "{web.failure_pct: {max: 0.001}}"
+    paced = SEARCH_SPEC.replace("LOW", "300").replace("HIGH", "600").replace("CRITERIA", criteria)
+    done, result = vtax.run_json(vtax.spec(paced))
+    assert result is not None, done.stderr
+    found = result["capacity"]["direct"]
+    assert found["stop"] == "above_high" and found["unit"] == "req/s", found
+    assert found["achieved"]["mean"] == pytest.approx(600, rel=0.05), found["achieved"]
+    assert "≥ 600 req/s (passed at the upper bound)" in done.stdout
+    flooded = SEARCH_SPEC.replace("LOW", "500").replace("HIGH", "100000").replace("CRITERIA", criteria)
+    done, result = vtax.run_json(vtax.spec(flooded))
+    assert result is not None, done.stderr
+    found = result["capacity"]["direct"]
+    assert found["stop"] == "generator_limited" and 1000 < found["reached"] < 95_000 and len(found["tried"]) == 1, found
+    assert "the generator, not the device, was the limit" in done.stdout

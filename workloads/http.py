@@ -83,6 +83,13 @@ class HttpParams(WorkloadParams):
     spawn_rate: float = Field(100.0, gt=0, le=100_000, description="users started per second from the trial start")
     user_class: Literal["fast", "http"] = Field("fast", description="FastHttpUser or HttpUser")
     wait_s: float = Field(0.0, ge=0, le=3600, description="think time between one user's requests")
+    rps: float | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="pace this agent's users to this many requests per second together (locust's "
+        "constant_throughput, rps / users each); default: as fast as they go",
+    )
     locustfile: str | None = Field(
         None, description="scenario locustfile: a file NAME in the agent's locustfile directory (never a path)"
     )
@@ -100,6 +107,10 @@ class HttpParams(WorkloadParams):
             raise ValueError(f"locustfile must be a file name like mytest.py, not a path: {self.locustfile!r}")
         if self.target is not None:
             _parse_target(self.target)
+        if self.rps is not None and self.wait_s:
+            raise ValueError("rps paces each user itself: give rps or wait_s, not both")
+        if self.rps is not None and self.scenario == "locustfile":
+            raise ValueError("rps cannot pace a locustfile's users: their wait_time is the locustfile's")
         return self
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import gevent
 import gevent.socket
 import psutil
-from locust import FastHttpUser, HttpUser, constant, task
+from locust import FastHttpUser, HttpUser, constant, constant_throughput, task
 from locust.env import Environment
 from locust.util.load_locustfile import load_locustfile
 
@@ -39,8 +39,10 @@ def _user_class(config: dict[str, Any]) -> list[type]:
     payload = b"x" * config["object_bytes"]
     scenario = config["scenario"]
 
+    pacing = constant_throughput(config["rps"] / config["users"]) if config["rps"] else constant(config["wait_s"])
+
     class Scenario(base):  # type: ignore[valid-type, misc]
-        wait_time = constant(config["wait_s"])
+        wait_time = pacing
 
         @task
         def one(self) -> None:

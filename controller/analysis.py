@@ -11,6 +11,7 @@ from typing import Any, TypedDict
 
 from controller import stats
 from controller.calibration import calibrated_bed
+from controller.consolidation import consolidation
 from controller.errors import InputError
 from controller.kpis import trial_kpis
 from controller.search import Capacity, bed_issues, capacities
@@ -124,6 +125,7 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
         values = _at_found(values, trial_of, _found_trials(capacity or {}, tiles or {}))
         side_by_side = False  # each condition's final trials ran at its own load, in rounds of their own
     metrics = _metrics(experiment, values, names, baseline, dict.fromkeys(names, run_id if side_by_side else None))
+    modelled = consolidation(experiment.profile, metrics) if experiment.profile is not None else None
     validity += condition_issues(experiment, metrics)
     validity += _outlier_issues(values, trial_of)
     validity += appliance_issues(experiment, [s for samples in host_by_trial.values() for s in samples])
@@ -159,6 +161,7 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
         "agent_rejoins": notes.get("agent_rejoins", []),
         "capacity": capacity,
         "tiles": tiles,
+        "consolidation": modelled,
         "environment": environment,
         "spec": run["spec"],
         "passed": not any(v["level"] == "error" for v in validity) and all(s["ok"] for s in sla),

@@ -14,6 +14,7 @@ from rich.text import Text
 from agent.wire import HostSample, TrialRecord
 from controller import stats
 from controller.comparison import RunComparison
+from controller.consolidation import modelled_text
 from controller.events import Events
 from controller.hooks import HookRun
 from controller.plan import Trial
@@ -405,6 +406,29 @@ def tiles_sentence(result: dict[str, Any]) -> str:
     return "carries " + ", ".join(parts)
 
 
+def consolidation_table(result: dict[str, Any]) -> Table:
+    """The modelled VMs per host of each condition, beside the tiles measured where the run has them."""
+    profile = result["spec"]["profile"]
+    demand = f"{profile['gbps_per_vm']:g} Gbit/s and {profile['cpu_pct_per_vm']:g} % CPU per VM"
+    table = Table(
+        title=f"modelled VMs per host ({demand}, {profile['cpu_budget_pct']:g} % of the host's CPU): a model on "
+        "host CPU per Gbit/s, not a count",
+        title_justify="left",
+    )
+    table.add_column("condition", no_wrap=True)
+    table.add_column("host CPU per Gbit/s", justify="right")
+    table.add_column("VMs per host [95 % CI]", justify="right")
+    tiles = result.get("tiles") or {}
+    if tiles:
+        table.add_column("tiles measured", justify="right")
+    for condition, found in result["consolidation"].items():
+        row = [condition, _fmt(found["cpu_per_gbps"]), modelled_text(found)]
+        if tiles:
+            row.append(tiles_text(tiles[condition], result["spec"]["tiles"]) if condition in tiles else "–")
+        table.add_row(*row)
+    return table
+
+
 def print_hook(console: Console, trial_idx: int, hook: HookRun) -> None:
     """One hook as it ran: the command, its exit code and time, and what it printed, indented."""
     code = "timed out" if hook["exit_code"] is None else f"exit {hook['exit_code']}"
@@ -425,6 +449,8 @@ def print_result(console: Console, result: dict[str, Any]) -> None:
         console.print(capacity_table(result))
     if result.get("tiles"):
         console.print(tiles_table(result))
+    if result.get("consolidation"):
+        console.print(consolidation_table(result))
     if result["metrics"]:
         console.print(summary_table(result))
     else:

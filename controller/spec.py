@@ -338,6 +338,19 @@ class TilesSpec(Strict):
     max_trials: int = Field(20, ge=2, le=1000, description="per condition, the final repetitions included")
 
 
+class ProfileSpec(Strict):
+    """One guest VM's demand, for the modelled consolidation: how many such VMs a host carries under each
+    condition, from the host CPU each condition spends per Gbit/s."""
+
+    gbps_per_vm: float = Field(gt=0, le=1000, description="the traffic one VM sends through the appliance, Gbit/s")
+    cpu_pct_per_vm: float = Field(
+        0.0, ge=0, le=100, description="the host CPU one VM uses for its own work, % of the whole host"
+    )
+    cpu_budget_pct: float = Field(
+        100.0, gt=0, le=100, description="the share of the host's CPU the VMs may use together, %"
+    )
+
+
 class ZoneSource(Strict):
     """Where an agent VM's security zone comes from in vSphere."""
 
@@ -422,6 +435,11 @@ class Experiment(Strict):
         None,
         description="find how many guest-VM tiles each condition carries (after the capacity search, if any; "
         "how-to: capacity)",
+    )
+    profile: ProfileSpec | None = Field(
+        None,
+        description="one guest VM's demand: the modelled VMs per host of each condition, from its host CPU per "
+        "Gbit/s (how-to: capacity)",
     )
     vsphere: VsphereSpec = Field(
         default_factory=VsphereSpec, description="with --vcenter: zones, appliance VMs, what a migration does"
@@ -767,6 +785,8 @@ def _check_references(source: str, experiment: Experiment) -> None:
         _check_search(source, experiment, experiment.search, names)
     if experiment.tiles is not None:
         _check_tiles(source, experiment, experiment.tiles, names)
+    if experiment.profile is not None:
+        _check_metric(source, "profile", experiment, "host.cpu_per_gbps", names)
     for metric in experiment.sla:
         _check_metric(source, f"sla.{metric}", experiment, metric, names)
 
@@ -827,6 +847,10 @@ def _never_reported(experiment: Experiment, metric: str) -> str | None:
         return "only vCenter reports it (give the spec a `vsphere:` section and run it with --vcenter)"
     if metric in NEEDS_APPLIANCE_PROCESSES and not any(a.appliance_processes for a in experiment.agents):
         return "only a hypervisor agent with `appliance_processes` measures it"
+    if metric == "host.cpu_per_gbps" and not any(
+        "throughput_gbps" in workloads.get(entry.kind).METRICS for entry in experiment.workloads
+    ):
+        return "it divides host CPU by the workloads' throughput_gbps, and no workload here reports one"
     label, _, field = metric.partition(".")
     for entry in experiment.workloads:
         hook = getattr(workloads.get(entry.kind), "unavailable_metrics", None)

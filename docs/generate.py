@@ -106,6 +106,7 @@ def spec_page() -> str:
         spec.SearchSpec,
         spec.Criterion,
         spec.TilesSpec,
+        spec.ProfileSpec,
         spec.VsphereSpec,
         spec.ZoneSource,
         spec.ApplianceSelector,

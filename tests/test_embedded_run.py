@@ -209,6 +209,10 @@ def test_the_loopback_example_runs(vtax: Vtax) -> None:
     assert throughput["direct"]["mean"] == pytest.approx(4.0, rel=0.05)
     assert throughput["relay"]["mean"] == pytest.approx(4.0, rel=0.05)
     assert not [v for v in result["validity"] if v["code"] == "host_saturated"], result["validity"]
+    # the relay costs host CPU per Gbit/s, so the profile's VMs fit fewer times beside it
+    modelled = result["consolidation"]
+    assert modelled["relay"]["vms"] < modelled["direct"]["vms"] and modelled["direct"]["modelled"], modelled
+    assert "modelled VMs per host" in done.stdout and "(modelled)" in done.stdout
 
 
 def test_a_killed_controller_leaves_no_process_behind(vtax: Vtax) -> None:

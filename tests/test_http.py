@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import pytest
 
 from agent.tasks import TASKS, TaskIO
 from tests.conftest import Vtax
+from workloads.base import RunContext
+from workloads.http import _windows
 
 HTTP_SPEC = """\
 name: http
@@ -140,3 +144,28 @@ def test_a_request_rate_search_paces_locust_and_stops_where_locust_itself_is_the
     found = result["capacity"]["direct"]
     assert found["stop"] == "generator_limited" and 1000 < found["reached"] < 95_000 and len(found["tried"]) == 1, found
     assert "the generator, not the device, was the limit" in done.stdout
+
+
+def test_several_locust_processes_share_the_users_and_the_rate_and_sum_to_one_metric(vtax: Vtax) -> None:
+    """Two pinned locust processes paced to 800 req/s together: one `rps` metric near 800 (each process
+    sends its half), with one merged latency histogram."""
+    spec = vtax.spec(http_spec("{object_size: 1k, users: 5, rps: 800, processes: 2, affinity: [0, 1]}"))
+    done, result = vtax.run_json(spec)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rps = result["metrics"]["http.rps"]["by_condition"]["direct"]
+    assert rps["mean"] == pytest.approx(800, rel=0.05), rps
+    assert result["metrics"]["http.latency_p99_ms"]["by_condition"]["direct"]["mean"] > 0
+    assert "at least as many users" in vtax("validate", str(vtax.spec(http_spec("{users: 1, processes: 2}")))).stderr
+
+
+def test_several_generators_seconds_are_taken_together_and_only_those_all_reported() -> None:
+    """Two child processes, one reporting a second more than the other: the seconds come in pairs, and the one
+    only the first reported is left out rather than counted as a drop in the sum."""
+
+    def child(seconds: int) -> subprocess.Popen[bytes]:
+        prints = "; ".join(f"print(json.dumps({{'second': {k}}}), flush=True)" for k in range(seconds))
+        return subprocess.Popen([sys.executable, "-c", f"import json; {prints}"], stdout=subprocess.PIPE)
+
+    now = time.time()
+    seconds = list(_windows([child(3), child(2)], RunContext(start_at=now, duration=5, deadline=now + 30)))
+    assert seconds == [[{"second": 0}, {"second": 0}], [{"second": 1}, {"second": 1}]]

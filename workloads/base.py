@@ -168,6 +168,31 @@ class WorkloadParams(StrictModel):
     """Base of every workload's parameter model."""
 
 
+class ScaledOutParams(WorkloadParams):
+    """A workload whose generator runs as several processes, summed per second into one set of metrics (so
+    the box, not one single-threaded process, is the limit), each pinned where `affinity` says."""
+
+    processes: int = Field(1, ge=1, le=64, description="generator processes on each agent, summed per second")
+    affinity: int | list[int] | None = Field(
+        None, description="CPU to pin the generator to; a list: process i on the i-th CPU, round robin"
+    )
+
+    @model_validator(mode="after")
+    def _check_affinity(self) -> ScaledOutParams:
+        cpus = [self.affinity] if isinstance(self.affinity, int) else self.affinity or []
+        if not cpus and self.affinity is not None:
+            raise ValueError("affinity: give a CPU number or a non-empty list of them")
+        if any(not 0 <= cpu <= 4095 for cpu in cpus):
+            raise ValueError("affinity: CPU numbers are 0 to 4095")
+        return self
+
+    def cpu(self, process: int) -> int | None:
+        """The CPU process `process` (0-based) is pinned to, if any."""
+        if self.affinity is None or isinstance(self.affinity, int):
+            return self.affinity
+        return self.affinity[process % len(self.affinity)]
+
+
 class WorkloadKind(Protocol):
     """A workload module: `workloads/<kind>.py`."""
 

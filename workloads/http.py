@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import psutil
 from pydantic import Field, model_validator
@@ -33,9 +33,9 @@ from workloads.base import (
     MetricInfo,
     RunContext,
     Sample,
+    ScaledOutParams,
     Target,
     WorkloadError,
-    WorkloadParams,
     netloc,
     parse_host_port,
 )
@@ -72,7 +72,7 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 
-class HttpParams(WorkloadParams):
+class HttpParams(ScaledOutParams):
     """What each agent's locust does."""
 
     scenario: Literal["get", "connections", "upload", "locustfile"] = Field(
@@ -83,6 +83,13 @@ class HttpParams(WorkloadParams):
     spawn_rate: float = Field(100.0, gt=0, le=100_000, description="users started per second from the trial start")
     user_class: Literal["fast", "http"] = Field("fast", description="FastHttpUser or HttpUser")
     wait_s: float = Field(0.0, ge=0, le=3600, description="think time between one user's requests")
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="locust processes on each agent, the users (and rps) split between them and summed per second "
+        "(one locust process is the limit near 9,000 req/s here)",
+    )
     rps: float | None = Field(
         None,
         gt=0,
@@ -109,6 +116,8 @@ class HttpParams(WorkloadParams):
             _parse_target(self.target)
         if self.rps is not None and self.wait_s:
             raise ValueError("rps paces each user itself: give rps or wait_s, not both")
+        if self.users < self.processes:
+            raise ValueError(f"{self.processes} processes need at least as many users, got {self.users}")
         if self.rps is not None and self.scenario == "locustfile":
             raise ValueError("rps cannot pace a locustfile's users: their wait_time is the locustfile's")
         return self
@@ -217,11 +226,51 @@ def _target_cpu(target: Target) -> float | None:
 
 
 def run(params: HttpParams, ctx: RunContext) -> Iterator[Sample]:
-    """Run locust in a child process and yield its per-second samples as they arrive."""
+    """Run locust in `processes` child processes and yield their per-second samples, merged, as they arrive."""
     if ctx.target is None:
         raise WorkloadError("http client has no target server")
+    children = [_start_locust(params, ctx, process) for process in range(params.processes)]
+    ctx.wait_for_start()  # the children have imported locust meanwhile; they start their users at the common start
+    target_cpu, target_t = _target_cpu(ctx.target), time.time()
+    try:
+        for windows in _windows(children, ctx):
+            dt = max(windows[0]["dt"], 1e-6)
+            values = {
+                "rps": sum(w["requests"] for w in windows) / dt,
+                "throughput_gbps": sum(w["bytes"] for w in windows) * 8 / dt / 1e9,
+                "failures_per_s": sum(w["failures"] for w in windows) / dt,
+                "generator_cpu_pct": sum(float(w["cpu_pct"]) for w in windows) / len(windows),  # per process
+                "cpu_warning": 1.0 if any(w["cpu_warning"] for w in windows) else 0.0,
+            }
+            now_cpu, now = _target_cpu(ctx.target), time.time()
+            if now_cpu is not None and target_cpu is not None:
+                values["target_cpu_pct"] = 100.0 * (now_cpu - target_cpu) / max(now - target_t, 1e-6)
+            target_cpu, target_t = now_cpu, now
+            ctx.progress({"rps": values["rps"]})
+            merged = histogram.merge(w["hist"] for w in windows)
+            yield Sample(t=windows[0]["t"], dt=dt, values=values, histogram=merged)
+    finally:
+        errors = []
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+            _, err = child.communicate()
+            if child.returncode not in (0, -9):
+                errors.append(f"locust exited {child.returncode}: {err.decode(errors='replace').strip()[-300:]}")
+    if errors:
+        raise WorkloadError("; ".join(errors))
+
+
+def _start_locust(params: HttpParams, ctx: RunContext, process: int) -> subprocess.Popen[bytes]:
+    """Locust child `process` of `params.processes`: its share of the users, of their spawn rate and of the
+    paced rate (in proportion to its users), pinned where `affinity` says."""
+    assert ctx.target is not None
+    users = params.users // params.processes + (1 if process < params.users % params.processes else 0)
     config = {
         **params.model_dump(),
+        "users": users,
+        "spawn_rate": params.spawn_rate * users / params.users,
+        "rps": None if params.rps is None else params.rps * users / params.users,
         "host": f"http://{netloc(ctx.target)}",
         "object_bytes": SIZES[params.object_size],
         "locustfile": _locustfile(params, ctx.locustfile_dir),
@@ -235,49 +284,34 @@ def run(params: HttpParams, ctx: RunContext) -> Iterator[Sample]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert child.stdout is not None
-    ctx.wait_for_start()  # the child has imported locust meanwhile; it starts its users at the common start
-    target_cpu, target_t = _target_cpu(ctx.target), time.time()
-    try:
-        for line in _lines(child, ctx):
-            window = json.loads(line)
-            dt = max(window["dt"], 1e-6)
-            values = {
-                "rps": window["requests"] / dt,
-                "throughput_gbps": window["bytes"] * 8 / dt / 1e9,
-                "failures_per_s": window["failures"] / dt,
-                "generator_cpu_pct": float(window["cpu_pct"]),
-                "cpu_warning": 1.0 if window["cpu_warning"] else 0.0,
-            }
-            now_cpu, now = _target_cpu(ctx.target), time.time()
-            if now_cpu is not None and target_cpu is not None:
-                values["target_cpu_pct"] = 100.0 * (now_cpu - target_cpu) / max(now - target_t, 1e-6)
-            target_cpu, target_t = now_cpu, now
-            ctx.progress({"rps": values["rps"]})
-            yield Sample(t=window["t"], dt=dt, values=values, histogram=window["hist"])
-    finally:
-        if child.poll() is None:
-            child.kill()
-        _, err = child.communicate()
-    if child.returncode not in (0, -9):
-        raise WorkloadError(f"locust exited {child.returncode}: {err.decode(errors='replace').strip()[-300:]}")
+    cpu = params.cpu(process)
+    if cpu is not None:
+        psutil.Process(child.pid).cpu_affinity([cpu])
+    return child
 
 
-def _lines(child: subprocess.Popen[bytes], ctx: RunContext) -> Iterator[bytes]:
-    """The child's stdout lines as they come; stops the child at the deadline or on cancel."""
-    assert child.stdout is not None
-    buffer = b""
-    while True:
+def _windows(children: list[subprocess.Popen[bytes]], ctx: RunContext) -> Iterator[list[dict[str, Any]]]:
+    """Each second's window from every child, together, as they come; stops the children at the deadline or
+    on cancel. Only the seconds every child reported count: a second one child missed would show as a drop in
+    the sum (its last, once another has ended, is left out)."""
+    streams = {child.stdout: i for i, child in enumerate(children) if child.stdout is not None}
+    buffers = [b""] * len(children)
+    queued: list[list[dict[str, Any]]] = [[] for _ in children]
+    ended: set[int] = set()
+    while not any(i in ended and not queued[i] for i in range(len(children))):
         ctx.check_stop()
-        readable, _, _ = select.select([child.stdout], [], [], 0.25)
-        if not readable:
-            continue
-        chunk = child.stdout.read1(65536)  # type: ignore[attr-defined]
-        if not chunk:
-            return
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        yield from (line for line in lines if line.strip())
+        open_streams = [stream for stream, i in streams.items() if i not in ended]
+        readable, _, _ = select.select(open_streams, [], [], 0.25)
+        for stream in readable:
+            i = streams[stream]
+            chunk = stream.read1(65536)  # type: ignore[attr-defined]
+            if not chunk:
+                ended.add(i)
+                continue
+            *lines, buffers[i] = (buffers[i] + chunk).split(b"\n")
+            queued[i] += [json.loads(line) for line in lines if line.strip()]
+        while all(queued):
+            yield [q.pop(0) for q in queued]
 
 
 def trial_kpis(samples: list[Sample], per_second: dict[str, list[float]]) -> dict[str, float]:

@@ -27,9 +27,9 @@ from workloads.base import (
     MetricInfo,
     RunContext,
     Sample,
+    ScaledOutParams,
     Target,
     WorkloadError,
-    WorkloadParams,
     combine,
     mean_of,
     parse_host_port,
@@ -59,7 +59,7 @@ _RATE = re.compile(r"^\d+(\.\d+)?[KMGkmg]?$")
 _POLL_S = 0.25  # how often a running client checks for its deadline and for cancel
 
 
-class Iperf3Params(WorkloadParams):
+class Iperf3Params(ScaledOutParams):
     """Parameters of one iperf3 client; the server side needs none of its own."""
 
     protocol: Literal["tcp", "udp"] = "tcp"
@@ -92,20 +92,9 @@ class Iperf3Params(WorkloadParams):
             value = getattr(self, name)
             if value is not None and not _RATE.match(value):
                 raise ValueError(f"{name} must be a number with an optional K/M/G suffix, got {value!r}")
-        cpus = [self.affinity] if isinstance(self.affinity, int) else self.affinity or []
-        if not cpus and self.affinity is not None:
-            raise ValueError("affinity: give a CPU number or a non-empty list of them")
-        if any(not 0 <= cpu <= 4095 for cpu in cpus):
-            raise ValueError("affinity: CPU numbers are 0 to 4095")
         if self.target is not None and parse_host_port(self.target)["port"] + self.processes - 1 > 65535:
             raise ValueError(f"target: {self.processes} processes need {self.processes} consecutive ports")
         return self
-
-    def cpu(self, process: int) -> int | None:
-        """The CPU process `process` (0-based) is pinned to, if any."""
-        if self.affinity is None or isinstance(self.affinity, int):
-            return self.affinity
-        return self.affinity[process % len(self.affinity)]
 
 
 Params = Iperf3Params  # the name the WorkloadKind protocol looks up

@@ -22,12 +22,13 @@ class Trial:
     final: bool = False  # a search's confirming trial at the found load (or number of tiles)
     tiles: int | None = None  # a tiles search's number of tiles
     bracket: tuple[float | None, float | None] | None = None  # a search's most that passed, least that failed
+    goal: str = ""  # a search's further goal (`search.goals`) this trial's load was chosen for
 
     @property
     def label(self) -> str:
         """How the display names it: `vendor-a #2`, in a search `vendor-a @ 4.75 Gbit/s [4.5, 5]` (the bracket so
         far), in a tiles search `vendor-a × 6 tiles [4, 8]`."""
-        final = " (final)" if self.final else ""
+        final = (f" {self.goal}" if self.goal else "") + (" (final)" if self.final else "")
         if self.bracket is not None:
             final += " [" + ", ".join("–" if v is None else f"{v:.4g}" for v in self.bracket) + "]"
         if self.tiles is not None:

@@ -331,30 +331,39 @@ def _bounds(rule: dict[str, float | None]) -> str:
 
 
 def capacity_table(result: dict[str, Any]) -> Table:
-    """One row per condition of a search: its capacity with the bracket, the load its final trials carried
-    (mean ± 95 % CI), that against the baseline's, and the trials it took."""
+    """One row per condition (and further goal) of a search: its capacity with the bracket, the load its final
+    trials carried (mean ± 95 % CI), that against the baseline's, and the trials it took."""
     search = result["spec"]["search"]
     criteria = ", ".join(f"{metric} {_bounds(rule)}" for metric, rule in search["criteria"].items())
+    goals = search.get("goals") or {}
+    caption = "; ".join(
+        f"{goal}: " + ", ".join(f"{metric} {_bounds(rule)}" for metric, rule in rules.items())
+        for goal, rules in goals.items()
+    )
     table = Table(
-        title=f"capacity of {search['workload']}: the highest offered load with {criteria}", title_justify="left"
+        title=f"capacity of {search['workload']}: the highest offered load with {criteria}",
+        title_justify="left",
+        caption=caption or None,
+        caption_justify="left",
     )
     table.add_column("condition", no_wrap=True)
     table.add_column("capacity [bracket]", justify="right")
     table.add_column("carried ± 95 % CI (n)", justify="right", no_wrap=True)
     table.add_column(f"vs {result['baseline']} [95 % CI]", justify="right", no_wrap=True)
     table.add_column("trials", justify="right")
-    for condition, found in result["capacity"].items():
-        over = found["overhead"]
-        change = Text("baseline", style="dim") if condition == result["baseline"] else Text("–")
-        if over is not None:
-            change, _ = _overhead_cells(dict(over), "higher")
-        table.add_row(
-            condition,
-            capacity_text(found, search),
-            _mean_cell(dict(found["achieved"])),
-            change,
-            str(len(found["tried"])),
-        )
+    for condition, main in result["capacity"].items():
+        for goal, found in [("", main), *main.get("goals", {}).items()]:
+            over = found["overhead"]
+            change = Text("baseline", style="dim") if condition == result["baseline"] else Text("–")
+            if over is not None:
+                change, _ = _overhead_cells(dict(over), "higher")
+            table.add_row(
+                f"{condition} · {goal}" if goal else condition,
+                capacity_text(found, search),
+                _mean_cell(dict(found["achieved"])),
+                change,
+                str(len(found["tried"])),
+            )
     return table
 
 

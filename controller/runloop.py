@@ -41,7 +41,18 @@ from controller.hostsources import HostCounterSource, TrialWindow, default_sourc
 from controller.kpis import trial_kpis
 from controller.plan import Trial, make_plan
 from controller.relay import RelayProcess
-from controller.search import RATE, Bounds, Bracket, Judge, SearchStep, expected_trials, per_stream_bitrate
+from controller.search import (
+    MAIN,
+    RATE,
+    Bracket,
+    GoalSearch,
+    SearchStep,
+    Stepper,
+    expected_search_trials,
+    expected_trials,
+    judges,
+    per_stream_bitrate,
+)
 from controller.spec import ConditionSpec, Experiment, SearchSpec, TilesSpec
 from controller.store import RunIdTaken, Store, StoredSample, StoreFailed
 from controller.tiles import TileStep, bounds, judge_tiles, per_tile, tiles_that_fit
@@ -180,26 +191,27 @@ class RunLoop:
         """A search has no plan; the trials it is expected to take stand for one (the display's total)."""
         each = 0
         if self.experiment.search is not None:
-            each += expected_trials(Bounds.of(self.experiment.search))
+            each += expected_search_trials(self.experiment.search)
         if self.experiment.tiles is not None:
             each += expected_trials(bounds(self.experiment.tiles, self.experiment.tiles.max))
         names = [c.name for c in self.experiment.conditions]
         return [Trial(index=i, condition=names[i % len(names)], repetition=0) for i in range(each * len(names))]
 
     def _search(self, spec: SearchSpec, expected: int, flows: list[Flow]) -> None:
-        """A capacity search: each trial offers the searched workload its bracket's next load, judged by the
-        criteria as it ends."""
-        brackets = {c.name: Bracket.of(spec) for c in self._baseline_first()}
-        judged = Judge(spec, spec.sender(self.experiment))
-        unit = RATE[judged.sender][1]
+        """A capacity search: each trial offers the searched workload the next load of its condition's current
+        goal, and is judged by every goal's criteria as it ends."""
+        searches = {c.name: GoalSearch.of(spec) for c in self._baseline_first()}
+        judged = judges(spec, spec.sender(self.experiment))
+        unit = RATE[judged[MAIN].sender][1]
         steps: dict[str, SearchStep] = {}
-        for name, load, final in self._rounds(brackets):
-            trial = self._search_trial(name, final, brackets[name], load=load, unit=unit)
+        for name, load, final in self._rounds(searches):
+            goal = searches[name].current
+            trial = self._search_trial(name, final, searches[name].brackets[goal], load=load, unit=unit, goal=goal)
             outcome = self._trial(trial, max(expected, trial.index + 1), flows)
-            steps[str(trial.index)] = {"condition": name, "load": load, "final": final}
+            steps[str(trial.index)] = {"condition": name, "load": load, "final": final, "goal": goal}
             self.store.put_note(self.run_id, "search", steps)
-            passed, _, achieved = judged(outcome.record["status"], outcome.kpis, load)
-            brackets[name].record(load, final, passed, achieved)
+            verdicts = {g: judge(outcome.record["status"], outcome.kpis, load) for g, judge in judged.items()}
+            searches[name].record(load, final, {g: (v[0], v[2]) for g, v in verdicts.items()})
 
     def _tiles(self, spec: TilesSpec, expected: int, base: list[Flow]) -> None:
         """A tiles search: each trial runs its bracket's next number of copies of the tile workloads, and every
@@ -232,7 +244,7 @@ class RunLoop:
         bound, shows what the generator sends before any device is judged."""
         return sorted(self.experiment.conditions, key=lambda c: not c.baseline)
 
-    def _rounds(self, brackets: dict[str, Bracket]) -> Iterator[tuple[str, float, bool]]:
+    def _rounds(self, brackets: Mapping[str, Stepper]) -> Iterator[tuple[str, float, bool]]:
         """A search's steps, round after round: the next (condition, value, final) of each condition whose
         search goes on, interleaved so drift reaches every condition alike."""
         while True:
@@ -253,6 +265,7 @@ class RunLoop:
         *,
         load: float | None = None,
         unit: str = "",
+        goal: str = MAIN,
         tiles: int | None = None,
     ) -> Trial:
         """A search's next trial: numbered on over both searches, its repetition the condition's step."""
@@ -265,6 +278,7 @@ class RunLoop:
             final=final,
             tiles=tiles,
             unit=unit,
+            goal="" if goal == MAIN else goal,
             bracket=(bracket.passed, bracket.failed),
         )
         self._next_index += 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from controller.spec import Criterion, SearchSpec
 from controller.stats import Description, Overhead, compare, describe
@@ -53,6 +53,7 @@ class SearchStep(TypedDict):
     condition: str
     load: float  # over all the searched workload's flows, in its unit (`RATE`)
     final: bool  # a confirming trial at the found load
+    goal: NotRequired[str]  # the goal whose bracket chose the load (absent: the main `criteria`)
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,15 @@ class Bracket:
         else:
             self.stop = "agents_exhausted" if bounds.exhausted else "above_high"
         return None
+
+    def would_probe(self, load: float) -> bool:
+        """Whether another goal's trial at `load` is a probe this bracket's bisection could have chosen: inside
+        the bracket while it is still wider than asked, before its final trials."""
+        if self.stop is not None or self.finals:
+            return False
+        if (self.passed is not None and load <= self.passed) or (self.failed is not None and load >= self.failed):
+            return False
+        return self.passed is None or self.failed is None or not self._narrow(self.passed, self.failed)
 
     def _narrow(self, passed: float, failed: float) -> bool:
         """Whether the bracket is as narrow as asked: neighbours for whole numbers, else within the precision."""
@@ -183,11 +193,12 @@ class Judge:
 
     spec: SearchSpec
     sender: Sender
+    criteria: dict[str, Criterion] | None = None  # a further goal's; default the spec's `criteria`
     shown: float = 0.0  # the most the searched workload has carried in any trial so far
 
     def __call__(self, status: str, kpis: dict[str, float], load: float) -> tuple[bool | None, list[str], float | None]:
         """A trial: passed (None: not judged), the criteria it broke, and the load it carried."""
-        passed, broken = judge(self.spec.criteria, status, kpis)
+        passed, broken = judge(self.spec.criteria if self.criteria is None else self.criteria, status, kpis)
         metric, unit = RATE[self.sender]
         achieved = kpis.get(f"{self.spec.workload}.{metric}")
         ratio = self.spec.achieved_ratio
@@ -206,6 +217,51 @@ class Judge:
         return passed, broken, achieved
 
 
+MAIN = "criteria"  # the main goal: the spec's `criteria`; further goals are named in `goals`
+
+
+def judges(spec: SearchSpec, sender: Sender) -> dict[str, Judge]:
+    """One judge per goal, the main criteria first."""
+    further = {goal: Judge(spec, sender, criteria) for goal, criteria in spec.goals.items()}
+    return {MAIN: Judge(spec, sender), **further}
+
+
+class Stepper(Protocol):
+    """A search that says what to try next (a `Bracket`, a `GoalSearch`)."""
+
+    def next_step(self) -> tuple[float, bool] | None: ...
+
+
+@dataclass
+class GoalSearch:
+    """One condition's search for all its goals at once, as MLRsearch finds NDR and PDR in one search: the main
+    criteria's bracket first, then each further goal's, and every trial informs every goal whose bisection
+    could have chosen its load (`Bracket.would_probe`), so a stricter goal starts from what the looser one
+    already learnt."""
+
+    brackets: dict[str, Bracket]
+    current: str = MAIN  # the goal whose bracket chose the latest step
+
+    @classmethod
+    def of(cls, spec: SearchSpec) -> GoalSearch:
+        return cls({goal: Bracket.of(spec) for goal in (MAIN, *spec.goals)})
+
+    def next_step(self) -> tuple[float, bool] | None:
+        for goal, bracket in self.brackets.items():
+            if (step := bracket.next_step()) is not None:
+                self.current = goal
+                return step
+        return None
+
+    def record(self, load: float, final: bool, verdicts: dict[str, tuple[bool | None, float | None]]) -> list[str]:
+        """A trial of the current goal's step, judged per goal (passed, carried); returns the goals it informed."""
+        took = [goal for goal, b in self.brackets.items() if goal == self.current or b.would_probe(load)]
+        for goal in took:
+            passed, achieved = verdicts[goal]
+            self.brackets[goal].record(load, final and goal == self.current, passed, achieved)
+        return took
+
+
 def per_stream_bitrate(load_gbps: float, flows: int, streams: int) -> str:
     """iperf3's `-b` for one stream of one of `flows` flows (`streams`: per flow, over all its processes), so
     that all of them together offer `load_gbps`."""
@@ -221,6 +277,13 @@ def expected_trials(bounds: Bounds) -> int:
     finest = 2 / bounds.high if bounds.whole else bounds.precision_pct / 100  # neighbours at worst near high/2
     halvings = geometric + max(0, math.ceil(math.log2(min(1.0, ratio - 1) / finest)))
     return min(bounds.max_trials, 2 + halvings + bounds.final_repetitions)
+
+
+def expected_search_trials(spec: SearchSpec) -> int:
+    """Trials one condition's capacity search takes, roughly: the main goal's, and for each further goal its own
+    halvings and finals (the bounds it shares with the main goal)."""
+    each = expected_trials(Bounds.of(spec))
+    return min(spec.max_trials * (1 + len(spec.goals)), each + len(spec.goals) * max(0, each - 2))
 
 
 class TriedLoad(TypedDict):
@@ -246,62 +309,88 @@ class Capacity(TypedDict):
     achieved: Description  # the load carried in the final trials at `value`
     overhead: Overhead | None  # the achieved load against the baseline's at its capacity (Welch)
     tried: list[TriedLoad]
+    goals: dict[str, Capacity]  # each further goal's result, found in the same search
 
 
 def capacities(
     spec: SearchSpec, sender: Sender, baseline: str, trials: list[dict[str, Any]], steps: dict[str, SearchStep]
 ) -> dict[str, Capacity]:
     """Every condition's search replayed from its stored trials (in run order) and their KPIs."""
-    found: dict[str, Capacity] = {}
-    brackets: dict[str, Bracket] = {}
-    tried: dict[str, list[TriedLoad]] = {}
-    judged = Judge(spec, sender)
+    searches: dict[str, GoalSearch] = {}
+    tried: dict[str, dict[str, list[TriedLoad]]] = {}
+    judged = judges(spec, sender)
     for trial in trials:
         step = steps.get(str(trial["idx"]))
         if step is None:
             continue
-        name = step["condition"]
-        passed, broken, achieved = judged(trial["status"], trial["kpis"], step["load"])
-        bracket = brackets.setdefault(name, Bracket.of(spec))
-        bracket.record(step["load"], step["final"], passed, achieved)
-        tried.setdefault(name, []).append(
-            {
-                "trial": trial["idx"],
-                "load": step["load"],
-                "final": step["final"],
-                "passed": passed,
-                "broken": broken,
-                "achieved": achieved,
-            }
-        )
-    for name, bracket in brackets.items():
-        if bracket.stop is None and bracket.next_step() is not None:
-            bracket.stop = "cut_short"  # the run ended (aborted, interrupted) before this search did
-        at_value = [
-            t["achieved"]
-            for t in tried[name]
-            if t["final"] and t["load"] == bracket.passed and t["passed"] and t["achieved"] is not None
-        ]
-        found[name] = {
-            "value": bracket.passed if bracket.stop in ("found", "above_high") else None,
-            "unit": RATE[sender][1],
-            "bracket": [bracket.passed, bracket.failed],
-            "stop": bracket.stop or "cut_short",
-            "reached": bracket.reached,
-            "finals_passed": sum(bracket.finals),
-            "achieved": describe(at_value),
-            "overhead": None,
-            "tried": tried[name],
-        }
-    base = found.get(baseline)
-    for name, capacity in found.items():
-        if name != baseline and base is not None and base["achieved"]["n"] and capacity["achieved"]["n"]:
-            capacity["overhead"] = compare(
-                dict(enumerate(base["achieved"]["values"])),
-                dict(enumerate(capacity["achieved"]["values"])),
-                blocked_by_repetition=False,
+        name, load = step["condition"], step["load"]
+        search = searches.setdefault(name, GoalSearch.of(spec))
+        search.current = step.get("goal", MAIN)
+        verdicts = {goal: judge(trial["status"], trial["kpis"], load) for goal, judge in judged.items()}
+        for goal in search.record(load, step["final"], {g: (v[0], v[2]) for g, v in verdicts.items()}):
+            passed, broken, achieved = verdicts[goal]
+            final = step["final"] and goal == search.current
+            tried.setdefault(name, {}).setdefault(goal, []).append(
+                {
+                    "trial": trial["idx"],
+                    "load": load,
+                    "final": final,
+                    "passed": passed,
+                    "broken": broken,
+                    "achieved": achieved,
+                }
             )
+    unit = RATE[sender][1]
+    found: dict[str, Capacity] = {}
+    for name, search in searches.items():
+        each = {goal: _capacity(b, tried[name].get(goal, []), unit) for goal, b in search.brackets.items()}
+        found[name] = {**each[MAIN], "goals": {goal: each[goal] for goal in spec.goals}}
+    for goal in (MAIN, *spec.goals):
+        base = _goal(found.get(baseline), goal)
+        for name, capacity in found.items():
+            other = _goal(capacity, goal)
+            if (
+                name != baseline
+                and base is not None
+                and other is not None
+                and base["achieved"]["n"]
+                and other["achieved"]["n"]
+            ):
+                other["overhead"] = compare(
+                    dict(enumerate(base["achieved"]["values"])),
+                    dict(enumerate(other["achieved"]["values"])),
+                    blocked_by_repetition=False,
+                )
     return found
+
+
+def _goal(capacity: Capacity | None, goal: str) -> Capacity | None:
+    if capacity is None:
+        return None
+    return capacity if goal == MAIN else capacity["goals"].get(goal)
+
+
+def _capacity(bracket: Bracket, tried: list[TriedLoad], unit: str) -> Capacity:
+    """One goal's result from its replayed bracket and the trials that informed it."""
+    if bracket.stop is None and bracket.next_step() is not None:
+        bracket.stop = "cut_short"  # the run ended (aborted, interrupted) before this search did
+    at_value = [
+        t["achieved"]
+        for t in tried
+        if t["final"] and t["load"] == bracket.passed and t["passed"] and t["achieved"] is not None
+    ]
+    return {
+        "value": bracket.passed if bracket.stop in ("found", "above_high") else None,
+        "unit": unit,
+        "bracket": [bracket.passed, bracket.failed],
+        "stop": bracket.stop or "cut_short",
+        "reached": bracket.reached,
+        "finals_passed": sum(bracket.finals),
+        "achieved": describe(at_value),
+        "overhead": None,
+        "tried": tried,
+        "goals": {},
+    }
 
 
 BED_SHARE = 0.9  # a capacity this close to the bed's own may be the bed's limit (RFC 9411's reference test)

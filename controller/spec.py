@@ -288,6 +288,12 @@ class SearchSpec(Strict):
     criteria: dict[str, Criterion] = Field(
         min_length=1, description="metric → bounds a trial must keep to pass, e.g. udp.loss_pct: {max: 0.5}"
     )
+    goals: dict[Name, dict[str, Criterion]] = Field(
+        default_factory=dict,
+        description="further goals found in the same search, each its own criteria, e.g. ndr: {udp.loss_pct: "
+        "{max: 0}} beside a 0.5 % partial-drop `criteria` (MLRsearch's several loss ratios): every trial informs "
+        "every goal",
+    )
     final_repetitions: int = Field(3, ge=2, le=100, description="trials at the found load: all must pass")
     achieved_ratio: float = Field(
         0.95,
@@ -810,6 +816,11 @@ def _check_search(source: str, experiment: Experiment, search: SearchSpec, names
         )
     for metric in search.criteria:
         _check_metric(source, f"search.criteria.{metric}", experiment, metric, names)
+    for goal, criteria in search.goals.items():
+        if not criteria:
+            raise SpecError(source, f"search.goals.{goal}", "give the goal at least one criterion")
+        for metric in criteria:
+            _check_metric(source, f"search.goals.{goal}.{metric}", experiment, metric, names)
 
 
 def _check_tiles(source: str, experiment: Experiment, tiles: TilesSpec, names: dict[str, MetricInfo]) -> None:

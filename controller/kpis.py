@@ -37,16 +37,26 @@ def trial_kpis(
     second, then averaged."""
     start, end = steady_window(experiment, start_at)
     catalogue = metric_catalogue(experiment)
-    per_second: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    # metric → second → agent → (value × dt, dt): one agent's samples that share a second (a series offset from
+    # the start, and its last partial interval) are its mean over them, weighted by their length; only
+    # different agents' values are then summed or averaged, as the metric says
+    per_second: dict[str, dict[int, dict[str, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
+    )
     for sample in samples:
         if not in_steady(sample, start, end):
             continue
         second = math.floor(sample["t"] + sample["dt"] / 2 - start_at)
         for field, value in sample["values"].items():
-            per_second[f"{sample['workload']}.{field}"][second].append(value)
+            weighted = per_second[f"{sample['workload']}.{field}"][second][sample["agent"]]
+            weighted[0] += value * sample["dt"]
+            weighted[1] += sample["dt"]
     combined: dict[str, list[float]] = {}
     for name, seconds in per_second.items():
-        combined[name] = [combine(catalogue.get(name), seconds[second]) for second in sorted(seconds)]
+        combined[name] = [
+            combine(catalogue.get(name), [total / max(dt, 1e-9) for total, dt in seconds[second].values()])
+            for second in sorted(seconds)
+        ]
     kpis = {name: sum(values) / len(values) for name, values in combined.items()}
     kpis |= host_kpis(host, start, end, catalogue)
     for entry in experiment.workloads:

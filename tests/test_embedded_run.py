@@ -270,9 +270,10 @@ def _server_side(process: psutil.Process) -> bool:
 
 
 def test_a_search_past_what_one_iperf3_sends_is_generator_limited(vtax: Vtax) -> None:
-    """UDP offered at 200 Gbit/s over loopback: one iperf3 process sends a few Gbit/s and loses almost
-    nothing, so the search must stop at once as generator_limited with the load it reached, not report a
-    device capacity (NFVbench's rule)."""
+    """UDP offered at 200 Gbit/s over loopback: one iperf3 process sends some Gbit/s (3 to 12 on this box),
+    and with criteria that hold whatever it loses (loss at its full rate varies here from trial to trial), a
+    trial that passes while carrying far less than offered must stop the search at once as generator_limited
+    with the load it reached, not report a device capacity (NFVbench's rule)."""
     spec = vtax.spec("""\
         name: guard
         agents: [{name: client}, {name: server}]
@@ -280,14 +281,18 @@ def test_a_search_past_what_one_iperf3_sends_is_generator_limited(vtax: Vtax) ->
         workloads: [{kind: iperf3, name: udp, agents: [client], server: server, params: {protocol: udp, window: 4M}}]
         timing: {warmup: 0.5, steady: 1.5, cooldown: 0, lead: 0.5}
         search:
-          {workload: udp, low: 1, high: 200, criteria: {udp.loss_pct: {max: 5}}, goals: {ndr: {udp.loss_pct: {max: 0}}}}
+          workload: udp
+          low: 1
+          high: 200
+          criteria: {udp.loss_pct: {max: 100}}
+          goals: {jitter: {udp.jitter_ms: {max: 1000}}}
         """)
     done, result = vtax.run_json(spec)
     assert result is not None, done.stderr
     found = result["capacity"]["direct"]
     assert found["stop"] == "generator_limited" and found["value"] is None, found
     assert 0.1 < found["reached"] < 200 * 0.95 and len(found["tried"]) == 1
-    ndr = found["goals"]["ndr"]  # the same trial informs the no-drop goal: it stops there too, at no extra trial
-    assert ndr["stop"] == "generator_limited" and [t["trial"] for t in ndr["tried"]] == [0], ndr
+    other = found["goals"]["jitter"]  # the same trial informs the second goal: it stops there too, at no extra trial
+    assert other["stop"] == "generator_limited" and [t["trial"] for t in other["tried"]] == [0], other
     assert len(result["trials"]) == 1
     assert "the generator, not the device, was the limit" in done.stdout

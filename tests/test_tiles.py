@@ -176,3 +176,7 @@ def test_a_busy_neighbour_leaves_room_for_fewer_cpu_tiles(vtax: Vtax) -> None:
     assert quiet["finals_passed"] == neighbour["finals_passed"] == 2
     assert all(t["tiles"] <= 4 for t in quiet["tried"] + neighbour["tried"])
     assert "carries " in done.stdout and "tiles with quiet" in done.stdout
+    made = vtax("report", result["run_id"], "-o", "tiles.html")
+    assert made.returncode == 0, made.stderr
+    page = (vtax.workdir / "tiles.html").read_text()
+    assert 'id="tiles"' in page and "the worst tile against the number of tiles" in page

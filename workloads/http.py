@@ -234,11 +234,16 @@ def run(params: HttpParams, ctx: RunContext) -> Iterator[Sample]:
     target_cpu, target_t = _target_cpu(ctx.target), time.time()
     try:
         for windows in _windows(children, ctx):
-            dt = max(windows[0]["dt"], 1e-6)
+            dt = sum(w["dt"] for w in windows) / len(windows)
+
+            def rate(field: str, windows: list[dict[str, Any]] = windows) -> float:
+                """Summed over the children, each over its own window (they need not be equally long)."""
+                return sum(w[field] / max(w["dt"], 1e-6) for w in windows)
+
             values = {
-                "rps": sum(w["requests"] for w in windows) / dt,
-                "throughput_gbps": sum(w["bytes"] for w in windows) * 8 / dt / 1e9,
-                "failures_per_s": sum(w["failures"] for w in windows) / dt,
+                "rps": rate("requests"),
+                "throughput_gbps": rate("bytes") * 8 / 1e9,
+                "failures_per_s": rate("failures"),
                 "generator_cpu_pct": sum(float(w["cpu_pct"]) for w in windows) / len(windows),  # per process
                 "cpu_warning": 1.0 if any(w["cpu_warning"] for w in windows) else 0.0,
             }
@@ -248,7 +253,7 @@ def run(params: HttpParams, ctx: RunContext) -> Iterator[Sample]:
             target_cpu, target_t = now_cpu, now
             ctx.progress({"rps": values["rps"]})
             merged = histogram.merge(w["hist"] for w in windows)
-            yield Sample(t=windows[0]["t"], dt=dt, values=values, histogram=merged)
+            yield Sample(t=sum(w["t"] for w in windows) / len(windows), dt=dt, values=values, histogram=merged)
     finally:
         errors = []
         for child in children:

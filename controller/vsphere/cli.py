@@ -85,8 +85,7 @@ def with_vcenter_options(command: Callable[..., None]) -> Callable[..., None]:
 def open_vsphere(experiment: Experiment | None, options: VcenterOptions) -> Vsphere | None:
     """The vSphere session when a vCenter is configured; an error when the spec needs one and none is."""
     from controller.metrics import VSPHERE_ONLY
-    from controller.vsphere.connection import Vcenter, load_config
-    from controller.vsphere.session import Vsphere
+    from controller.vsphere.config import load_config
 
     config = load_config(
         options.vcenter,
@@ -105,6 +104,9 @@ def open_vsphere(experiment: Experiment | None, options: VcenterOptions) -> Vsph
         if needs:
             raise InputError(f"sla.{needs[0]}: only vCenter reports it; run with --vcenter (or VTAX_VCENTER_URL)")
         return None
+    from controller.vsphere.connection import Vcenter
+    from controller.vsphere.session import Vsphere
+
     if options.vcenter_insecure or config.insecure:
         errors.print(f"vtax: warning: not verifying the TLS certificate of {config.url}")
     return Vsphere(vcenter=Vcenter(config=config), spec=experiment.vsphere if experiment else VsphereSpec())

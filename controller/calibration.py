@@ -65,7 +65,7 @@ def calibration_experiment(experiment: Experiment, repetitions: int, inject_mbit
         )
     data = experiment.model_dump(mode="json", exclude_none=True)
     data |= {
-        "name": f"{experiment.name}-calibration",
+        "name": calibration_name(experiment),
         "conditions": conditions,
         "repetitions": repetitions,
         "order": "interleaved",
@@ -78,6 +78,11 @@ def calibration_experiment(experiment: Experiment, repetitions: int, inject_mbit
     ]
     data.pop("tiles", None)
     return Experiment.model_validate(data)
+
+
+def calibration_name(experiment: Experiment) -> str:
+    """The name a spec's calibration runs under: how a search of the same spec finds its newest one."""
+    return f"{experiment.name}-calibration"
 
 
 def headline_metric(experiment: Experiment) -> str:
@@ -151,7 +156,7 @@ def calibrated_bed(store: Store, experiment: Experiment) -> Bed | None:
     """The bed's capacity from the newest completed `vtax calibrate` run of this spec in the store: the mean of
     the headline metric over its `bed` trials; None when the spec was never calibrated (or its first workload
     has no headline)."""
-    name = f"{experiment.name}-calibration"
+    name = calibration_name(experiment)
     run = next((r for r in store.runs(limit=None, status="completed") if r["name"] == name), None)
     if run is None or experiment.workloads[0].kind not in HEADLINE:
         return None

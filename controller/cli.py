@@ -323,21 +323,13 @@ def validate(spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")
     experiment = spec_module.load(spec)
     trials = len(experiment.conditions) * experiment.repetitions
     if experiment.searches:
-        from controller.search import expected_search_trials, expected_trials
-        from controller.tiles import bounds
+        from controller.plan import search_lengths
 
-        searches = []  # (what, expected trials, most trials) per condition
-        if experiment.search is not None:
-            search = experiment.search
-            limit = search.max_trials * (1 + len(search.goals))
-            searches.append(("a capacity search", expected_search_trials(search), limit))
-        if experiment.tiles is not None:
-            tiles = bounds(experiment.tiles, experiment.tiles.max)
-            searches.append((f"a tiles search up to {experiment.tiles.max}", expected_trials(tiles), tiles.max_trials))
-        each = sum(expected for _, expected, _ in searches)
-        most = sum(most for _, _, most in searches)
+        searches = search_lengths(experiment)
+        each = sum(length.expected for length in searches)
+        most = sum(length.most for length in searches)
         console.print(
-            f"{spec}: ok · {' then '.join(name for name, _, _ in searches)} over {len(experiment.conditions)} "
+            f"{spec}: ok · {' then '.join(length.what for length in searches)} over {len(experiment.conditions)} "
             f"conditions: about {each} trials each, about {_estimate(experiment, each)} (at most {most} each: "
             f"{_estimate(experiment, most)})"
         )

@@ -9,7 +9,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from controller.search import expected_search_trials, expected_trials
 from controller.spec import Experiment
+from controller.tiles import bounds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,3 +54,34 @@ def make_plan(experiment: Experiment) -> list[Trial]:
                 shuffler.shuffle(block)
             pairs += [(name, rep) for name in block]
     return [Trial(index=i, condition=name, repetition=rep) for i, (name, rep) in enumerate(pairs)]
+
+
+@dataclass(frozen=True)
+class SearchLength:
+    """How many trials one condition spends in one of a spec's searches."""
+
+    what: str  # "a capacity search", "a tiles search up to 16"
+    expected: int  # when no final trial refutes its value
+    most: int  # its max_trials (per goal)
+
+
+def search_lengths(experiment: Experiment) -> list[SearchLength]:
+    """The searches a spec runs, in run order, with the trials each takes per condition."""
+    lengths = []
+    if experiment.search is not None:
+        search = experiment.search
+        most = search.max_trials * (1 + len(search.goals))
+        lengths.append(SearchLength("a capacity search", expected_search_trials(search), most))
+    if experiment.tiles is not None:
+        tiles = bounds(experiment.tiles, experiment.tiles.max)
+        lengths.append(
+            SearchLength(f"a tiles search up to {experiment.tiles.max}", expected_trials(tiles), tiles.max_trials)
+        )
+    return lengths
+
+
+def search_plan(experiment: Experiment) -> list[Trial]:
+    """A search has no plan; the trials it is expected to take stand for one (the display's total)."""
+    each = sum(length.expected for length in search_lengths(experiment))
+    names = [c.name for c in experiment.conditions]
+    return [Trial(index=i, condition=names[i % len(names)], repetition=0) for i in range(each * len(names))]

@@ -39,7 +39,7 @@ from controller.events import Events
 from controller.hooks import ActionHandler, HookError, HookRun, run_hooks
 from controller.hostsources import HostCounterSource, TrialWindow, default_sources
 from controller.kpis import trial_kpis
-from controller.plan import Trial, make_plan
+from controller.plan import Trial, make_plan, search_plan
 from controller.relay import RelayProcess
 from controller.search import (
     MAIN,
@@ -48,8 +48,6 @@ from controller.search import (
     GoalSearch,
     SearchStep,
     Stepper,
-    expected_search_trials,
-    expected_trials,
     judges,
     per_stream_bitrate,
 )
@@ -146,7 +144,7 @@ class RunLoop:
     def execute(self) -> str:
         """Run every trial; returns the run id. Hook failures and refusals abort the run."""
         experiment = self.experiment
-        plan = self._search_estimate() if experiment.searches else make_plan(experiment)
+        plan = search_plan(experiment) if experiment.searches else make_plan(experiment)
         self._create_run()
         status, reason = "completed", ""
         try:
@@ -187,16 +185,6 @@ class RunLoop:
             self.events.run_end.fire(run_id=self.run_id, status=status)
         return self.run_id
 
-    def _search_estimate(self) -> list[Trial]:
-        """A search has no plan; the trials it is expected to take stand for one (the display's total)."""
-        each = 0
-        if self.experiment.search is not None:
-            each += expected_search_trials(self.experiment.search)
-        if self.experiment.tiles is not None:
-            each += expected_trials(bounds(self.experiment.tiles, self.experiment.tiles.max))
-        names = [c.name for c in self.experiment.conditions]
-        return [Trial(index=i, condition=names[i % len(names)], repetition=0) for i in range(each * len(names))]
-
     def _search(self, spec: SearchSpec, expected: int, flows: list[Flow]) -> None:
         """A capacity search: each trial offers the searched workload the next load of its condition's current
         goal, and is judged by every goal's criteria as it ends."""
@@ -211,7 +199,7 @@ class RunLoop:
             steps[str(trial.index)] = {"condition": name, "load": load, "final": final, "goal": goal}
             self.store.put_note(self.run_id, "search", steps)
             verdicts = {g: judge(outcome.record["status"], outcome.kpis, load) for g, judge in judged.items()}
-            searches[name].record(load, final, {g: (v[0], v[2]) for g, v in verdicts.items()})
+            searches[name].record(load, final, verdicts)
 
     def _tiles(self, spec: TilesSpec, expected: int, base: list[Flow]) -> None:
         """A tiles search: each trial runs its bracket's next number of copies of the tile workloads, and every

@@ -176,6 +176,9 @@ def judge(criteria: dict[str, Criterion], status: str, kpis: dict[str, float]) -
     return not broken, broken
 
 
+Verdict = tuple[bool | None, list[str], float | None]  # passed (None: not judged), what broke, load carried
+
+
 @dataclass
 class Judge:
     """Judges a search's trials, across all its conditions, in run order (the controller as they end, the
@@ -196,7 +199,7 @@ class Judge:
     criteria: dict[str, Criterion] | None = None  # a further goal's; default the spec's `criteria`
     shown: float = 0.0  # the most the searched workload has carried in any trial so far
 
-    def __call__(self, status: str, kpis: dict[str, float], load: float) -> tuple[bool | None, list[str], float | None]:
+    def __call__(self, status: str, kpis: dict[str, float], load: float) -> Verdict:
         """A trial: passed (None: not judged), the criteria it broke, and the load it carried."""
         passed, broken = judge(self.spec.criteria if self.criteria is None else self.criteria, status, kpis)
         metric, unit = RATE[self.sender]
@@ -253,11 +256,11 @@ class GoalSearch:
                 return step
         return None
 
-    def record(self, load: float, final: bool, verdicts: dict[str, tuple[bool | None, float | None]]) -> list[str]:
-        """A trial of the current goal's step, judged per goal (passed, carried); returns the goals it informed."""
+    def record(self, load: float, final: bool, verdicts: dict[str, Verdict]) -> list[str]:
+        """A trial of the current goal's step, with each goal's `Judge` verdict; returns the goals it informed."""
         took = [goal for goal, b in self.brackets.items() if goal == self.current or b.would_probe(load)]
         for goal in took:
-            passed, achieved = verdicts[goal]
+            passed, _, achieved = verdicts[goal]
             self.brackets[goal].record(load, final and goal == self.current, passed, achieved)
         return took
 
@@ -283,7 +286,7 @@ def expected_search_trials(spec: SearchSpec) -> int:
     """Trials one condition's capacity search takes, roughly: the main goal's, and for each further goal its own
     halvings and finals (the bounds it shares with the main goal)."""
     each = expected_trials(Bounds.of(spec))
-    return min(spec.max_trials * (1 + len(spec.goals)), each + len(spec.goals) * max(0, each - 2))
+    return each + len(spec.goals) * max(0, each - 2)
 
 
 class TriedLoad(TypedDict):
@@ -327,7 +330,7 @@ def capacities(
         search = searches.setdefault(name, GoalSearch.of(spec))
         search.current = step.get("goal", MAIN)
         verdicts = {goal: judge(trial["status"], trial["kpis"], load) for goal, judge in judged.items()}
-        for goal in search.record(load, step["final"], {g: (v[0], v[2]) for g, v in verdicts.items()}):
+        for goal in search.record(load, step["final"], verdicts):
             passed, broken, achieved = verdicts[goal]
             final = step["final"] and goal == search.current
             tried.setdefault(name, {}).setdefault(goal, []).append(

@@ -93,12 +93,19 @@ def judge_tiles(
 ) -> tuple[bool | None, list[str]]:
     """Whether a tiles trial passes: each host criterion on the trial's KPIs, each tile criterion in the worst
     tile (a tile that did not report a value breaks it)."""
-    judged = {metric: value for metric, value in kpis.items() if metric not in values}  # host metrics
-    for metric, tiles in values.items():
-        if tiles and all(v == v for v in tiles):  # NaN: a tile that measured nothing, so "not measured"
-            judged[metric] = _worst(criteria[metric], tiles)
-    passed, broken = judge(criteria, status, judged)
+    host = {metric: value for metric, value in kpis.items() if metric not in values}
+    passed, broken = judge(criteria, status, host | worst_tiles(criteria, values))
     return passed, [f"{b} in the worst tile" if b.partition(" ")[0] in values else b for b in broken]
+
+
+def worst_tiles(criteria: dict[str, Criterion], values: dict[str, list[float]]) -> dict[str, float]:
+    """Each tile criterion's value in the worst tile; left out where a tile measured nothing (NaN), so that
+    the criterion reads "not measured"."""
+    return {
+        metric: _worst(criteria[metric], tiles)
+        for metric, tiles in values.items()
+        if tiles and all(v == v for v in tiles)
+    }
 
 
 class TriedTiles(TypedDict):
@@ -133,7 +140,6 @@ def tile_capacities(
     """Every condition's tiles search replayed from its stored trials (in run order)."""
     brackets: dict[str, Bracket] = {}
     tried: dict[str, list[TriedTiles]] = {}
-    finals: dict[str, list[tuple[int, dict[str, list[float]]]]] = {}
     for trial in trials:
         step = steps.get(str(trial["idx"]))
         if step is None:
@@ -149,20 +155,14 @@ def tile_capacities(
                 "final": step["final"],
                 "passed": passed,
                 "broken": broken,
-                "worst": {
-                    metric: _worst(spec.criteria[metric], values)
-                    for metric, values in step["per_tile"].items()
-                    if values and all(v == v for v in values)
-                },
+                "worst": worst_tiles(spec.criteria, step["per_tile"]),
             }
         )
-        if step["final"] and passed:
-            finals.setdefault(name, []).append((step["tiles"], step["per_tile"]))
     found: dict[str, TileCapacity] = {}
     for name, bracket in brackets.items():
         if bracket.stop is None and bracket.next_step() is not None:
             bracket.stop = "cut_short"
-        at_value = [values for tiles, values in finals.get(name, []) if tiles == bracket.passed]
+        at_value = [t["worst"] for t in tried[name] if t["final"] and t["passed"] and t["tiles"] == bracket.passed]
         counted = bracket.stop in ("found", "agents_exhausted", "above_high")
         found[name] = {
             "value": _whole(bracket.passed) if counted else None,
@@ -170,9 +170,7 @@ def tile_capacities(
             "stop": bracket.stop or "cut_short",
             "finals_passed": sum(bracket.finals),
             "worst": {
-                metric: describe(
-                    [_worst(spec.criteria[metric], values[metric]) for values in at_value if values.get(metric)]
-                )
+                metric: describe([worst[metric] for worst in at_value if metric in worst])
                 for metric in spec.criteria
                 if not metric.startswith("host.")
             },

@@ -210,7 +210,7 @@ def test_ndr_and_pdr_are_found_in_one_search_that_shares_its_trials() -> None:
         trials.append({"idx": index, "status": "ok", "kpis": kpis})
         steps[str(index)] = {"condition": "direct", "load": load, "final": final, "goal": search.current}
         verdicts = {goal: judge("ok", kpis, load) for goal, judge in judged.items()}
-        search.record(load, final, {goal: (v[0], v[2]) for goal, v in verdicts.items()})
+        search.record(load, final, verdicts)
     pdr, ndr = search.brackets[MAIN], search.brackets["ndr"]
     assert pdr.stop == ndr.stop == "found"
     assert pdr.passed <= 4 < pdr.failed and pdr.failed / pdr.passed - 1 <= 0.01  # type: ignore[operator]

@@ -235,15 +235,10 @@ def run(params: HttpParams, ctx: RunContext) -> Iterator[Sample]:
     try:
         for windows in _windows(children, ctx):
             dt = sum(w["dt"] for w in windows) / len(windows)
-
-            def rate(field: str, windows: list[dict[str, Any]] = windows) -> float:
-                """Summed over the children, each over its own window (they need not be equally long)."""
-                return sum(w[field] / max(w["dt"], 1e-6) for w in windows)
-
             values = {
-                "rps": rate("requests"),
-                "throughput_gbps": rate("bytes") * 8 / 1e9,
-                "failures_per_s": rate("failures"),
+                "rps": _rate(windows, "requests"),
+                "throughput_gbps": _rate(windows, "bytes") * 8 / 1e9,
+                "failures_per_s": _rate(windows, "failures"),
                 "generator_cpu_pct": sum(float(w["cpu_pct"]) for w in windows) / len(windows),  # per process
                 "cpu_warning": 1.0 if any(w["cpu_warning"] for w in windows) else 0.0,
             }
@@ -264,6 +259,11 @@ def run(params: HttpParams, ctx: RunContext) -> Iterator[Sample]:
                 errors.append(f"locust exited {child.returncode}: {err.decode(errors='replace').strip()[-300:]}")
     if errors:
         raise WorkloadError("; ".join(errors))
+
+
+def _rate(windows: list[dict[str, Any]], field: str) -> float:
+    """A count per second summed over the children, each over its own window (they need not be equally long)."""
+    return sum(w[field] / max(w["dt"], 1e-6) for w in windows)
 
 
 def _start_locust(params: HttpParams, ctx: RunContext, process: int) -> subprocess.Popen[bytes]:

@@ -355,7 +355,7 @@ def _estimate(experiment: spec_module.Experiment, repetitions: int) -> str:
     from controller.report import duration
 
     trials = len(experiment.conditions) * repetitions
-    return duration(trials * (experiment.timing.duration + experiment.timing.lead + 1))
+    return duration(trials * (experiment.timing.duration + experiment.lead + 1))
 
 
 @app.command()

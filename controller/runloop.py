@@ -420,7 +420,7 @@ class RunLoop:
         try:
             hooks("setup")
             with self._serving(condition, flows) as targets:
-                start_at = time.time() + timing.lead
+                start_at = time.time() + self.experiment.lead
                 deadline = start_at + timing.duration + timing.grace
                 record["start_at"], record["deadline"] = start_at, deadline
                 record["status"], record["reason"], kpis, results = self._measure(
@@ -454,7 +454,7 @@ class RunLoop:
     def _serving(self, condition: ConditionSpec, flows: list[Flow]) -> Iterator[dict[FlowKey, Target]]:
         """The trial's servers, and the built-in relay in front of them when the condition asks for it."""
         timing = self.experiment.timing
-        serve_deadline = time.time() + SERVE_TIMEOUT_S + timing.lead + timing.duration + timing.grace
+        serve_deadline = time.time() + SERVE_TIMEOUT_S + self.experiment.lead + timing.duration + timing.grace
         try:
             targets = self._start_servers(flows, serve_deadline)
         except InfrastructureError as exc:

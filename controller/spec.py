@@ -219,7 +219,7 @@ def _entry_model(kind: str) -> type[WorkloadEntry]:
     )
 
 
-WORKLOAD_MODELS = {kind: _entry_model(kind) for kind in workloads.KINDS}
+WORKLOAD_MODELS = {kind: _entry_model(kind) for kind in workloads.kinds()}
 AnyWorkload = Annotated[Union[tuple(WORKLOAD_MODELS.values())], Field(discriminator="kind")]  # noqa: UP007
 
 
@@ -230,7 +230,12 @@ class Timing(Strict):
     steady: float = Field(10.0, gt=0, le=7 * 86400, description="the measured phase: every KPI comes from it")
     cooldown: float = Field(1.0, ge=0, le=3600, description="load runs on, unmeasured, so the steady end is clean")
     grace: float = Field(10.0, ge=1, le=3600, description="hard deadline = end of cool-down + grace")
-    lead: float = Field(1.0, ge=0.2, le=60, description="time from dispatch to the common start")
+    lead: float = Field(
+        1.0,
+        ge=0.2,
+        le=60,
+        description="time from dispatch to the common start; at least what the workloads' tools need to be ready",
+    )
     max_start_skew_ms: float = Field(
         20.0,
         gt=0,
@@ -455,6 +460,12 @@ class Experiment(Strict):
     def searches(self) -> bool:
         """The run searches (a capacity, tiles or both) instead of repeating trials at one load."""
         return self.search is not None or self.tiles is not None
+
+    @property
+    def lead(self) -> float:
+        """Seconds from dispatch to the common start: the spec's lead, or longer where a workload's tools need
+        longer to be ready (locust imports for about a second), so no load starts late."""
+        return max(self.timing.lead, *(workloads.get(entry.kind).READY_S for entry in self.workloads))
 
     def tile_workloads(self) -> list[WorkloadEntry]:
         """The workloads that make a tile: they run in the tiles search only."""

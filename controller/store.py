@@ -92,6 +92,22 @@ _ADDED_COLUMNS = [
 ]  # (table, column, type), oldest first
 
 
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch a store to write-ahead logging, waiting out another process doing the same.
+
+    SQLite answers a concurrent journal-mode switch on a new file with "database is locked" at once, without its
+    busy handler, so the wait is done here."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class RunIdTaken(Exception):
     """A run with this id is in the store already (two runs started in the same second drew the same suffix)."""
 
@@ -279,7 +295,7 @@ class Store:
                 self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             else:
                 self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=BUSY_TIMEOUT_S)
-                self._db.execute("PRAGMA journal_mode=WAL")
+                _enable_wal(self._db)
                 self._db.executescript(_SCHEMA)
                 self._upgrade()
         except sqlite3.Error as exc:
@@ -296,12 +312,21 @@ class Store:
         return f"what was measured is kept in {self.side.path}: `vtax import {self.side.path} --store {self.path}`"
 
     def _upgrade(self) -> None:
-        """Add the columns later versions introduced to a store an older vtax made."""
-        for table, column, kind in _ADDED_COLUMNS:
-            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in present:
-                with self._transaction():
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        """Add the columns later versions introduced to a store an older vtax made.
+
+        Checked and altered under one write lock (BEGIN IMMEDIATE): two processes opening a new store at once
+        would otherwise both see a column missing and the second would fail adding it."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for table, column, kind in _ADDED_COLUMNS:
+                    present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                    if column not in present:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            except sqlite3.Error:
+                self._db.rollback()
+                raise
+            self._db.commit()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -133,7 +133,7 @@ def spec_page() -> str:
         "registered zones are known.",
         "",
     ]
-    for kind, module in workloads.KINDS.items():
+    for kind, module in workloads.kinds().items():
         params = module.Params
         table = _model_table(params)
         table[0] = f"## `{kind}` params"
@@ -153,7 +153,7 @@ def metrics_page() -> str:
         "([Statistics](../concepts/statistics.md)); a metric that never produced a value is left out of the result.",
         "",
     ]
-    for kind, module in workloads.KINDS.items():
+    for kind, module in workloads.kinds().items():
         if not module.METRICS:
             continue
         out += [f"## `{kind}`", "", "| metric | unit | better | across agents | meaning |", "|---|---|---|---|---|"]

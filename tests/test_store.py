@@ -161,6 +161,24 @@ def test_a_store_on_a_read_only_file_system_is_refused_before_any_load_and_still
     assert shown.returncode == 0 and result["run_id"] in shown.stdout, shown.stderr
 
 
+def _open_store(path: str) -> None:
+    Store(path).close()
+
+
+def test_processes_that_open_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """A run and a `vtax runs` opening a store at the same moment: neither sees "duplicate column" nor "locked"
+    (SQLite refuses a concurrent switch to WAL without waiting; both the switch and the upgrade wait their turn)."""
+    import multiprocessing
+
+    paths = [str(tmp_path / f"new-{n}.db") for n in range(8)]
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        for path in paths:
+            pool.map(_open_store, [path] * 6)
+    for path in paths:
+        columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(runs)")}
+        assert {"controller_host", "controller_pid", "controller_started"} <= columns
+
+
 def test_a_run_whose_controller_was_killed_shows_as_interrupted(vtax: Vtax) -> None:
     spec = vtax.spec(noop_spec(steady=20, repetitions=1))
     proc = vtax.start("run", str(spec))

@@ -106,6 +106,12 @@ class RunContext:
             time.sleep(min(0.1, left))
         self.started.append(time.time())
 
+    def released_at(self, when: float) -> None:
+        """A tool that releases its own load at `start_at` (locust) says when it really did: a tool that was
+        still starting up then released it late, and the start skew must show it."""
+        if self.started and when > self.started[0]:
+            self.started[0] = when
+
     def seconds_left(self) -> float:
         return self.deadline - time.time()
 
@@ -200,6 +206,8 @@ class WorkloadKind(Protocol):
     Params: type[WorkloadParams]
     METRICS: dict[str, MetricInfo]
     HAS_SERVER: bool
+    READY_S: float
+    """Seconds its tools need from the task's arrival until they can release the load (the lead is at least this)."""
 
     def serve(self, params: WorkloadParams, *, bind: str, deadline: float) -> Target:
         """Start the server side detached; it must stop by itself at `deadline`."""

@@ -21,6 +21,7 @@ from workloads.base import MetricInfo, RunContext, Sample, Target, WorkloadParam
 
 KIND = "cpu"
 HAS_SERVER = False
+READY_S = 0.2  # burner processes fork at once
 
 METRICS: dict[str, MetricInfo] = {
     "achieved_pct": MetricInfo(

@@ -38,6 +38,7 @@ from workloads.serving import start_server
 
 KIND = "iperf3"
 HAS_SERVER = True
+READY_S = 0.2  # iperf3 starts in milliseconds
 
 METRICS: dict[str, MetricInfo] = {
     "throughput_gbps": MetricInfo(

@@ -13,6 +13,7 @@ from workloads.base import MetricInfo, RunContext, Sample, Target, WorkloadParam
 
 KIND = "noop"
 HAS_SERVER = False
+READY_S = 0.0  # nothing to start
 METRICS: dict[str, MetricInfo] = {}
 
 

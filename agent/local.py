@@ -28,10 +28,13 @@ def agent_main(
     influx: InfluxConfig | None,
     inbox: Queue[str | None],
     outbox: Queue[str],
+    parent: int,
 ) -> None:
-    """Serve tasks until a None arrives. Runs as its own process group, so the whole agent can be killed."""
+    """Serve tasks until a None arrives. Runs as its own process group, so the whole agent can be killed.
+    `parent` is the controller's pid as it spawned this agent: a controller killed while the agent was still
+    importing has already gone when this runs, and the agent must see that rather than watch its new parent."""
     os.setpgid(0, 0)
-    threading.Thread(target=_die_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
+    threading.Thread(target=_die_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
     sink = InfluxSink(influx.model_copy(update={"spool_dir": influx.spool_dir / name})) if influx else None
     host = AgentHost(
         name=name, allowlist=Allowlist(allow), locustfile_dir=Path(locustfiles) if locustfiles else None, sink=sink

@@ -219,7 +219,7 @@ class EmbeddedEngine(Engine):
         settings = self._settings[name]
         process = self._context.Process(
             target=agent_main,
-            args=(name, settings.allow, settings.locustfiles, settings.influx, inbox, self._outbox),
+            args=(name, settings.allow, settings.locustfiles, settings.influx, inbox, self._outbox, os.getpid()),
             name=f"vtax-agent-{name}",
             daemon=True,
         )

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from controller import runloop
@@ -180,6 +181,8 @@ def test_processes_that_open_a_new_store_at_once_all_succeed(tmp_path: Path) -> 
 
 
 def test_a_run_whose_controller_was_killed_shows_as_interrupted(vtax: Vtax) -> None:
+    """SIGKILL the controller as soon as its run is stored: the run shows as interrupted, and its agents, still
+    starting, die with it."""
     spec = vtax.spec(noop_spec(steady=20, repetitions=1))
     proc = vtax.start("run", str(spec))
     give_up = time.monotonic() + 30
@@ -187,8 +190,11 @@ def test_a_run_whose_controller_was_killed_shows_as_interrupted(vtax: Vtax) -> N
         assert time.monotonic() < give_up, "the run never appeared in the store"
         time.sleep(0.1)
     assert Store(vtax.store).runs()[0]["status"] == "running"
+    agents = psutil.Process(proc.pid).children()  # killed this early, they may still be importing
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    _, alive = psutil.wait_procs(agents, timeout=3)
+    assert not alive, "an agent outlived its controller"
     listed = json.loads(vtax("runs", "--json").stdout)
     assert listed[0]["status"] == "interrupted" and "is gone" in listed[0]["reason"]
 

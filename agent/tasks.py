@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 import workloads
 from agent import wire
 from agent.hostsampler import HOSTNAME, sample_window
@@ -108,6 +110,7 @@ def run_workload(
         "samples": samples,
         "summary": module.summarize(checked, samples) if samples else {},
         "agent_cpu_s": time.process_time() - cpu_before,
+        "agent_rss_mb": psutil.Process().memory_info().rss / 2**20,
     }
     if ctx.started:  # the load was released (it may have failed before)
         result["started_at"] = ctx.started[0]

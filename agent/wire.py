@@ -91,6 +91,7 @@ class AgentResult(TypedDict):
     started_at: NotRequired[float]  # when its load actually started
     ended_at: NotRequired[float]
     agent_cpu_s: NotRequired[float]
+    agent_rss_mb: NotRequired[float]  # the agent process's resident memory as the task ended (a soak's leak check)
     start_skew_s: NotRequired[float]  # started_at − start_at (set by the controller)
 
 

@@ -15,6 +15,7 @@ from controller.consolidation import consolidation
 from controller.errors import InputError
 from controller.kpis import trial_kpis
 from controller.search import Capacity, bed_issues, capacities
+from controller.soak import soak_issues, soak_result
 from controller.spec import Experiment, metric_catalogue
 from controller.store import Store, StoredResult
 from controller.tiles import TileCapacity, tile_capacities
@@ -130,6 +131,10 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
     validity += _outlier_issues(values, trial_of)
     validity += appliance_issues(experiment, [s for samples in host_by_trial.values() for s in samples])
     validity += clock_issues(experiment, clocks)
+    soak = None
+    if experiment.soak is not None:
+        soak = soak_result(experiment, trial_rows, [r for rs in results_by_trial.values() for r in rs])
+        validity += soak_issues(soak)
     environment = notes.get("environment")
     validity += version_issues(environment)
     sla = _sla_checks(experiment, metrics)
@@ -162,9 +167,12 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
         "capacity": capacity,
         "tiles": tiles,
         "consolidation": modelled,
+        "soak": soak,
         "environment": environment,
         "spec": run["spec"],
-        "passed": not any(v["level"] == "error" for v in validity) and all(s["ok"] for s in sla),
+        "passed": not any(v["level"] == "error" for v in validity)
+        and all(s["ok"] for s in sla)
+        and (soak is None or soak["passed"]),
     }
     return result, values
 

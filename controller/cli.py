@@ -120,10 +120,13 @@ def _measure(
     LiveDisplay(console, events, warmup=experiment.timing.warmup, steady=experiment.timing.steady, verbose=verbose)
     output = InfluxOutput(influx, events, experiment, errors) if influx else None
     plan_size = len(experiment.conditions) * experiment.repetitions
-    console.print(
-        f"[bold]{experiment.name}[/]: {len(experiment.conditions)} conditions × {experiment.repetitions} repetitions "
-        f"= {plan_size} trials of {experiment.timing.duration:g} s, {experiment.order} order"
-    )
+    if experiment.soak is not None:
+        console.print(f"[bold]{experiment.name}[/]: {_soak_line(experiment)}")
+    else:
+        console.print(
+            f"[bold]{experiment.name}[/]: {len(experiment.conditions)} conditions × {experiment.repetitions} "
+            f"repetitions = {plan_size} trials of {experiment.timing.duration:g} s, {experiment.order} order"
+        )
     engine = _engine(experiment, broker, influx)
     wired = vsphere_cli.wiring(vsphere, experiment, store) if vsphere is not None else None
     loop = RunLoop(
@@ -322,7 +325,10 @@ def validate(spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")
 
     experiment = spec_module.load(spec)
     trials = len(experiment.conditions) * experiment.repetitions
-    if experiment.searches:
+    if experiment.soak is not None:
+        console.print(f"{spec}: ok · {_soak_line(experiment)}")
+        trials = experiment.soak.segments
+    elif experiment.searches:
         from controller.plan import search_lengths
 
         searches = search_lengths(experiment)
@@ -348,6 +354,20 @@ def validate(spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")
             f"{REALTIME_INTERVAL_S} s samples are read once over, and a cool-down under {REALTIME_INTERVAL_S} s "
             "makes each trial wait for the one holding its steady phase's end"
         )
+
+
+def _soak_line(experiment: spec_module.Experiment) -> str:
+    """ "a soak of 24 h in 1,440 segments of 60 s, holding base" (and the turns, with several conditions)."""
+    from controller.report import duration
+
+    soak = experiment.soak
+    assert soak is not None
+    held = soak.conditions or [experiment.baseline.name]
+    turns = f", in turns of {soak.rotate} segments" if len(held) > 1 else ""
+    return (
+        f"a soak of {duration(soak.duration)} in {soak.segments:,} segments of {duration(soak.segment)}, holding "
+        f"{', '.join(held)}{turns}"
+    )
 
 
 def _estimate(experiment: spec_module.Experiment, repetitions: int) -> str:
@@ -452,17 +472,23 @@ def show(
     json_path: JsonOption = None,
     store: StoreOption = DEFAULT_PATH,
     verbose: VerboseOption = False,
+    segments: Annotated[bool, typer.Option("--segments", help="a soak: list every segment's values first")] = False,
 ) -> None:
     """Print a stored run's summary again, recomputed from the store; with --verbose, every hook's output first."""
     from controller.analysis import analyse
     from controller.report import print_hook, print_result
+    from controller.soakreport import segments_table
 
     check_writable(json_path)
     opened = Store(store, create=False)
     result = analyse(opened, run_id)
+    if segments and result["soak"] is None:
+        raise InputError(f"run {result['run_id']} is not a soak: it has no segments (its trials: `vtax show` alone)")
     if verbose:
         for trial_idx, hook in opened.hook_runs(result["run_id"]):
             print_hook(console, trial_idx, hook)
+    if segments:
+        console.print(segments_table(result))
     print_result(console, result)
     write_json(json_path, result)
 

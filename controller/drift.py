@@ -12,6 +12,9 @@
   exchangeable, so bursty noise (φ = 0.5) made a third of trend-free series "change" (tests/test_drift.py).
 - **Growth** (process or VM memory): Sen's slope in MB/h and the end against the first hour.
 
+Sen's slope is scipy's Theil-Sen estimator over the segments' times, so a condition that takes turns with
+others (and so has gaps) gets its slope per real hour.
+
 A series too short to test says so (`verdict: "too_short"`) rather than "no trend".
 """
 
@@ -24,6 +27,7 @@ from typing import Literal, TypedDict
 import numpy as np
 import pymannkendall
 from scipy import signal as scipy_signal
+from scipy import stats as scipy_stats
 
 ALPHA = 0.01  # a soak tests every metric of every condition: false alarms must stay rare
 MIN_SEGMENTS = 8  # fewer and Mann-Kendall's normal approximation (and a change point's sides) mean little
@@ -55,23 +59,27 @@ class Growth(TypedDict):
     n: int
 
 
-def _first_span(n: int, segment_s: float) -> int:
-    """Segments in "the first hour": an hour, or a quarter of a soak shorter than 4 h, at least 1."""
-    return max(1, min(round(3600 / segment_s), n // 4))
+def _first_span(hours: np.ndarray) -> np.ndarray:
+    """Which values fall in "the first hour": an hour, or the first quarter of a soak shorter than 4 h."""
+    span = min(1.0, (hours[-1] - hours[0]) / 4) if len(hours) > 1 else 1.0
+    return hours <= hours[0] + span
 
 
-def trend(values: list[float], segment_s: float, alpha: float = ALPHA) -> Trend:
-    """The monotonic trend of one metric over consecutive segments of `segment_s` seconds."""
-    x = np.asarray(values, dtype=float)
+def _last_span(hours: np.ndarray) -> np.ndarray:
+    return _first_span(hours[-1] - hours[::-1])[::-1]
+
+
+def trend(values: list[float], hours: list[float], alpha: float = ALPHA) -> Trend:
+    """The monotonic trend of one metric over its segments, each at its time in hours from the soak's start
+    (a condition that takes turns with others has gaps)."""
+    x, t = np.asarray(values, dtype=float), np.asarray(hours, dtype=float)
     if len(x) < MIN_SEGMENTS or np.ptp(x) == 0:
         verdict: Literal["no trend", "too_short"] = "too_short" if len(x) < MIN_SEGMENTS else "no trend"
         return {"verdict": verdict, "p_value": None, "slope_per_h": None, "pct_per_h": None, "n": len(x)}
-    sen = pymannkendall.sens_slope(x)
-    detrended = x - float(sen.slope) * np.arange(len(x))
-    rho = _rho(detrended, [])  # the noise's autocorrelation, the trend taken out first (trend-free)
+    slope_per_h = float(scipy_stats.theilslopes(x, t).slope)  # Sen's slope, over the segments' real times
+    rho = _rho(x - slope_per_h * t, [])  # the noise's autocorrelation, the trend taken out first (trend-free)
     p_value = float(pymannkendall.original_test(x[1:] - rho * x[:-1], alpha=alpha).p)  # pre-whitened
-    slope_per_h = float(sen.slope) * 3600 / segment_s
-    level = float(np.median(x[: _first_span(len(x), segment_s)]))
+    level = float(np.median(x[_first_span(t)]))
     verdict = ("increasing" if slope_per_h > 0 else "decreasing") if p_value < alpha else "no trend"
     return {
         "verdict": verdict,
@@ -158,14 +166,13 @@ def change_points(values: list[float], alpha: float = ALPHA) -> list[ChangePoint
     return found
 
 
-def growth(values: list[float], segment_s: float) -> Growth:
+def growth(values: list[float], hours: list[float]) -> Growth:
     """How a memory series grew: Sen's slope per hour, and its end against its first hour."""
-    x = np.asarray(values, dtype=float)
+    x, t = np.asarray(values, dtype=float), np.asarray(hours, dtype=float)
     if len(x) < 2:
         return {"slope_per_h": None, "first_hour": None, "end": None, "ratio": None, "n": len(x)}
-    span = _first_span(len(x), segment_s)
-    first, end = float(np.median(x[:span])), float(np.median(x[-span:]))
-    slope = float(pymannkendall.sens_slope(x).slope) * 3600 / segment_s
+    first, end = float(np.median(x[_first_span(t)])), float(np.median(x[_last_span(t)]))
+    slope = float(scipy_stats.theilslopes(x, t).slope)
     return {
         "slope_per_h": slope,
         "first_hour": first,

@@ -46,14 +46,16 @@ class TrialWindow:
         return self.start_at + self.seconds
 
 
+WindowEnd = Callable[[], None]
+"""Called when a window's load is over: hands its record to `on_record`, now or (vCenter) later."""
+
+
 class HostCounterSource(Protocol):
-    """Host-side counters for one trial window at a time."""
+    """Host-side counters for trial windows; a soak's next segment begins before the last has ended, so each
+    window keeps its own state and is ended by what `begin` returned."""
 
-    def begin(self, window: TrialWindow, *, on_sample: SampleHandler, on_record: RecordHandler) -> None:
-        """The trial's load is about to start."""
-
-    def end(self) -> None:
-        """The trial's load is over: hand its record to `on_record`, now or (vCenter) later."""
+    def begin(self, window: TrialWindow, *, on_sample: SampleHandler, on_record: RecordHandler) -> WindowEnd:
+        """The trial's load is about to start; returns what ends this window."""
 
     def finish(self, *, abandon: bool = False) -> None:
         """At run end: wait for the records end() left to come (or, with `abandon`, give up on them). Most
@@ -63,29 +65,26 @@ class HostCounterSource(Protocol):
 class LocalHostSource(HostCounterSource):
     """The controller's own machine, sampled in a background thread."""
 
-    def __init__(self) -> None:
-        self._stop = threading.Event()
-        self._samples: list[HostSample] = []
-        self._thread: threading.Thread | None = None
-        self._on_record: RecordHandler = lambda samples: None
-
-    def begin(self, window: TrialWindow, *, on_sample: SampleHandler, on_record: RecordHandler) -> None:
+    def begin(self, window: TrialWindow, *, on_sample: SampleHandler, on_record: RecordHandler) -> WindowEnd:
         stop, samples = threading.Event(), []
-        self._stop, self._samples, self._on_record = stop, samples, on_record
 
         def collect() -> None:
             for sample in sample_window(start_at=window.start_at, seconds=window.seconds, stop=stop.is_set):
                 samples.append(sample)
                 on_sample(sample)
 
-        self._thread = threading.Thread(target=collect, name="host-counters", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=collect, name="host-counters", daemon=True)
+        thread.start()
 
-    def end(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._on_record(self._samples)
+        def end() -> None:
+            stop.set()
+            thread.join()
+            on_record(samples)
+
+        return end
+
+    def finish(self, *, abandon: bool = False) -> None:
+        """Nothing is left to come: each window's record was handed over as it ended."""
 
 
 def host_counters_request(
@@ -115,24 +114,21 @@ class AgentHostSource(HostCounterSource):
     def __init__(self, *, engine: Engine, experiment: Experiment) -> None:
         self._engine, self._experiment = engine, experiment
         self._appliances = {a.name: a.appliance_processes for a in experiment.agents if a.hypervisor}
-        self._calls: dict[str, Future[HostCountersReply]] = {}
-        self._streamed: dict[str, list[HostSample]] = {}
-        self._live = threading.Event()
-        self._window: TrialWindow | None = None
-        self._on_record: RecordHandler = lambda samples: None
 
-    def begin(self, window: TrialWindow, *, on_sample: SampleHandler, on_record: RecordHandler) -> None:
-        self._window, self._on_record = window, on_record
-        self._live = threading.Event()
-        self._live.set()
-        self._streamed = {name: [] for name in self._appliances}
-        for name, pattern in self._appliances.items():
-            self._calls[name] = self._engine.call(
+    def begin(self, window: TrialWindow, *, on_sample: SampleHandler, on_record: RecordHandler) -> WindowEnd:
+        live = threading.Event()
+        live.set()
+        streamed: dict[str, list[HostSample]] = {name: [] for name in self._appliances}
+        calls = {
+            name: self._engine.call(
                 name,
                 wire.HOST_COUNTERS,
                 host_counters_request(self._experiment, window, pattern),
-                on_sample=self._receiver(name, self._streamed[name], self._live, on_sample),
+                on_sample=self._receiver(name, streamed[name], live, on_sample),
             )
+            for name, pattern in self._appliances.items()
+        }
+        return lambda: self._end(window, calls, streamed, live, on_record)
 
     @staticmethod
     def _receiver(
@@ -148,24 +144,31 @@ class AgentHostSource(HostCounterSource):
 
         return receive
 
-    def end(self) -> None:
-        assert self._window is not None, "end() without begin()"
-        window = self._window
+    def _end(
+        self,
+        window: TrialWindow,
+        calls: dict[str, Future[HostCountersReply]],
+        streamed: dict[str, list[HostSample]],
+        live: threading.Event,
+        on_record: RecordHandler,
+    ) -> None:
         if time.time() > window.end - CUT_SHORT_S:
-            wait(self._calls.values(), timeout=max(0.0, window.end + ANSWER_WAIT_S - time.time()))
+            wait(calls.values(), timeout=max(0.0, window.end + ANSWER_WAIT_S - time.time()))
         else:  # cut short: the agents stop sampling, rather than write on into the next trial's time
             ended: wire.EndTrialRequest = {"run": window.tags["run"], "trial": window.tags["trial"]}
-            for name in self._calls:
+            for name in calls:
                 self._engine.call(name, wire.END_TRIAL, ended)
-        self._live.clear()
+        live.clear()
         samples: list[HostSample] = []
-        for name, future in self._calls.items():
+        for name, future in calls.items():
             if future.done() and future.exception() is None:
                 samples += [{**s, "agent": name} for s in future.result()["samples"]]
             else:
-                samples += self._streamed[name]
-        self._calls = {}
-        self._on_record(samples)
+                samples += streamed[name]
+        on_record(samples)
+
+    def finish(self, *, abandon: bool = False) -> None:
+        """Nothing is left to come: each window's record was handed over as it ended."""
 
 
 def default_sources(

@@ -25,6 +25,8 @@ class Trial:
     tiles: int | None = None  # a tiles search's number of tiles
     bracket: tuple[float | None, float | None] | None = None  # a search's most that passed, least that failed
     goal: str = ""  # a search's further goal (`search.goals`) this trial's load was chosen for
+    segment: int | None = None  # a soak's segment number, from 0 over the whole soak
+    segments: int = 0  # a soak's number of segments
 
     @property
     def label(self) -> str:
@@ -33,6 +35,8 @@ class Trial:
         final = (f" {self.goal}" if self.goal else "") + (" (final)" if self.final else "")
         if self.bracket is not None:
             final += " [" + ", ".join("–" if v is None else f"{v:.4g}" for v in self.bracket) + "]"
+        if self.segment is not None:
+            return f"{self.condition} segment {self.segment + 1}/{self.segments}"
         if self.tiles is not None:
             return f"{self.condition} × {self.tiles} tile{'s' if self.tiles != 1 else ''}{final}"
         if self.load is None:
@@ -54,6 +58,29 @@ def make_plan(experiment: Experiment) -> list[Trial]:
                 shuffler.shuffle(block)
             pairs += [(name, rep) for name in block]
     return [Trial(index=i, condition=name, repetition=rep) for i, (name, rep) in enumerate(pairs)]
+
+
+def soak_plan(experiment: Experiment) -> list[Trial]:
+    """A soak's segments, each a trial: its conditions in turn, `rotate` segments each, so every condition gets
+    the same share of the hours and of their drift."""
+    assert experiment.soak is not None
+    soak = experiment.soak
+    held = soak.conditions or [experiment.baseline.name]
+    counts: dict[str, int] = {}
+    trials = []
+    for segment in range(soak.segments):
+        condition = held[(segment // soak.rotate) % len(held)]
+        counts[condition] = counts.get(condition, 0) + 1
+        trials.append(
+            Trial(
+                index=segment,
+                condition=condition,
+                repetition=counts[condition],
+                segment=segment,
+                segments=soak.segments,
+            )
+        )
+    return trials
 
 
 @dataclass(frozen=True)

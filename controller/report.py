@@ -20,6 +20,7 @@ from controller.hooks import HookRun
 from controller.plan import Trial
 from controller.power import Plan
 from controller.search import capacity_text
+from controller.soakreport import memory_lines, soak_table
 from controller.stats import Description
 from controller.tiles import tiles_text
 
@@ -98,7 +99,8 @@ class LiveDisplay:
             self._hosts[sample.get("host", "")] = sample.get("values", {}).get("host.cpu_pct")
 
     def _on_trial_end(self, *, trial: Trial, total: int, record: TrialRecord, kpis: dict[str, float]) -> None:
-        self._trial = None
+        if self._trial is not None and self._trial.index == trial.index:  # a soak's next segment may be on already
+            self._trial = None
         self._total = total
         self._done += 1
         status = record["status"]
@@ -460,6 +462,10 @@ def print_result(console: Console, result: dict[str, Any]) -> None:
         console.print(tiles_table(result))
     if result.get("consolidation"):
         console.print(consolidation_table(result))
+    if result.get("soak"):
+        console.print(soak_table(result["soak"]))
+        for line in memory_lines(result["soak"]):
+            console.print(line)
     if result["metrics"]:
         console.print(summary_table(result))
     else:

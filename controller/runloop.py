@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import TypedDict
 
@@ -37,9 +37,9 @@ from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
 from controller.errors import InfrastructureError, InputError, VtaxError
 from controller.events import Events
 from controller.hooks import ActionHandler, HookError, HookRun, run_hooks
-from controller.hostsources import HostCounterSource, TrialWindow, default_sources
+from controller.hostsources import HostCounterSource, TrialWindow, WindowEnd, default_sources
 from controller.kpis import trial_kpis
-from controller.plan import Trial, make_plan, search_plan
+from controller.plan import Trial, make_plan, search_plan, soak_plan
 from controller.relay import RelayProcess
 from controller.search import (
     MAIN,
@@ -51,13 +51,14 @@ from controller.search import (
     judges,
     per_stream_bitrate,
 )
-from controller.spec import ConditionSpec, Experiment, SearchSpec, TilesSpec
+from controller.spec import ConditionSpec, Experiment, Hook, SearchSpec, TilesSpec
 from controller.store import RunIdTaken, Store, StoredSample, StoreFailed
 from controller.tiles import TileStep, bounds, judge_tiles, per_tile, tiles_that_fit
 from controller.topology import AgentInfo, Flow, expand, tile_flows
 from workloads.base import Target
 
 SERVE_TIMEOUT_S = 15.0
+SOAK_PREPARE_S = 2.0  # a soak's next segment starts its servers this long (and the lead) before its load
 KILL_MARGIN_S = 5.0  # after the deadline, the controller gives up on an agent that has not answered
 
 # how a trial ends when one of its agents' results is not ok, worst first
@@ -99,6 +100,17 @@ class _ServersFailed(Exception):
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+@dataclasses.dataclass
+class SegmentRun:
+    """How a soak runs one segment: its start (None: as soon as it is ready), whether its condition's turn
+    begins or ends with it (its hooks), and where it tells the start it took."""
+
+    start_at: float | None
+    setup: bool
+    teardown: bool
+    started: Future[float] = dataclasses.field(default_factory=Future)
 
 
 class RunLoop:
@@ -144,7 +156,13 @@ class RunLoop:
     def execute(self) -> str:
         """Run every trial; returns the run id. Hook failures and refusals abort the run."""
         experiment = self.experiment
-        plan = search_plan(experiment) if experiment.searches else make_plan(experiment)
+        plan = (
+            soak_plan(experiment)
+            if experiment.soak is not None
+            else search_plan(experiment)
+            if experiment.searches
+            else make_plan(experiment)
+        )
         self._create_run()
         status, reason = "completed", ""
         try:
@@ -157,10 +175,12 @@ class RunLoop:
                 self._flows = expand(experiment, self.agents)
                 tiled = {entry.label for entry in experiment.tile_workloads()}
                 flows = [flow for flow in self._flows if flow.workload.label not in tiled]
-                self._check_task_limits(flows)
+                self._check_task_limits(flows * 2 if experiment.soak is not None else flows)  # segments overlap
                 self._measure_clocks(list(self.agents))
                 self.events.run_start.fire(run_id=self.run_id, trials=plan)
-                if not experiment.searches:
+                if experiment.soak is not None:
+                    self._soak(plan, flows)
+                elif not experiment.searches:
                     for trial in plan:
                         self._rejoin()
                         self._trial(trial, len(plan), flows)
@@ -184,6 +204,80 @@ class RunLoop:
             self.store.finish_run(self.run_id, status, reason)
             self.events.run_end.fire(run_id=self.run_id, status=status)
         return self.run_id
+
+    def _soak(self, plan: list[Trial], flows: list[Flow]) -> None:
+        """A soak: each segment starts as the last ends, its servers and tasks sent while the last still runs, so
+        the load runs on across segments. Hooks run only where a condition's turn begins and ends; the load
+        pauses between turns for them."""
+        length = self.experiment.timing.duration
+        soak = self.experiment.soak
+        assert soak is not None
+        timers: list[threading.Timer] = []
+        in_flight: list[Future[TrialOutcome]] = []
+        start_at: float | None = None
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="segment") as pool:
+            try:
+                for k, trial in enumerate(plan):
+                    setup = k == 0 or plan[k - 1].condition != trial.condition
+                    teardown = k == len(plan) - 1 or plan[k + 1].condition != trial.condition
+                    while in_flight and (setup or len(in_flight) > 1):  # a new turn waits for the last to end
+                        in_flight.pop(0).result()
+                    if setup:
+                        start_at = None
+                    self._rejoin()
+                    if start_at is not None:
+                        time.sleep(max(0.0, start_at - self.experiment.lead - SOAK_PREPARE_S - time.time()))
+                    segment = SegmentRun(start_at=start_at, setup=setup, teardown=teardown)
+                    in_flight.append(pool.submit(self._trial, trial, len(plan), flows, segment=segment))
+                    wait([segment.started, in_flight[-1]], return_when=FIRST_COMPLETED)
+                    start_at = segment.started.result() + length if segment.started.done() else None
+                    timed = [hook for event in soak.at if event.segment == k + 1 for hook in event.run]
+                    if timed and start_at is not None:
+                        timer = threading.Timer(start_at - length - time.time(), self._soak_event, (trial, timed))
+                        timer.start()
+                        timers.append(timer)
+                    self._check_store()
+                for outcome in in_flight:
+                    outcome.result()
+            except KeyboardInterrupt:
+                self.engine.cancel(self.run_id)  # the segments in flight stop their load and end at once
+                for timer in timers:
+                    timer.cancel()
+                raise
+            finally:
+                for timer in timers:
+                    timer.join()
+
+    def _hooks(self, trial: Trial, hooks: list[Hook], stage: str) -> None:
+        """Run hooks for a trial with the run's VTAX_* variables; each run is stored and shown."""
+
+        def ran(hook: HookRun) -> None:
+            self.store.add_hook_run(self.run_id, trial.index, hook)
+            self.events.hook_ran.fire(trial=trial, hook=hook)
+
+        run_hooks(
+            hooks,
+            stage=stage,
+            condition=trial.condition,
+            env={
+                "VTAX_RUN_ID": self.run_id,
+                "VTAX_TRIAL": str(trial.index),
+                "VTAX_CONDITION": trial.condition,
+                "VTAX_REPETITION": str(trial.repetition),
+            },
+            timeout=self.experiment.hook_timeout,
+            actions=self.actions,
+            on_run=ran,
+            passed=self.experiment.hook_env,
+        )
+
+    def _soak_event(self, trial: Trial, hooks: list[Hook]) -> None:
+        """A soak's timed hooks, run as their segment starts (in a timer thread): a failure is flagged on that
+        segment, and the soak goes on."""
+        try:
+            self._hooks(trial, hooks, "soak")
+        except HookError as exc:
+            self.store.add_flag(self.run_id, trial.index, kind="soak_event_failed", severity="error", message=str(exc))
 
     def _search(self, spec: SearchSpec, expected: int, flows: list[Flow]) -> None:
         """A capacity search: each trial offers the searched workload the next load of its condition's current
@@ -379,15 +473,19 @@ class RunLoop:
     def _condition(self, name: str) -> ConditionSpec:
         return next(c for c in self.experiment.conditions if c.name == name)
 
-    def _trial(self, trial: Trial, total: int, flows: list[Flow]) -> TrialOutcome:
+    def _trial(
+        self,
+        trial: Trial,
+        total: int,
+        flows: list[Flow],
+        *,
+        segment: SegmentRun | None = None,
+    ) -> TrialOutcome:
+        """One trial: its condition's setup hooks, servers, load, host counters, record, and teardown hooks. A
+        soak's segment may have its start given (as the last segment ends) and runs the hooks only where its
+        condition's turn begins or ends."""
         condition = self._condition(trial.condition)
         timing = self.experiment.timing
-        env = {
-            "VTAX_RUN_ID": self.run_id,
-            "VTAX_TRIAL": str(trial.index),
-            "VTAX_CONDITION": trial.condition,
-            "VTAX_REPETITION": str(trial.repetition),
-        }
         record: TrialRecord = {
             "idx": trial.index,
             "condition": trial.condition,
@@ -401,26 +499,17 @@ class RunLoop:
         kpis: dict[str, float] = {}
         results: list[AgentResult] = []
 
-        def ran(hook: HookRun) -> None:
-            self.store.add_hook_run(self.run_id, trial.index, hook)
-            self.events.hook_ran.fire(trial=trial, hook=hook)
-
         def hooks(stage: str) -> None:
-            run_hooks(
-                getattr(condition, stage),
-                stage=stage,
-                condition=condition.name,
-                env=env,
-                timeout=self.experiment.hook_timeout,
-                actions=self.actions,
-                on_run=ran,
-                passed=self.experiment.hook_env,
-            )
+            self._hooks(trial, getattr(condition, stage), stage)
 
         try:
-            hooks("setup")
+            if segment is None or segment.setup:
+                hooks("setup")
             with self._serving(condition, flows) as targets:
-                start_at = time.time() + self.experiment.lead
+                start_at = segment.start_at if segment is not None and segment.start_at else None
+                start_at = start_at or time.time() + self.experiment.lead
+                if segment is not None:
+                    segment.started.set_result(start_at)
                 deadline = start_at + timing.duration + timing.grace
                 record["start_at"], record["deadline"] = start_at, deadline
                 record["status"], record["reason"], kpis, results = self._measure(
@@ -441,7 +530,8 @@ class RunLoop:
             with self._host_lock:
                 self._open_host.pop(trial.index, None)
             try:
-                hooks("teardown")
+                if segment is None or segment.teardown:
+                    hooks("teardown")
             finally:
                 self.events.trial_end.fire(trial=trial, total=total, record=record, kpis=kpis)
         if record["status"] == "refused":
@@ -494,16 +584,15 @@ class RunLoop:
         def on_record(samples: list[HostSample]) -> None:
             self._record_host(trial, start_at, samples)
 
-        begun: list[HostCounterSource] = []
+        ends: list[WindowEnd] = []
         try:
             for source in self.host_sources:
-                source.begin(window, on_sample=on_sample, on_record=on_record)
-                begun.append(source)
+                ends.append(source.begin(window, on_sample=on_sample, on_record=on_record))
             calls = self._dispatch(trial, flows, targets, start_at, deadline)
             results = self._collect(calls, start_at, deadline)
         finally:
-            for source in begun:
-                source.end()
+            for end in ends:
+                end()
         for result in results:
             self.store.add_agent_result(self.run_id, trial.index, result)
         samples: list[StoredSample] = [

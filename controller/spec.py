@@ -19,6 +19,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -404,6 +405,70 @@ class VsphereSpec(Strict):
     )
 
 
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_SPAN_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _span_seconds(value: Any) -> Any:
+    """`90`, `"90s"`, `"30m"`, `"24h"` or `"2d"` as seconds; anything else is left for the float check."""
+    if isinstance(value, str):
+        match = _SPAN.match(value)
+        if match is None:
+            raise ValueError("expected seconds, or a number with s, m, h or d (for example 24h)")
+        return float(match[1]) * _SPAN_UNITS[match[2]]
+    return value
+
+
+Span = Annotated[float, BeforeValidator(_span_seconds)]
+
+
+class SoakChecks(Strict):
+    """What a soak must hold over its hours; each failed check fails the run (exit 1), like an SLA rule."""
+
+    max_trend_pct_per_h: float | None = Field(
+        None, gt=0, description="a metric whose significant trend exceeds this % of its first hour per hour fails"
+    )
+    max_step_pct: float | None = Field(
+        None, gt=0, description="a metric with a change point that moves its level by more than this % fails"
+    )
+    max_memory_ratio: float = Field(
+        1.3, gt=1, description="an agent whose memory (RSS) at the end exceeds this × its first hour's fails"
+    )
+
+
+class SoakEvent(Strict):
+    """Hooks a soak runs as one of its segments starts, whatever condition holds: a change on purpose (a
+    shaper stepped down, a neighbour started) that the drift analysis should find there."""
+
+    segment: int = Field(ge=1, description="the segment (from 1) at whose start the hooks run")
+    run: list[Hook] = Field(min_length=1, description="shell commands or vSphere actions, like a condition's setup")
+
+
+class SoakSpec(Strict):
+    """A long run cut into segments: the load runs on across them (each segment is a trial of its own, started
+    as the last ends), and every metric is tested for trends and change points over the segments (how-to:
+    soak)."""
+
+    duration: Span = Field(gt=0, le=30 * 86400, description="the whole soak: seconds, or 90m, 24h, 2d")
+    segment: Span = Field(
+        60, ge=5, le=3600, description="the unit of storage, analysis and recovery: seconds, or 1m, 5m"
+    )
+    conditions: list[Name] | None = Field(None, description="the conditions held, in turn (default: the baseline only)")
+    rotate: int = Field(10, ge=1, le=100_000, description="segments each condition holds before the next takes over")
+    checks: SoakChecks = Field(default_factory=SoakChecks, description="what the soak must hold")
+    at: list[SoakEvent] = Field(default_factory=list, description="hooks run as a given segment starts")
+
+    @property
+    def segments(self) -> int:
+        return max(1, round(self.duration / self.segment))
+
+    @model_validator(mode="after")
+    def _two_segments(self) -> SoakSpec:
+        if self.duration < 2 * self.segment:
+            raise ValueError(f"duration {self.duration:g} s is shorter than two segments of {self.segment:g} s")
+        return self
+
+
 class Experiment(Strict):
     """An experiment: who runs what load, under which conditions, how often, in which order."""
 
@@ -447,6 +512,9 @@ class Experiment(Strict):
         description="find how many guest-VM tiles each condition carries (after the capacity search, if any; "
         "how-to: capacity)",
     )
+    soak: SoakSpec | None = Field(
+        None, description="a long run in segments, tested for drift and leaks instead of repeated (how-to: soak)"
+    )
     profile: ProfileSpec | None = Field(
         None,
         description="one guest VM's demand: the modelled VMs per host of each condition, from its host CPU per "
@@ -455,6 +523,13 @@ class Experiment(Strict):
     vsphere: VsphereSpec = Field(
         default_factory=VsphereSpec, description="with --vcenter: zones, appliance VMs, what a migration does"
     )
+
+    @model_validator(mode="after")
+    def _soak_timing(self) -> Experiment:
+        """A soak's segments are its trials: all steady, each as long as a segment."""
+        if self.soak is not None:
+            self.timing = self.timing.model_copy(update={"warmup": 0.0, "steady": self.soak.segment, "cooldown": 0.0})
+        return self
 
     @property
     def searches(self) -> bool:
@@ -549,6 +624,10 @@ def parse(text: str, source: str = "<spec>") -> Experiment:
         raise SpecError(source, "", "the file is empty; expected an experiment (see `vtax schema`)")
     if not isinstance(data, dict):
         raise SpecError(source, "", f"expected a mapping of keys at the top level, got {type(data).__name__}")
+    timing = data.get("timing")
+    timed = sorted({"warmup", "steady", "cooldown"} & set(timing)) if isinstance(timing, dict) else []
+    if "soak" in data and timed:  # checked here: a soak sets these itself, so the model cannot tell who did
+        raise SpecError(source, f"timing.{timed[0]}", "a soak's trials are its segments: set `soak.segment` instead")
     try:
         experiment = Experiment.model_validate(data)
     except ValidationError as exc:
@@ -798,6 +877,8 @@ def _check_references(source: str, experiment: Experiment) -> None:
         raise SpecError(
             source, "repetitions", "a search spec sets `final_repetitions` instead: the trials at the found load"
         )
+    if experiment.soak is not None:
+        _check_soak(source, experiment, experiment.soak)
     if experiment.search is not None:
         _check_search(source, experiment, experiment.search, names)
     if experiment.tiles is not None:
@@ -806,6 +887,22 @@ def _check_references(source: str, experiment: Experiment) -> None:
         _check_metric(source, "profile", experiment, "host.cpu_per_gbps", names)
     for metric in experiment.sla:
         _check_metric(source, f"sla.{metric}", experiment, metric, names)
+
+
+def _check_soak(source: str, experiment: Experiment, soak: SoakSpec) -> None:
+    """A soak neither searches nor repeats, and holds known conditions."""
+    for field in ("search", "tiles", "repetitions"):
+        if field in experiment.model_fields_set:
+            raise SpecError(source, field, "a soak holds its load for `soak.duration`; it does not search or repeat")
+    for i, event in enumerate(soak.at):
+        if event.segment > soak.segments:
+            raise SpecError(
+                source, f"soak.at[{i}].segment", f"segment {event.segment} is past the soak's {soak.segments} segments"
+            )
+    known = [c.name for c in experiment.conditions]
+    for i, name in enumerate(soak.conditions or []):
+        if name not in known:
+            raise SpecError(source, f"soak.conditions[{i}]", f"no condition named {name!r}; known: {', '.join(known)}")
 
 
 def _check_search(source: str, experiment: Experiment, search: SearchSpec, names: dict[str, MetricInfo]) -> None:

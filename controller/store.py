@@ -89,6 +89,7 @@ _ADDED_COLUMNS = [
     ("runs", "controller_host", "TEXT"),
     ("runs", "controller_pid", "INTEGER"),
     ("runs", "controller_started", "REAL"),
+    ("agent_results", "agent_rss_mb", "REAL"),
 ]  # (table, column, type), oldest first
 
 
@@ -194,6 +195,7 @@ class StoredResult(TypedDict):
     summary: dict[str, float]
     start_skew_s: float | None
     host: str | None
+    agent_rss_mb: float | None
 
 
 class Flag(TypedDict):
@@ -415,7 +417,7 @@ class Store:
         with self._transaction():
             self._db.execute(
                 "INSERT INTO agent_results (run_id, trial_idx, agent, workload, status, reason, started_at, ended_at,"
-                " agent_cpu_s, summary_json, start_skew_s, host) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " agent_cpu_s, summary_json, start_skew_s, host, agent_rss_mb) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     trial_idx,
@@ -429,6 +431,7 @@ class Store:
                     json.dumps(result.get("summary", {})),
                     result.get("start_skew_s"),
                     result.get("host"),
+                    result.get("agent_rss_mb"),
                 ),
             )
             self._db.executemany(

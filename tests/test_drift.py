@@ -9,6 +9,8 @@ import pytest
 
 from controller import drift
 
+HOURS_30 = list(np.arange(30) * 20 / 3600)  # 30 segments of 20 s
+
 
 def _ar1(seed: int, n: int, phi: float, sd: float) -> np.ndarray:
     """AR(1) noise: the bursty kind a shared box makes, where one slow second follows another."""
@@ -22,21 +24,29 @@ def _ar1(seed: int, n: int, phi: float, sd: float) -> np.ndarray:
 def test_a_known_slope_is_measured_per_hour_and_in_percent() -> None:
     """24 h of 60 s segments losing 2 % of 100 per hour, noise sd 1: Sen's slope −2.0 ± 0.05 per hour."""
     hours = np.arange(1440) / 60
-    found = drift.trend(list(100 - 2 * hours + _ar1(1, 1440, 0.3, 1.0)), segment_s=60)
+    found = drift.trend(list(100 - 2 * hours + _ar1(1, 1440, 0.3, 1.0)), list(hours))
     assert found["verdict"] == "decreasing" and found["p_value"] is not None and found["p_value"] < 1e-6
     assert found["slope_per_h"] == pytest.approx(-2.0, abs=0.05)
     assert found["pct_per_h"] == pytest.approx(-2.0, abs=0.1)
 
 
+def test_a_condition_taking_turns_gets_its_slope_per_real_hour() -> None:
+    """Two conditions in turns of 10 segments of 60 s: one's values sit at hours 0–0.15, 0.33–0.48, …; a
+    slope of −3 per hour over those times is −3 per hour, not −3 per 10 segments."""
+    hours = [(turn * 20 + k) / 60 for turn in range(6) for k in range(10)]
+    found = drift.trend([100 - 3 * h for h in hours], hours)
+    assert found["slope_per_h"] == pytest.approx(-3.0) and found["verdict"] == "decreasing"
+
+
 def test_too_few_segments_say_so() -> None:
-    assert drift.trend([1.0, 2.0, 3.0], segment_s=60)["verdict"] == "too_short"
+    assert drift.trend([1.0, 2.0, 3.0], [0.0, 1.0, 2.0])["verdict"] == "too_short"
 
 
 def test_bursty_noise_without_drift_rarely_trends() -> None:
     """200 trend-free series of 30 segments, φ = 0.5: pre-whitened Mann-Kendall calls at most 5 % trending at
     α = 1 % (the Hamed-Rao correction called 9 %, which is why it is not used)."""
     series = [100 + _ar1(seed, 30, 0.5, 2.0) for seed in range(200)]
-    trending = sum(drift.trend(list(s), segment_s=20)["verdict"] != "no trend" for s in series)
+    trending = sum(drift.trend(list(s), HOURS_30)["verdict"] != "no trend" for s in series)
     hamed_rao = sum(pymannkendall.hamed_rao_modification_test(s, alpha=0.01).p < 0.01 for s in series)
     assert trending <= 10 < hamed_rao
 
@@ -46,7 +56,7 @@ def test_a_slow_fall_in_bursty_noise_is_found() -> None:
     series (measured 79; plain pre-whitening, its autocorrelation taken with the trend in, 11)."""
     fall = 100 - np.arange(30) / 3
     found = sum(
-        drift.trend(list(fall + _ar1(s, 30, 0.5, 2.0)), segment_s=20)["verdict"] == "decreasing" for s in range(100)
+        drift.trend(list(fall + _ar1(s, 30, 0.5, 2.0)), HOURS_30)["verdict"] == "decreasing" for s in range(100)
     )
     assert found >= 60, found
 
@@ -82,9 +92,10 @@ def test_a_capped_rate_that_steps_down_is_one_change() -> None:
 
 
 def test_memory_growth_per_hour_and_end_against_first_hour() -> None:
-    """RSS 100 MB growing 30 MB/h over 4 h of 60 s segments: slope 30 MB/h, end ÷ first hour = 205 / 115."""
+    """RSS 100 MB growing 30 MB/h over 4 h of 60 s segments: slope 30 MB/h; the first hour's median (minutes
+    0–59) 114.75, the last hour's (180–239) 204.75."""
     minutes = np.arange(240)
-    grown = drift.growth(list(100 + 0.5 * minutes), segment_s=60)
+    grown = drift.growth(list(100 + 0.5 * minutes), list(minutes / 60))
     assert grown["slope_per_h"] == pytest.approx(30.0)
     assert grown["first_hour"] == pytest.approx(114.75) and grown["end"] == pytest.approx(204.75)
     assert grown["ratio"] == pytest.approx(204.75 / 114.75)

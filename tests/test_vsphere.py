@@ -334,9 +334,9 @@ def test_a_trial_hands_over_before_vcenter_publishes_it_unless_its_load_would_le
 
         source = VsphereHostSource(vsphere=vsphere, store=store, cooldown_s=6)
         now = time.time()
-        source.begin(window(0, now - 9, 9), on_sample=received.append, on_record=record(0))
+        end = source.begin(window(0, now - 9, 9), on_sample=received.append, on_record=record(0))
         handing_over = time.time()
-        source.end()
+        end()
         assert store.host_samples("r") == []
         assert time.time() - handing_over < 1.5  # not the ~4.8 s until vCenter has the window's last sample
         assert store.vsphere_trials("r") == set()
@@ -348,16 +348,16 @@ def test_a_trial_hands_over_before_vcenter_publishes_it_unless_its_load_would_le
 
         source = VsphereHostSource(vsphere=vsphere, store=store, cooldown_s=0)
         now = time.time()
-        source.begin(window(1, now - 3, 3), on_sample=received.append, on_record=record(1))
-        source.end()
+        end = source.begin(window(1, now - 3, 3), on_sample=received.append, on_record=record(1))
+        end()
         assert time.time() >= (now // 5 + 1) * 5  # the sample holding the steady phase's end is over
         source.finish()
         assert store.vsphere_trials("r") == {0, 1}
         assert not store.flags("r")
 
         now = time.time()  # interrupted (Ctrl-C): no waiting for vCenter; the trial says what it lacks
-        source.begin(window(2, now - 9, 9), on_sample=received.append, on_record=record(2))
-        source.end()
+        end = source.begin(window(2, now - 9, 9), on_sample=received.append, on_record=record(2))
+        end()
         stopping = time.time()
         source.finish(abandon=True)
         assert time.time() - stopping < 1.0

@@ -22,7 +22,7 @@ from pyVmomi import vim, vmodl
 
 from agent.wire import HostSample, TrialTags
 from controller.errors import InputError
-from controller.hostsources import HostCounterSource, RecordHandler, SampleHandler, TrialWindow
+from controller.hostsources import HostCounterSource, RecordHandler, SampleHandler, TrialWindow, WindowEnd
 from controller.metrics import HOST_METRICS
 from controller.store import Store
 from controller.vsphere.connection import VcenterError, describe_fault
@@ -39,6 +39,7 @@ _FAULTS = (VcenterError, vmodl.MethodFault, OSError)  # what vCenter going away 
 
 
 _Handlers = tuple[SampleHandler, RecordHandler]  # a trial's live view and record
+_Opening = tuple[TrialTags, "Future[_Window]", _Handlers | None]  # a begun window: its tags, placement, handlers
 
 
 class _RunStopped(Exception):
@@ -83,17 +84,17 @@ class VsphereHostSource(HostCounterSource):
         self.max_wait_s = max_wait_s
         self._placements = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsphere-placement")
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vsphere-counters")
-        self._opening: tuple[TrialTags, Future[_Window], _Handlers | None] | None = None
         self._pending: list[Future[list[HostSample]]] = []
         self._stopping = threading.Event()
 
-    def begin(self, window: TrialWindow, *, on_sample: SampleHandler, on_record: RecordHandler) -> None:
-        """Note where every watched VM runs now, in the background: vCenter's answer must not delay the load."""
-        self._open_window(window, (on_sample, on_record))
+    def begin(self, window: TrialWindow, *, on_sample: SampleHandler, on_record: RecordHandler) -> WindowEnd:
+        """Note where every watched VM runs now, in the background: vCenter's answer must not delay the load.
+        The window's end checks for migrations and leaves the counters to the background reader."""
+        opening = self._open_window(window, (on_sample, on_record))
+        return lambda: self._end(opening)
 
-    def _open_window(self, window: TrialWindow, handlers: _Handlers | None) -> None:
-        placing = self._placements.submit(self.vsphere.vcenter.retry, self._open, window)
-        self._opening = (window.tags, placing, handlers)
+    def _open_window(self, window: TrialWindow, handlers: _Handlers | None) -> _Opening:
+        return window.tags, self._placements.submit(self.vsphere.vcenter.retry, self._open, window), handlers
 
     def _flag(self, run_id: str, trial_idx: int, kind: str, message: str, *, severity: str = "warning") -> None:
         log.warning("trial %d: %s", trial_idx, message)
@@ -120,20 +121,18 @@ class VsphereHostSource(HostCounterSource):
             offset_s=self.vsphere.reader.offset_s,
         )
 
-    def end(self) -> None:
+    def _end(self, opening: _Opening) -> None:
         """Check for migrations now and leave the counters to the background reader, which hands them to the
         trial's record when vCenter has published them. A vCenter failure costs this trial its counters,
         flagged, not the run."""
-        window, handlers = self._opened()
+        window, handlers = self._opened(opening)
         if window is not None:
             self._pending.append(self._reads.submit(self._collect, window, handlers))
 
-    def _opened(self) -> tuple[_Window | None, _Handlers | None]:
-        """The window begun last, once vCenter's sample holding its steady phase's end is over, its migrations
+    def _opened(self, opening: _Opening) -> tuple[_Window | None, _Handlers | None]:
+        """A begun window, once vCenter's sample holding its steady phase's end is over, its migrations
         checked; None when vCenter could not be asked."""
-        if self._opening is None:
-            return None, None
-        (tags, placing, handlers), self._opening = self._opening, None
+        tags, placing, handlers = opening
         try:
             window = placing.result()
             self._sleep_until(window.sample_end(window.end - self.cooldown_s))
@@ -157,8 +156,7 @@ class VsphereHostSource(HostCounterSource):
     def collect_window(self, window: TrialWindow) -> list[HostSample]:
         """A past window read on its own, its raw counters stored, with the VMs where they are now
         (`vtax collect`); returns its host samples."""
-        self._open_window(window, None)
-        opened, _ = self._opened()
+        opened, _ = self._opened(self._open_window(window, None))
         return [] if opened is None else self._collect(opened, None)
 
     def _collect(self, window: _Window, handlers: _Handlers | None) -> list[HostSample]:

@@ -106,8 +106,10 @@ def _measure(
     influx: InfluxConfig | None = None,
     vsphere: Vsphere | None = None,
     verbose: bool = False,
+    resume: str | None = None,
 ) -> dict:
-    """Run the experiment with the live display and return its analysed result (sent to InfluxDB too)."""
+    """Run the experiment with the live display and return its analysed result (sent to InfluxDB too);
+    `resume` takes a stopped soak up again instead."""
     from controller.analysis import analyse
     from controller.events import Events
     from controller.hostsources import default_sources
@@ -141,6 +143,7 @@ def _measure(
         actions=wired.actions if wired else None,
         place=wired.place if wired else None,
         command=["vtax", *sys.argv[1:]],
+        resume=resume,
     )
     try:
         run_id = loop.execute()
@@ -170,11 +173,12 @@ def _execute(
     influx: InfluxConfig | None = None,
     vsphere: Vsphere | None = None,
     verbose: bool = False,
+    resume: str | None = None,
 ) -> None:
     from controller.report import print_result
 
     check_writable(json_path)
-    result = _measure(experiment, spec_path, store_path, broker, influx, vsphere, verbose)
+    result = _measure(experiment, spec_path, store_path, broker, influx, vsphere, verbose, resume)
     print_result(console, result)
     write_json(json_path, result)
     raise typer.Exit(0 if result["passed"] else 1)
@@ -183,13 +187,17 @@ def _execute(
 @app.command()
 @vsphere_cli.with_vcenter_options
 def run(
-    spec: Annotated[Path, typer.Argument(help="experiment spec (YAML)")],
+    spec: Annotated[Path | None, typer.Argument(help="experiment spec (YAML); not with --resume")] = None,
     json_path: JsonOption = None,
     store: StoreOption = DEFAULT_PATH,
     broker: BrokerOption = None,
     influx: InfluxOption = None,
     influx_config: InfluxConfigOption = None,
     verbose: VerboseOption = False,
+    resume: Annotated[
+        str | None,
+        typer.Option("--resume", help="a stopped soak's run id: go on at the segment after the last one stored"),
+    ] = None,
     *,
     vcenter_options: vsphere_cli.VcenterOptions,
 ) -> None:
@@ -197,13 +205,22 @@ def run(
 
     Without --broker, agents run as local processes (embedded engine); with it, the spec's agents are
     `vtax agent` workers registered with that broker (distributed engine). With --vcenter, host counters
-    come from vSphere for the hosts running the agents' VMs and the appliance VMs on them.
+    come from vSphere for the hosts running the agents' VMs and the appliance VMs on them. With --resume, a
+    soak whose controller died goes on with the spec it was started with.
     """
-    experiment = spec_module.load(spec)
+    experiment, spec_path, resume = _run_spec(spec, resume, store)
     vsphere = vsphere_cli.open_vsphere(experiment, vcenter_options)
     try:
         _execute(
-            experiment, str(spec), store, json_path, broker, influx_settings(influx, influx_config), vsphere, verbose
+            experiment,
+            spec_path,
+            store,
+            json_path,
+            broker,
+            influx_settings(influx, influx_config),
+            vsphere,
+            verbose,
+            resume,
         )
     finally:
         if vsphere is not None:
@@ -211,6 +228,24 @@ def run(
 
 
 vsphere_cli.register(app)
+
+
+def _run_spec(
+    spec: Path | None, resume: str | None, store: str
+) -> tuple[spec_module.Experiment, str | None, str | None]:
+    """The experiment to run and its spec file: the file's, or a resumed soak's as it was started (with the
+    soak's full run id)."""
+    if resume is None:
+        if spec is None:
+            raise InputError("give the experiment spec to run (or --resume RUN to go on with a stopped soak)")
+        return spec_module.load(spec), str(spec), None
+    if spec is not None:
+        raise InputError("--resume goes on with the spec the soak was started with: give the run id alone")
+    stored = Store(store, create=False).run(resume)
+    experiment = spec_module.Experiment.model_validate(stored["spec"])
+    if experiment.soak is None:
+        raise InputError(f"run {stored['id']} is not a soak: only a soak can be resumed")
+    return experiment, stored["spec_path"], stored["id"]
 
 
 @app.command()

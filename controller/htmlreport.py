@@ -27,6 +27,8 @@ from controller import stats
 from controller.comparison import RunComparison
 from controller.report import tiles_sentence
 from controller.search import capacity_text
+from controller.soak import SoakResult
+from controller.soakreport import steps_text, trend_text
 from controller.stats import Overhead
 from controller.store import Store
 from controller.tiles import tiles_text
@@ -206,6 +208,54 @@ def tiles_plot(result: dict[str, Any]) -> str:
     return _figure_html(figure, height=320 * max(1, len(metrics)))
 
 
+def soak_plot(soak: SoakResult, names: list[str]) -> str:
+    """A soak's timeline: each metric's segments over the hours, per condition, with each change point (a
+    dashed line where the new level starts) and each significant trend (its Sen line)."""
+    figure = make_subplots(rows=len(names), cols=1, subplot_titles=names, shared_xaxes=True)
+    for row, name in enumerate(names, start=1):
+        for n, (condition, drift) in enumerate(soak["metrics"][name].items()):
+            colour = COLOURS[n % len(COLOURS)]
+            figure.add_trace(
+                go.Scatter(
+                    x=drift["hours"],
+                    y=drift["values"],
+                    mode="lines+markers",
+                    name=condition,
+                    legendgroup=condition,
+                    showlegend=row == 1,
+                    line={"color": colour},
+                    hovertemplate="hour %{x:.3f}: %{y:.4g}<extra>" + condition + "</extra>",
+                ),
+                row=row,
+                col=1,
+            )
+            found = drift["trend"]
+            if found["verdict"] in ("increasing", "decreasing") and found["slope_per_h"] is not None:
+                hours, values = drift["hours"], drift["values"]
+                middle = sorted(values)[len(values) // 2]
+                centre = sorted(hours)[len(hours) // 2]
+                ends = [hours[0], hours[-1]]
+                figure.add_trace(
+                    go.Scatter(
+                        x=ends,
+                        y=[middle + found["slope_per_h"] * (h - centre) for h in ends],
+                        mode="lines",
+                        line={"color": colour, "dash": "dot"},
+                        name=f"{condition} trend",
+                        showlegend=False,
+                        hovertemplate=f"{found['pct_per_h']:+.2f} %/h<extra>{condition}</extra>",
+                    ),
+                    row=row,
+                    col=1,
+                )
+            at = dict(zip(drift["segments"], drift["hours"], strict=True))
+            for step in drift["change_points"]:
+                figure.add_vline(x=at[step["segment"]], line_dash="dash", line_color=colour, row=row, col=1)
+    figure.update_xaxes(title_text="hours from the start", row=len(names), col=1)
+    figure.update_layout(title="The soak over time: change points dashed, significant trends dotted")
+    return _figure_html(figure, height=260 * len(names) + 80)
+
+
 def distributions(result: dict[str, Any], name: str) -> str:
     """One metric's value per repetition, every repetition a point, per condition, with the mean ± CI."""
     metric = result["metrics"][name]
@@ -329,6 +379,21 @@ def _when(stamp: float | None) -> str:
     return "–" if stamp is None else datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _soak_metrics(soak: SoakResult) -> list[str]:
+    """The metrics a soak's timeline shows: the workloads' own and the host's CPU, at most 6."""
+    names = [name for name in soak["metrics"] if not name.startswith("host.")]
+    return (names + [name for name in ("host.cpu_pct",) if name in soak["metrics"]])[:6]
+
+
+def _soak_rows(soak: SoakResult) -> list[tuple[str, str, str, str]]:
+    """(metric, condition, trend, change points) per row of the soak's table, as the terminal says them."""
+    return [
+        (name, condition, trend_text(drift["trend"]).plain, steps_text(drift["change_points"]).plain)
+        for name, by_condition in soak["metrics"].items()
+        for condition, drift in by_condition.items()
+    ]
+
+
 def render(store: Store, study: dict[str, Any], runs: list[dict[str, Any]], catalogue: dict[str, MetricInfo]) -> str:
     """The page of a study (`controller.analysis.analyse_study`): its statistics, and each run's seconds and
     provenance."""
@@ -355,6 +420,8 @@ def render(store: Store, study: dict[str, Any], runs: list[dict[str, Any]], cata
             for condition, found in (study.get("tiles") or {}).items()
         },
         tiles_sentence=tiles_sentence(study) if study.get("tiles") else "",
+        soak=soak_plot(study["soak"], _soak_metrics(study["soak"])) if study.get("soak") else "",
+        soak_rows=_soak_rows(study["soak"]) if study.get("soak") else [],
         capacity_texts={
             condition: capacity_text(found, study["spec"]["search"])
             for condition, found in (study.get("capacity") or {}).items()

@@ -128,17 +128,20 @@ class RunLoop:
         actions: Mapping[str, ActionHandler] | None = None,
         place: Placer | None = None,
         command: list[str] | None = None,
+        resume: str | None = None,
     ) -> None:
         """`host_sources` give each trial's host counters (default: the experiment's hypervisor agents, or
         where it has none, the controller's own machine); `actions` carry out hook actions by kind; `place`
         tells where the agents are (zones, notes); `command` is the command line that started the run (kept
-        with its passwords redacted, for the report's provenance)."""
+        with its passwords redacted, for the report's provenance); `resume` is the id of a stopped soak to
+        take up at the segment after the last one stored."""
         self.experiment = experiment
         self.store = store
         self.engine = engine
         self.spec_path = spec_path
         self.events = events or Events()
-        self.run_id = new_run_id()
+        self.run_id = resume or new_run_id()
+        self.resume = resume
         self.agents: dict[str, AgentInfo] = {}
         self.host_sources = host_sources or default_sources(experiment=experiment, engine=engine)
         self.actions = actions or {}
@@ -163,7 +166,10 @@ class RunLoop:
             if experiment.searches
             else make_plan(experiment)
         )
-        self._create_run()
+        if self.resume is not None:
+            plan = self._reopen(plan)
+        else:
+            self._create_run()
         status, reason = "completed", ""
         try:
             self._check_store()
@@ -365,6 +371,18 @@ class RunLoop:
         )
         self._next_index += 1
         return trial
+
+    def _reopen(self, plan: list[Trial]) -> list[Trial]:
+        """A stopped soak taken up again: its segments after the last one stored, the resume noted (the time
+        away shows as a gap between the segments either side, and the segment cut off as missing)."""
+        self.store.reopen_run(self.run_id)
+        stored = [t["idx"] for t in self.store.trials(self.run_id)]
+        left = [trial for trial in plan if trial.index > max(stored, default=-1)]
+        if not left:
+            raise InputError(f"run {self.run_id} has every segment stored: there is nothing to resume")
+        resumes = self.store.notes(self.run_id).get("resumes") or []
+        self.store.put_note(self.run_id, "resumes", [*resumes, {"at": time.time(), "segment": left[0].index}])
+        return left
 
     def _create_run(self) -> None:
         """The run's row, under a fresh id should two runs started in the same second draw the same one."""

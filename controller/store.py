@@ -365,6 +365,22 @@ class Store:
         except sqlite3.IntegrityError:
             raise RunIdTaken(run_id) from None
 
+    def reopen_run(self, run_id: str) -> None:
+        """A stopped run taken up again (a soak resumed), marked running by this process; InputError if its
+        controller still runs or it completed."""
+        row = self.run(run_id)
+        if row["status"] == "running":
+            raise InputError(f"run {run_id} is still running: its controller is alive")
+        if row["status"] == "completed":
+            raise InputError(f"run {run_id} completed: there is nothing to resume")
+        me = psutil.Process()
+        with self._transaction():
+            self._db.execute(
+                "UPDATE runs SET status = 'running', reason = NULL, finished = NULL, controller_host = ?,"
+                " controller_pid = ?, controller_started = ? WHERE id = ?",
+                (socket.gethostname(), me.pid, me.create_time(), run_id),
+            )
+
     def replay(self, path: str | Path) -> list[str]:
         """Add a side file's writes to this store, in order; returns the runs they belong to. Only the writes a
         side file may hold are carried out: the file names a method, never code."""

@@ -7,6 +7,7 @@ that makes it fire on hand-made data (tests/test_verdicts.py).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Literal, NotRequired, TypedDict
 
 import workloads
@@ -149,6 +150,9 @@ def _workload_issues(
     expected = experiment.timing.steady - max(STEADY_GAP_S, STEADY_GAP_FRACTION * experiment.timing.steady)
     measuring = {entry.label for entry in experiment.workloads if workloads.get(entry.kind).METRICS}  # not noop
     limit_ms = experiment.timing.max_start_skew_ms
+    by_source: defaultdict[tuple[str, str], list[StoredSample]] = defaultdict(list)  # grouped once, not per result
+    for sample in samples:
+        by_source[(sample["agent"], sample["workload"])].append(sample)
     for result in results:
         skew_ms = 1000 * (result["start_skew_s"] or 0.0)
         known_ms = 1000 * uncertainty_s.get(result["agent"], 0.0)
@@ -164,8 +168,7 @@ def _workload_issues(
             )
         if result["workload"] not in measuring:
             continue
-        own = [s for s in samples if s["agent"] == result["agent"] and s["workload"] == result["workload"]]
-        covered = _coverage(own, start, end)
+        covered = _coverage(by_source[(result["agent"], result["workload"])], start, end)
         if covered < expected:
             issues.append(
                 issue(

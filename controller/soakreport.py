@@ -24,7 +24,9 @@ def trend_text(found: Trend) -> Text:
     if found["verdict"] == "too_short":
         return Text(f"too few segments ({found['n']})", style="dim")
     p_value = found["p_value"]
-    p = "p < 0.001" if p_value is not None and p_value < 0.001 else f"p = {p_value:.2g}"
+    if p_value is None:
+        return Text("no trend (every segment alike)", style="dim")
+    p = "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
     if found["verdict"] == "no trend":
         return Text(f"no trend ({p})", style="dim")
     pct = found["pct_per_h"]
@@ -72,8 +74,8 @@ def memory_lines(soak: SoakResult) -> list[Text]:
             continue
         lines.append(
             Text(
-                f"agent {agent} memory: {grown['first_hour']:.0f} MB in the first hour, {grown['end']:.0f} MB at the "
-                f"end (× {grown['ratio']:.2f}, {grown['slope_per_h']:+.1f} MB/h)"
+                f"agent {agent} memory: {grown['first_hour']:.0f} MB at the start, {grown['end']:.0f} MB at the end "
+                f"(× {grown['ratio']:.2f}, {grown['slope_per_h']:+.1f} MB/h)"
             )
         )
     for check in soak["checks"]:

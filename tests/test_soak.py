@@ -1,6 +1,6 @@
-"""Soaks, compressed to a minute: the load runs on across segments, a CPU neighbour started at a known segment
-is found there as a change point, the same soak without it shows none, and the spec's soak errors are one
-line each."""
+"""Soaks, compressed to 40 s: the load runs on across segments, a CPU neighbour started at a known segment is
+found there as a change point, the same soak without it (killed and resumed on the way) shows none and loses
+nothing, and the spec's soak errors are one line each."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ import pytest
 from controller.store import Store
 from tests.conftest import Vtax
 
-SEGMENTS = 10
-STEP_AT = 6  # the segment (from 1) at whose start the neighbour starts
+SEGMENTS = 8  # the fewest that Mann-Kendall tests (drift.MIN_SEGMENTS)
+STEP_AT = 5  # the segment (from 1) at whose start the neighbour starts: 4 segments either side
 
 # One CPU worker at 60 % of core 1; the neighbour is a busy loop pinned to the same core, so the worker gets
-# less than it asks for (achieved_ratio about 0.8) from the neighbour's first second on.
+# about half of what it asks for (achieved_ratio 0.95 → 0.51, measured) from the neighbour's first second on.
 SOAK = """\
 name: soak
 agents: [{name: a}]
@@ -86,18 +86,8 @@ def test_a_neighbour_started_at_a_segment_is_found_there_and_fails_the_step_chec
     assert all(later[1] - earlier[2] < 1.0 for earlier, later in itertools.pairwise(ends)), ends
 
     shown = vtax("show", result["run_id"], "--segments")
-    assert shown.returncode == 1 and f"segments of run {result['run_id']}" in shown.stdout
+    assert shown.returncode == 0 and f"segments of run {result['run_id']}" in shown.stdout
     assert shown.stdout.count(" base ") >= SEGMENTS
-
-
-@pytest.mark.slow
-def test_the_same_soak_without_the_neighbour_shows_no_change(vtax: Vtax) -> None:
-    done, result = vtax.run_json(_spec(vtax, neighbour=False))
-    assert result is not None, done.stderr
-    drift = result["soak"]["metrics"]["cpu.achieved_ratio"]["base"]
-    assert drift["change_points"] == [] and drift["trend"]["verdict"] == "no trend", drift
-    assert result["soak"]["memory"]["a"]["ratio"] < 1.3  # an agent that does not leak passes the memory check
-    assert done.returncode == 0, done.stdout
 
 
 @pytest.mark.parametrize(
@@ -105,12 +95,12 @@ def test_the_same_soak_without_the_neighbour_shows_no_change(vtax: Vtax) -> None
     [
         ("timing: {steady: 30}\n", "timing.steady", "set `soak.segment` instead"),
         ("repetitions: 3\n", "repetitions", "does not search or repeat"),
-        ("  at: [{segment: 99, run: [true]}]\n", "soak.at[0].segment", "past the soak's 10 segments"),
+        ("  at: [{segment: 99, run: ['true']}]\n", "soak.at[0].segment", "past the soak's 8 segments"),
         ("  conditions: [nosuch]\n", "soak.conditions[0]", "no condition named 'nosuch'"),
     ],
 )
 def test_soak_spec_errors_name_the_field(vtax: Vtax, extra: str, field: str, message: str) -> None:
-    text = SOAK.replace("SECONDS", "50").replace("timing: {lead: 0.5}\n", "")
+    text = SOAK.replace("SECONDS", "40").replace("timing: {lead: 0.5}\n", "")
     text = text + extra if extra.startswith("  ") else extra + text
     done = vtax("validate", str(vtax.spec(text)))
     assert done.returncode == 2 and field in done.stderr and message in done.stderr, done.stderr
@@ -126,19 +116,12 @@ def test_a_soak_shorter_than_two_segments_and_a_bad_span_are_refused(vtax: Vtax)
 
 
 @pytest.mark.slow
-def test_a_killed_controller_is_resumed_at_the_next_segment(vtax: Vtax) -> None:
-    """SIGKILL the controller once three segments are stored; `vtax run --resume RUN` goes on after the last
-    stored one, with the spec the soak started with. Every segment is stored with its samples (the one cut off
-    runs again), and the time away shows as a gap."""
-    spec = vtax.spec("""\
-        name: resumed
-        agents: [{name: c}, {name: s}]
-        conditions: [{name: base, baseline: true}]
-        workloads: [{kind: iperf3, agents: [c], server: s, params: {bitrate: 100M}}]
-        timing: {lead: 0.5}
-        soak: {duration: 40, segment: 5}
-        """)
-    proc = vtax.start("run", str(spec))
+def test_the_same_soak_without_the_neighbour_killed_and_resumed_shows_no_change(vtax: Vtax) -> None:
+    """The soak without the neighbour, its controller SIGKILLed once three segments are stored. `vtax run
+    --resume RUN` goes on after the last stored one with the spec the soak started with: every segment is
+    stored with its samples (the one cut off runs again), the time away shows as a gap, and the worker's
+    achieved ratio shows neither a change point nor a trend across it."""
+    proc = vtax.start("run", str(_spec(vtax, neighbour=False)))
     give_up = time.monotonic() + 60
     while not (vtax.store.exists() and len(Store(vtax.store).runs()) == 1 and _stored(vtax) >= 3):
         assert time.monotonic() < give_up and proc.poll() is None, "three segments never got stored"
@@ -148,24 +131,27 @@ def test_a_killed_controller_is_resumed_at_the_next_segment(vtax: Vtax) -> None:
     before = _stored(vtax)
     [run] = json.loads(vtax("runs", "--json").stdout)
     assert run["status"] == "interrupted"
-    refused = vtax("run", str(spec), "--resume", run["id"])
+    refused = vtax("run", "clean.yaml", "--resume", run["id"])
     assert refused.returncode == 2 and "give the run id alone" in refused.stderr
 
     out = vtax.workdir / "resumed.json"
     done = vtax("run", "--resume", run["id"][:15], "--json", str(out))
-    assert done.returncode in (0, 1), done.stderr
+    assert done.returncode == 0 and out.exists(), done.stdout + done.stderr
     result = json.loads(out.read_text())
     assert result["run_id"] == run["id"] and result["status"] == "completed"
     soak = result["soak"]
     stored = sorted(t["idx"] for t in result["trials"])
-    assert stored == list(range(8)) and soak["segments_measured"] == 8  # the segment cut off is run again
+    assert stored == list(range(SEGMENTS)) and soak["segments_measured"] == SEGMENTS
     [gap] = soak["gaps"]  # the time away, between the last segment before the kill and the first after
     assert gap["after"] == before - 1 and gap["seconds"] > 1.0
+    assert "soak_gap" in {v["code"] for v in result["validity"]}
     db = sqlite3.connect(vtax.store)
     with_samples = {idx for (idx,) in db.execute("SELECT DISTINCT trial_idx FROM samples")}
     assert with_samples == set(stored), "a stored segment lost its samples"
-    codes = {v["code"] for v in result["validity"]}
-    assert "soak_gap" in codes
+
+    drift = soak["metrics"]["cpu.achieved_ratio"]["base"]
+    assert drift["change_points"] == [] and drift["trend"]["verdict"] == "no trend", drift
+    assert soak["memory"]["a"]["ratio"] < 1.3  # an agent that does not leak passes the memory check
     again = vtax("run", "--resume", run["id"])
     assert again.returncode == 2 and "nothing to resume" in again.stderr
 

@@ -139,7 +139,7 @@ class StrictModel(BaseModel):
     """Base of every model a person writes (specs, workload parameters): unknown keys are errors, not silently
     ignored; a number is never NaN or infinite, nor a boolean (`true` where a count goes); no text holds a NUL."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, defer_build=True)
 
     @model_validator(mode="before")
     @classmethod

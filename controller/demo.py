@@ -1,6 +1,6 @@
 """The built-in demo: iperf3 over loopback, direct against vtax's userspace relay appliance.
 
-Needs no root and no services; 2 conditions × 6 repetitions of 4.5 s finish in about a minute. Many short
+Needs no root and no services; 2 conditions × 5 repetitions of 4 s finish in under a minute. Many short
 trials rather than a few long ones: this machine's noise comes in bursts of seconds, and more trials
 average over more of them.
 """
@@ -25,8 +25,8 @@ workloads:
     agents: [client]
     server: server
     params: {protocol: tcp, streams: 1}
-timing: {warmup: 1, steady: 3, cooldown: 0.5, lead: 0.5}
-repetitions: 6
+timing: {warmup: 0.5, steady: 3, cooldown: 0.5, lead: 0.5}
+repetitions: 5
 order: interleaved
 """
 

@@ -224,8 +224,8 @@ def test_a_udp_search_finds_an_injected_rate_cap(lab: tuple[Vtax, str]) -> None:
         timing: {warmup: 0.5, steady: 1.5, cooldown: 0, lead: 0.5}
         search:
           workload: udp
-          low: 0.3
-          high: 0.7
+          low: 0.4
+          high: 0.6
           precision_pct: 4
           final_repetitions: 2
           criteria: {udp.loss_pct: {max: 0.5}}
@@ -233,15 +233,15 @@ def test_a_udp_search_finds_an_injected_rate_cap(lab: tuple[Vtax, str]) -> None:
     done, result = vtax.run_json(spec, "--broker", broker, timeout=400)
     assert result is not None, done.stdout + done.stderr
     capped, direct = result["capacity"]["capped"], result["capacity"]["direct"]
-    assert direct["stop"] == "above_high" and direct["value"] == 0.7, direct
+    assert direct["stop"] == "above_high" and direct["value"] == 0.6, direct
     assert capped["stop"] == "found", capped
     expected = 0.5 * 1460 / 1502
     assert capped["value"] == pytest.approx(expected, rel=0.05), capped
     low, high = capped["bracket"]
     assert low == capped["value"] and high / low - 1 <= 0.04
     assert capped["finals_passed"] == 2 and capped["achieved"]["n"] == 2
-    assert capped["overhead"] is not None and capped["overhead"]["pct"] < -30
-    assert [t["load"] for t in capped["tried"]][:2] == [0.7, 0.3]  # the bounds first
+    assert capped["overhead"] is not None and capped["overhead"]["pct"] < -15  # 0.486 against the bound 0.6
+    assert [t["load"] for t in capped["tried"]][:2] == [0.6, 0.4]  # the bounds first
     assert any(not t["passed"] and "udp.loss_pct" in t["broken"][0] for t in capped["tried"])
     assert "capacity of udp" in done.stdout and "Gbit/s [" in done.stdout
     made = vtax("report", result["run_id"], "-o", "capacity.html")

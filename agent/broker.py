@@ -14,6 +14,7 @@ AGENT_PATTERN = "vtax:agent:*"
 CANCEL_KEY = "vtax:cancel:{run_id}"
 HEARTBEAT_S = 2.0
 HEARTBEAT_TTL_S = 15
+VISIBILITY_S = 8 * 86400  # longer than the longest trial (a steady phase of up to 7 days) with its grace
 
 
 def queue_for(agent: str) -> str:
@@ -30,7 +31,10 @@ def make_app(broker: str) -> Celery:
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a broker restart is waited out, never fatal
-        broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5},
+        # A message not acked within the visibility timeout is delivered again (celery #5935). Ours are acked as
+        # they are taken, so only one a worker reserved but did not start waits unacked: for at most a trial's
+        # lead. Set explicitly, rather than left to Redis' default of an hour, at more than any trial lasts.
+        broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5, "visibility_timeout": VISIBILITY_S},
         task_publish_retry_policy={"max_retries": 20, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2},
         worker_hijack_root_logger=False,
         task_default_queue="vtax.default",

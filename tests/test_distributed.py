@@ -365,3 +365,16 @@ def test_an_agent_refuses_more_load_tasks_than_its_concurrency_naming_the_limit(
     refused = [r for r in replies if not r["ok"]]
     assert len(refused) == 2 and all(r["refused"] and "its limit" in r["error"] for r in refused)
     assert sum(r["ok"] and r["result"]["status"] == "ok" for r in replies) == 3
+
+
+def test_no_trial_outlasts_the_brokers_visibility_timeout() -> None:
+    """Redis redelivers a message left unacked past its visibility timeout (celery #5935): it is set, above the
+    longest trial a spec allows, and messages are acked as they are taken."""
+    from agent.broker import make_app
+    from controller.spec import Timing
+
+    conf = make_app("redis://127.0.0.1:1/0").conf
+    longest = max(f.le for f in Timing.model_fields["steady"].metadata if hasattr(f, "le"))
+    grace = max(f.le for f in Timing.model_fields["grace"].metadata if hasattr(f, "le"))
+    assert conf.broker_transport_options["visibility_timeout"] > longest + 3 * 3600 + grace
+    assert conf.task_acks_late is False

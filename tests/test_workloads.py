@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import sqlite3
@@ -203,3 +204,19 @@ def test_every_kind_loads_the_whole_steady_phase(vtax: Vtax, kind: str, params: 
         first, last_end = db.execute("SELECT MIN(t), MAX(t + dt) FROM samples WHERE trial_idx = ?", (idx,)).fetchone()
         assert abs(first - trial_start) < 0.05, f"first sample {first - trial_start:+.3f} s from the start"
         assert last_end >= trial_start + 2.5 - 0.1
+
+
+def test_a_load_longer_than_one_iperf3_test_runs_as_consecutive_tests() -> None:
+    """iperf3 3.12 refuses -t over 86,400 s; a load longer than `chunk` runs as consecutive tests against a
+    server that serves them all. With chunk 2, a 5 s load is tests of 2, 2 and 1 s, and its seconds run on with
+    no pause over 1 s at a restart."""
+    from workloads.iperf3 import chunks
+
+    assert chunks(5, 2) == [2, 2, 1] and chunks(2.5, 86_400) == [3] and chunks(172_800, 86_400) == [86_400] * 2
+    params = {"bitrate": "100M", "chunk": 2}
+    result = _run("iperf3", params, seconds=5, target=_serve(params))
+    assert result["status"] == "ok", result["reason"]
+    samples = sorted(result["samples"], key=lambda s: s["t"])
+    assert len(samples) == 5 and all(s["values"]["throughput_gbps"] > 0.09 for s in samples)
+    pauses = [later["t"] - (earlier["t"] + earlier["dt"]) for earlier, later in itertools.pairwise(samples)]
+    assert max(pauses) < 1.0, pauses

@@ -60,6 +60,9 @@ _RATE = re.compile(r"^\d+(\.\d+)?[KMGkmg]?$")
 _POLL_S = 0.25  # how often a running client checks for its deadline and for cancel
 
 
+MAX_TEST_S = 86_400  # iperf3 3.12 refuses a longer -t
+
+
 class Iperf3Params(ScaledOutParams):
     """Parameters of one iperf3 client; the server side needs none of its own."""
 
@@ -84,6 +87,13 @@ class Iperf3Params(ScaledOutParams):
         "i-th CPU, round robin",
     )
     target: str | None = Field(None, description="an existing iperf3 server host:port; then no server agent is used")
+    chunk: int = Field(
+        MAX_TEST_S,
+        ge=1,
+        le=MAX_TEST_S,
+        description="longest single iperf3 test, seconds (iperf3 3.12 refuses -t over 86,400): longer load runs "
+        "as consecutive tests, each started as the last ends",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Iperf3Params:
@@ -144,10 +154,12 @@ def version() -> str | None:
 
 
 def serve(params: Iperf3Params, *, bind: str, deadline: float) -> Target:
-    """Start one-off iperf3 servers, one per client process, on consecutive free ports (the target names the
-    first); `timeout` kills them at the deadline."""
+    """Start iperf3 servers, one per client process, on consecutive free ports (the target names the first);
+    `timeout` kills them at the deadline. Each serves one test (`-1`), or, where the load lasts longer than
+    one test may (`chunk`), every test until the deadline."""
+    one_off = ["-1"] if deadline - time.time() <= params.chunk else []
     return start_server(
-        lambda port: [_program(), "-s", "-1", "-J", "-B", bind, "-p", str(port)],
+        lambda port: [_program(), "-s", *one_off, "-J", "-B", bind, "-p", str(port)],
         bind=bind,
         deadline=deadline,
         what="iperf3 server",
@@ -155,12 +167,10 @@ def serve(params: Iperf3Params, *, bind: str, deadline: float) -> Target:
     )
 
 
-def _command(params: Iperf3Params, target: Target, duration: float, process: int = 0) -> list[str]:
+def _command(params: Iperf3Params, target: Target, seconds: int, process: int = 0) -> list[str]:
     port = target["port"] + process
     cmd = [_program(), "-c", target["host"], "-p", str(port), "-J", "--get-server-output"]
-    # whole seconds only: rounded up, so the load runs through the whole trial (2.5 s rounded down left half a
-    # second of the steady phase without load)
-    cmd += ["-t", str(max(1, math.ceil(duration))), "-i", "1", "-P", str(params.streams), "--connect-timeout", "5000"]
+    cmd += ["-t", str(seconds), "-i", "1", "-P", str(params.streams), "--connect-timeout", "5000"]
     if params.protocol == "udp":
         cmd.append("-u")
     if params.reverse:
@@ -179,30 +189,40 @@ def _command(params: Iperf3Params, target: Target, duration: float, process: int
     return cmd
 
 
+def chunks(duration: float, chunk: int) -> list[int]:
+    """The whole-second tests a load of `duration` runs as, none longer than `chunk` (rounded up, so the load
+    runs through the whole trial: 2.5 s rounded down left half a second of the steady phase without load)."""
+    total = max(1, math.ceil(duration))
+    return [chunk] * (total // chunk) + ([total % chunk] if total % chunk else [])
+
+
 def run(params: Iperf3Params, ctx: RunContext) -> Iterator[Sample]:
-    """Run the client processes for the trial's duration and yield one sample per second over all of them."""
+    """Run the client processes for the trial's duration and yield one sample per second over all of them;
+    a load longer than `chunk` runs as consecutive tests, each yielded as it ends."""
     if ctx.target is None:
         raise WorkloadError("iperf3 client has no target server")
-    # started before the common start, held by a shell that execs iperf3 once released: no process start-up
-    # in the load's first second
-    procs = [
-        subprocess.Popen(
-            ["sh", "-c", 'read -r _ && exec "$@"', "sh", *_command(params, ctx.target, ctx.duration, process)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for process in range(params.processes)
-    ]
-    ctx.wait_for_start()
-    launched = time.time()
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write(b"go\n")
-        proc.stdin.flush()  # communicate() closes it
-    outputs = _wait_reporting_progress(procs, ctx)
-    reports = [_report(proc, out, err) for proc, (out, err) in zip(procs, outputs, strict=True)]
-    yield from merge([list(parse_report(report, launched)) for report in reports])
+    for n, seconds in enumerate(chunks(ctx.duration, params.chunk)):
+        # started before the common start, held by a shell that execs iperf3 once released: no process start-up
+        # in the load's first second
+        procs = [
+            subprocess.Popen(
+                ["sh", "-c", 'read -r _ && exec "$@"', "sh", *_command(params, ctx.target, seconds, process)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for process in range(params.processes)
+        ]
+        if n == 0:
+            ctx.wait_for_start()
+        launched = time.time()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()  # communicate() closes it
+        outputs = _wait_reporting_progress(procs, ctx)
+        reports = [_report(proc, out, err) for proc, (out, err) in zip(procs, outputs, strict=True)]
+        yield from merge([list(parse_report(report, launched)) for report in reports])
 
 
 def _report(proc: subprocess.Popen[bytes], out: bytes, err: bytes) -> dict:

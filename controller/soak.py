@@ -7,12 +7,14 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from controller.drift import ChangePoint, Growth, Trend, change_points, growth, trend
 from controller.spec import Experiment, SoakSpec, metric_catalogue
 from controller.store import StoredResult
 from controller.validity import Issue, issue
+
+if TYPE_CHECKING:  # controller.drift imports scipy.stats (1.6 s): only a soak's analysis loads it
+    from controller.drift import ChangePoint, Growth, Trend
 
 GAP_LIMIT_S = 1.0  # the load may pause this long between two segments of one condition's turn
 
@@ -49,6 +51,8 @@ class SoakResult(TypedDict):
 
 def soak_result(experiment: Experiment, trials: list[dict[str, Any]], results: Iterable[StoredResult]) -> SoakResult:
     """`trials` are the analysis's trial rows (idx, condition, status, start_at, kpis), in order."""
+    from controller.drift import change_points, trend
+
     soak = experiment.soak
     assert soak is not None
     measured = [t for t in trials if t["status"] == "ok" and t["start_at"] is not None]
@@ -90,6 +94,8 @@ def soak_result(experiment: Experiment, trials: list[dict[str, Any]], results: I
 
 def _memory(results: Iterable[StoredResult], start_of: dict[int, float], origin: float) -> dict[str, Growth]:
     """Each agent's memory as its segments ended (its largest reading of a segment, over its tasks)."""
+    from controller.drift import growth
+
     by_agent: defaultdict[str, dict[int, float]] = defaultdict(dict)
     for result in results:
         rss, idx = result.get("agent_rss_mb"), result["trial_idx"]

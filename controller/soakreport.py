@@ -4,13 +4,14 @@ checks; and, for `vtax show RUN --segments`, every segment's values."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 
-from controller.drift import ChangePoint, Trend
-from controller.soak import SoakResult
+if TYPE_CHECKING:
+    from controller.drift import ChangePoint, Trend
+    from controller.soak import SoakResult
 
 
 def _value(value: float | None) -> str:

@@ -451,7 +451,7 @@ class SoakSpec(Strict):
 
     duration: Span = Field(gt=0, le=30 * 86400, description="the whole soak: seconds, or 90m, 24h, 2d")
     segment: Span = Field(
-        60, ge=5, le=3600, description="the unit of storage, analysis and recovery: seconds, or 1m, 5m"
+        60, ge=3, le=3600, description="the unit of storage, analysis and recovery: seconds, or 1m, 5m"
     )
     conditions: list[Name] | None = Field(None, description="the conditions held, in turn (default: the baseline only)")
     rotate: int = Field(10, ge=1, le=100_000, description="segments each condition holds before the next takes over")

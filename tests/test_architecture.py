@@ -203,3 +203,19 @@ def test_the_agent_edge_converts_times_once_each_way() -> None:
     assert result["start_at"] == pytest.approx(start_at, abs=1e-6)  # converted in and back out
     # it started on time by its own clock, which reads 50 s behind: converted back, on time by the controller's
     assert result["started_at"] - start_at == pytest.approx(0.0, abs=0.1)
+
+
+def test_a_run_loads_no_heavy_library_it_does_not_use() -> None:
+    """What every `vtax` command and embedded run imports stays light: scipy.stats and pymannkendall (a soak's
+    drift, 1.6 s), Celery, pyVmomi, influxdb_client and plotly load only in the commands that use them. A soak's
+    statistics imported by the analysis cost every run 2 s once, and the suite 5 minutes."""
+    import subprocess
+    import sys
+
+    heavy = ("scipy.stats", "pymannkendall", "celery", "pyVmomi", "influxdb_client", "plotly")
+    probe = (
+        "import sys, controller.cli, controller.analysis, controller.report, controller.runloop, controller.engine; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "", done.stdout

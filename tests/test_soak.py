@@ -16,10 +16,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from controller.errors import SpecError
+from controller.spec import parse
 from controller.store import Store
 from tests.conftest import Vtax
 
 SEGMENTS = 8  # the fewest that Mann-Kendall tests (drift.MIN_SEGMENTS)
+SEGMENT_S = 3  # the shortest a spec allows: 3 samples a segment
 STEP_AT = 5  # the segment (from 1) at whose start the neighbour starts: 4 segments either side
 
 # One CPU worker at 60 % of core 1; the neighbour is a busy loop pinned to the same core, so the worker gets
@@ -35,7 +38,7 @@ workloads: [{kind: cpu, agents: [a], params: {workers: 1, percent: 60, cores: [1
 timing: {lead: 0.5}
 soak:
   duration: SECONDS
-  segment: 5
+  segment: SEGMENT_S
   checks: {max_step_pct: 10}
 """
 NEIGHBOUR = f"""\
@@ -46,7 +49,8 @@ NEIGHBOUR = f"""\
 
 
 def _spec(vtax: Vtax, neighbour: bool) -> Path:
-    text = SOAK.replace("SECONDS", str(SEGMENTS * 5)) + (NEIGHBOUR if neighbour else "")
+    text = SOAK.replace("SECONDS", str(SEGMENTS * SEGMENT_S)).replace("SEGMENT_S", str(SEGMENT_S))
+    text += NEIGHBOUR if neighbour else ""
     return vtax.spec(text, "stepped.yaml" if neighbour else "clean.yaml")
 
 
@@ -99,19 +103,20 @@ def test_a_neighbour_started_at_a_segment_is_found_there_and_fails_the_step_chec
         ("  conditions: [nosuch]\n", "soak.conditions[0]", "no condition named 'nosuch'"),
     ],
 )
-def test_soak_spec_errors_name_the_field(vtax: Vtax, extra: str, field: str, message: str) -> None:
-    text = SOAK.replace("SECONDS", "40").replace("timing: {lead: 0.5}\n", "")
+def test_soak_spec_errors_name_the_field(extra: str, field: str, message: str) -> None:
+    text = SOAK.replace("SECONDS", "40").replace("SEGMENT_S", "5").replace("timing: {lead: 0.5}\n", "")
     text = text + extra if extra.startswith("  ") else extra + text
-    done = vtax("validate", str(vtax.spec(text)))
-    assert done.returncode == 2 and field in done.stderr and message in done.stderr, done.stderr
+    with pytest.raises(SpecError) as refused:
+        parse(text, "soak.yaml")
+    assert field in str(refused.value) and message in str(refused.value), str(refused.value)
 
 
 def test_a_soak_shorter_than_two_segments_and_a_bad_span_are_refused(vtax: Vtax) -> None:
-    short = vtax("validate", str(vtax.spec(SOAK.replace("SECONDS", "8"))))
-    assert short.returncode == 2 and "shorter than two segments" in short.stderr
-    bad = vtax("validate", str(vtax.spec(SOAK.replace("SECONDS", "2 weeks"))))
-    assert bad.returncode == 2 and "soak.duration" in bad.stderr and "24h" in bad.stderr
-    fine = vtax("validate", str(vtax.spec(SOAK.replace("SECONDS", "24h").replace("segment: 5", "segment: 1m"))))
+    for duration, says in (("8", "shorter than two segments"), ("2 weeks", "24h")):
+        with pytest.raises(SpecError) as refused:
+            parse(SOAK.replace("SECONDS", duration).replace("SEGMENT_S", "5"), "soak.yaml")
+        assert "soak" in str(refused.value) and says in str(refused.value), str(refused.value)
+    fine = vtax("validate", str(vtax.spec(SOAK.replace("SECONDS", "24h").replace("SEGMENT_S", "1m"))))
     assert fine.returncode == 0 and "a soak of 24 h 0 min in 1,440 segments of 60 s" in fine.stdout, fine.stdout
 
 

@@ -1,0 +1,131 @@
+"""How long `vtax show` takes, and how much memory it needs, on a soak's store of a given size.
+
+Builds a synthetic soak store through the store's own writes: `--agents` iperf3 clients, one sample per second
+each, for `--hours` hours in segments of `--segment` s, each segment's values drawn around a level (seeded). Then
+it times `vtax show RUN --json` on it in a child process and reads the child's peak RSS. The issue's target is a
+24 h × 100-agent soak (8.64 M samples) in at most 30 s and 1 GiB.
+
+    .venv/bin/python benchmarks/soak_scale.py [--agents 100] [--hours 24] [--segment 60] [--keep DIR]
+
+Prints one JSON object: the store's size in bytes and per sample, how long building it took, and `vtax show`'s
+wall time and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from controller.spec import parse
+from controller.store import Store
+
+VTAX = str(Path(sys.executable).parent / "vtax")
+
+
+def _spec(agents: int, hours: float, segment: float) -> str:
+    clients = ", ".join(f"a{n}" for n in range(agents))
+    return f"""
+name: soak-scale
+agents: [{", ".join(f"{{name: a{n}}}" for n in range(agents))}, {{name: server}}]
+conditions: [{{name: base, baseline: true}}]
+workloads: [{{kind: iperf3, name: tcp, agents: [{clients}], server: server}}]
+soak: {{duration: {hours * 3600:g}, segment: {segment:g}}}
+"""
+
+
+def build(path: Path, agents: int, hours: float, segment: float, seed: int) -> tuple[str, int]:
+    """A completed soak run of that size in a new store at `path`; returns its id and its number of samples."""
+    experiment = parse(_spec(agents, hours, segment), "<soak_scale>")
+    assert experiment.soak is not None
+    store = Store(path)
+    run_id = "20261203-000000-5ca1"
+    store.create_run(
+        run_id=run_id, name=experiment.name, engine="embedded", spec_path=None, spec=experiment.model_dump(mode="json")
+    )
+    rng = random.Random(seed)
+    start = 1_800_000_000.0
+    count = 0
+    for idx in range(experiment.soak.segments):
+        begins = start + idx * segment
+        for n in range(agents):
+            level = 9.0 + rng.gauss(0, 0.3)
+            samples = [
+                {
+                    "t": begins + s,
+                    "dt": 1.0,
+                    "values": {
+                        "throughput_gbps": level + rng.gauss(0, 0.2),
+                        "retransmits": float(rng.randrange(3)),
+                        "rtt_ms": 0.05 + rng.random() / 100,
+                        "cwnd_kb": 1100.0 + rng.random() * 100,
+                    },
+                }
+                for s in range(int(segment))
+            ]
+            store.add_agent_result(run_id, idx, {
+                "agent": f"a{n}", "workload": "tcp", "status": "ok", "reason": "", "samples": samples,
+                "summary": {}, "started_at": begins, "ended_at": begins + segment, "agent_rss_mb": 45.0,
+            })  # fmt: skip
+            count += len(samples)
+        store.add_trial(run_id, {
+            "idx": idx, "condition": "base", "repetition": idx + 1, "status": "ok", "reason": "",
+            "start_at": begins, "deadline": begins + segment + 10, "ended": begins + segment,
+        })  # fmt: skip
+    store.finish_run(run_id, "completed")
+    store.close()
+    return run_id, count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--hours", type=float, default=24)
+    parser.add_argument("--segment", type=float, default=60)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", type=Path, help="build the store in this directory and keep it")
+    args = parser.parse_args()
+    where = args.keep or Path(tempfile.mkdtemp(prefix="vtax-soak-scale-"))
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / "soak.db"
+    path.unlink(missing_ok=True)
+    began = time.monotonic()
+    run_id, samples = build(path, args.agents, args.hours, args.segment, args.seed)
+    built = time.monotonic() - began
+    size = sum(p.stat().st_size for p in where.glob("soak.db*"))
+    began = time.monotonic()
+    shown = subprocess.run(
+        [VTAX, "show", run_id, "--store", str(path), "--json", str(where / "result.json")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    show_s = time.monotonic() - began
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "agents": args.agents,
+                "hours": args.hours,
+                "segment_s": args.segment,
+                "samples": samples,
+                "store_bytes": size,
+                "bytes_per_sample": round(size / samples, 1),
+                "build_s": round(built, 1),
+                "show_exit": shown.returncode,
+                "show_s": round(show_s, 1),
+                "show_peak_rss_mb": round(peak_mb),
+                "targets": {"show_s": 30, "show_peak_rss_mb": 1024},
+                "store": str(path) if args.keep else None,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

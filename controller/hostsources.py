@@ -58,8 +58,8 @@ class HostCounterSource(Protocol):
         """The trial's load is about to start; returns what ends this window."""
 
     def finish(self, *, abandon: bool = False) -> None:
-        """At run end: wait for the records end() left to come (or, with `abandon`, give up on them). Most
-        sources leave nothing."""
+        """At run end: wait for the records the windows' ends left to come (or, with `abandon`, give up on
+        them). Most sources leave nothing."""
 
 
 class LocalHostSource(HostCounterSource):
@@ -82,9 +82,6 @@ class LocalHostSource(HostCounterSource):
             on_record(samples)
 
         return end
-
-    def finish(self, *, abandon: bool = False) -> None:
-        """Nothing is left to come: each window's record was handed over as it ended."""
 
 
 def host_counters_request(
@@ -166,9 +163,6 @@ class AgentHostSource(HostCounterSource):
             else:
                 samples += streamed[name]
         on_record(samples)
-
-    def finish(self, *, abandon: bool = False) -> None:
-        """Nothing is left to come: each window's record was handed over as it ended."""
 
 
 def default_sources(

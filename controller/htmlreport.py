@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import statistics
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -231,14 +232,13 @@ def soak_plot(soak: SoakResult, names: list[str]) -> str:
             )
             found = drift["trend"]
             if found["verdict"] in ("increasing", "decreasing") and found["slope_per_h"] is not None:
-                hours, values = drift["hours"], drift["values"]
-                middle = sorted(values)[len(values) // 2]
-                centre = sorted(hours)[len(hours) // 2]
+                hours, slope = drift["hours"], found["slope_per_h"]
+                intercept = statistics.median(v - slope * h for h, v in zip(hours, drift["values"], strict=True))
                 ends = [hours[0], hours[-1]]
                 figure.add_trace(
                     go.Scatter(
                         x=ends,
-                        y=[middle + found["slope_per_h"] * (h - centre) for h in ends],
+                        y=[intercept + slope * h for h in ends],
                         mode="lines",
                         line={"color": colour, "dash": "dot"},
                         name=f"{condition} trend",

@@ -236,10 +236,11 @@ class RunLoop:
                     segment = SegmentRun(start_at=start_at, setup=setup, teardown=teardown)
                     in_flight.append(pool.submit(self._trial, trial, len(plan), flows, segment=segment))
                     wait([segment.started, in_flight[-1]], return_when=FIRST_COMPLETED)
-                    start_at = segment.started.result() + length if segment.started.done() else None
+                    started = segment.started.result() if segment.started.done() else None  # None: it failed
+                    start_at = started + length if started is not None else None
                     timed = [hook for event in soak.at if event.segment == k + 1 for hook in event.run]
-                    if timed and start_at is not None:
-                        timer = threading.Timer(start_at - length - time.time(), self._soak_event, (trial, timed))
+                    if timed and started is not None:
+                        timer = threading.Timer(started - time.time(), self._soak_event, (trial, timed))
                         timer.start()
                         timers.append(timer)
                     self._check_store()
@@ -373,13 +374,13 @@ class RunLoop:
         return trial
 
     def _reopen(self, plan: list[Trial]) -> list[Trial]:
-        """A stopped soak taken up again: its segments after the last one stored, the resume noted (the time
-        away shows as a gap between the segments either side, and the segment cut off as missing)."""
-        self.store.reopen_run(self.run_id)
+        """A stopped soak taken up again: its segments after the last one stored (the one cut off runs again),
+        the resume noted; the time away shows as a gap between the segments either side."""
         stored = [t["idx"] for t in self.store.trials(self.run_id)]
         left = [trial for trial in plan if trial.index > max(stored, default=-1)]
         if not left:
             raise InputError(f"run {self.run_id} has every segment stored: there is nothing to resume")
+        self.store.reopen_run(self.run_id)
         resumes = self.store.notes(self.run_id).get("resumes") or []
         self.store.put_note(self.run_id, "resumes", [*resumes, {"at": time.time(), "segment": left[0].index}])
         return left
@@ -524,8 +525,7 @@ class RunLoop:
             if segment is None or segment.setup:
                 hooks("setup")
             with self._serving(condition, flows) as targets:
-                start_at = segment.start_at if segment is not None and segment.start_at else None
-                start_at = start_at or time.time() + self.experiment.lead
+                start_at = (segment.start_at if segment is not None else None) or time.time() + self.experiment.lead
                 if segment is not None:
                     segment.started.set_result(start_at)
                 deadline = start_at + timing.duration + timing.grace

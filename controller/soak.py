@@ -61,8 +61,9 @@ def soak_result(experiment: Experiment, trials: list[dict[str, Any]], results: I
     units = metric_catalogue(experiment)
     metrics: dict[str, dict[str, MetricDrift]] = defaultdict(dict)
     names = sorted({name for t in measured for name in t["kpis"]})
+    conditions = list(dict.fromkeys(t["condition"] for t in measured))  # in the order they first ran
     for name in names:
-        for condition in dict.fromkeys(t["condition"] for t in measured):
+        for condition in conditions:
             rows = [t for t in measured if t["condition"] == condition and name in t["kpis"]]
             values = [float(t["kpis"][name]) for t in rows]
             hours = [(t["start_at"] - origin) / 3600 for t in rows]

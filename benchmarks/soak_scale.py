@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
+from controller.facts import trial_facts
 from controller.spec import parse
 from controller.store import Store
 
@@ -55,6 +56,7 @@ def build(path: Path, agents: int, hours: float, segment: float, seed: int) -> t
     count = 0
     for idx in range(experiment.soak.segments):
         begins = start + idx * segment
+        segment_samples = []
         for n in range(agents):
             level = 9.0 + rng.gauss(0, 0.3)
             samples = [
@@ -74,7 +76,9 @@ def build(path: Path, agents: int, hours: float, segment: float, seed: int) -> t
                 "agent": f"a{n}", "workload": "tcp", "status": "ok", "reason": "", "samples": samples,
                 "summary": {}, "started_at": begins, "ended_at": begins + segment, "agent_rss_mb": 45.0,
             })  # fmt: skip
+            segment_samples += [{**s, "agent": f"a{n}", "workload": "tcp"} for s in samples]
             count += len(samples)
+        store.put_facts(run_id, idx, trial_facts(experiment, begins, segment_samples, []))  # as the run loop does
         store.add_trial(run_id, {
             "idx": idx, "condition": "base", "repetition": idx + 1, "status": "ok", "reason": "",
             "start_at": begins, "deadline": begins + segment + 10, "ended": begins + segment,

@@ -9,11 +9,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, TypedDict
 
+from agent.wire import TrialRecord
 from controller import stats
 from controller.calibration import calibrated_bed
 from controller.consolidation import consolidation
 from controller.errors import InputError
-from controller.kpis import trial_kpis
+from controller.facts import TrialFacts, no_facts, trial_facts
 from controller.search import Capacity, bed_issues, capacities
 from controller.soak import soak_issues, soak_result
 from controller.spec import Experiment, metric_catalogue
@@ -68,40 +69,29 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
     run_id = run["id"]
     experiment = Experiment.model_validate(run["spec"])
     trials = store.trials(run_id)
-    samples_by_trial = _by_trial(store.samples(run_id))
-    host_by_trial = _by_trial(store.host_samples(run_id))
     results_by_trial = _by_trial(store.agent_results(run_id))
     flags_by_trial = _by_trial(store.flags(run_id))
+    stored_facts = store.facts(run_id)
 
     clocks = store.clocks(run_id)
     uncertainty = {c["agent"]: c["uncertainty_s"] for c in clocks}
     validity: list[Issue] = []
     trial_rows = []
+    all_facts: dict[int, TrialFacts] = {}
     values: Values = defaultdict(lambda: defaultdict(dict))
     trial_of: dict[tuple[str, int], int] = {}
     for trial in trials:
         idx = trial["idx"]
-        kpis = (
-            trial_kpis(experiment, trial["start_at"], samples_by_trial[idx], host_by_trial[idx])
-            if trial["start_at"] is not None
-            else {}
-        )
+        facts = stored_facts.get(idx) or _facts_from_samples(store, run_id, experiment, trial)
+        all_facts[idx] = facts
+        kpis = facts["kpis"]
         trial_rows.append(
             {
                 **{k: trial[k] for k in ("idx", "condition", "repetition", "status", "reason", "start_at", "ended")},
                 "kpis": kpis,
             }
         )
-        found, counts = trial_issues(
-            experiment,
-            trial,
-            samples_by_trial[idx],
-            host_by_trial[idx],
-            results_by_trial[idx],
-            flags_by_trial[idx],
-            kpis,
-            uncertainty,
-        )
+        found, counts = trial_issues(experiment, trial, facts, results_by_trial[idx], flags_by_trial[idx], uncertainty)
         validity += found
         if counts:
             trial_of[(trial["condition"], trial["repetition"])] = idx
@@ -129,7 +119,7 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
     modelled = consolidation(experiment.profile, metrics) if experiment.profile is not None else None
     validity += condition_issues(experiment, metrics)
     validity += _outlier_issues(values, trial_of)
-    validity += appliance_issues(experiment, [s for samples in host_by_trial.values() for s in samples])
+    validity += appliance_issues(experiment, [facts["host"] for facts in all_facts.values()])
     validity += clock_issues(experiment, clocks)
     soak = None
     if experiment.soak is not None:
@@ -175,6 +165,15 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
         and (soak is None or soak["passed"]),
     }
     return result, values
+
+
+def _facts_from_samples(store: Store, run_id: str, experiment: Experiment, trial: TrialRecord) -> TrialFacts:
+    """The facts of a trial that has none stored (a store of an older vtax, a run made by hand), from its own
+    samples only: one trial in memory at a time."""
+    if trial["start_at"] is None:  # its load never started
+        return no_facts()
+    samples = store.samples(run_id, trial["idx"])
+    return trial_facts(experiment, trial["start_at"], samples, store.host_samples(run_id, trial["idx"]))
 
 
 def _found_trials(capacity: dict[str, Capacity], tiles: dict[str, TileCapacity]) -> set[int]:

@@ -36,9 +36,9 @@ from controller import clock
 from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
 from controller.errors import InfrastructureError, InputError, VtaxError
 from controller.events import Events
+from controller.facts import trial_facts
 from controller.hooks import ActionHandler, HookError, HookRun, run_hooks
 from controller.hostsources import HostCounterSource, TrialWindow, WindowEnd, default_sources
-from controller.kpis import trial_kpis
 from controller.plan import Trial, make_plan, search_plan, soak_plan
 from controller.relay import RelayProcess
 from controller.search import (
@@ -620,7 +620,9 @@ class RunLoop:
         ]
         with self._host_lock:
             host = self._open_host.pop(trial.index, [])
-        kpis = trial_kpis(self.experiment, start_at, samples, host)
+        facts = trial_facts(self.experiment, start_at, samples, host)
+        self.store.put_facts(self.run_id, trial.index, facts)
+        kpis = facts["kpis"]
         failed = sorted(
             (r for r in results if r["status"] != "ok"), key=lambda r: list(_TRIAL_STATUS).index(r["status"])
         )
@@ -640,13 +642,14 @@ class RunLoop:
                 gathering += samples
                 return
         if samples:
-            kpis = trial_kpis(
+            facts = trial_facts(
                 self.experiment,
                 start_at,
                 self.store.samples(self.run_id, trial.index),
                 self.store.host_samples(self.run_id, trial.index),
             )
-            self.events.trial_kpis.fire(trial=trial, kpis=kpis)
+            self.store.put_facts(self.run_id, trial.index, facts)
+            self.events.trial_kpis.fire(trial=trial, kpis=facts["kpis"])
 
     def _start_servers(self, flows: list[Flow], deadline: float) -> dict[FlowKey, Target]:
         """One server per flow (iperf3 serves one test at a time); all started before any client."""

@@ -20,15 +20,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypedDict
 
 import psutil
 
 from agent.urls import redact
 from agent.wire import AgentResult, HostSample, TrialRecord
+from controller import sampleblocks
 from controller.errors import InfrastructureError, InputError
 from controller.hooks import HookRun
 from workloads.base import Sample
+
+if TYPE_CHECKING:  # the facts are computed from what the store holds: it must not import that
+    from controller.facts import TrialFacts
 
 DEFAULT_PATH = "vtax.db"
 BUSY_TIMEOUT_S = 60.0  # how long a write waits for another process that holds the store
@@ -56,6 +60,13 @@ CREATE TABLE IF NOT EXISTS samples (
     run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, agent TEXT NOT NULL, workload TEXT NOT NULL,
     t REAL NOT NULL, dt REAL NOT NULL, values_json TEXT NOT NULL, histogram_json TEXT
 );
+CREATE TABLE IF NOT EXISTS sample_blocks (
+    run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, agent TEXT NOT NULL, workload TEXT NOT NULL,
+    fields_json TEXT NOT NULL, count INTEGER NOT NULL, values_blob BLOB NOT NULL, histograms_blob BLOB
+);
+CREATE TABLE IF NOT EXISTS trial_facts (
+    run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, facts_json TEXT NOT NULL, PRIMARY KEY (run_id, trial_idx)
+);
 CREATE TABLE IF NOT EXISTS host_counters (
     run_id TEXT NOT NULL, trial_idx INTEGER NOT NULL, host TEXT NOT NULL, t REAL NOT NULL, dt REAL NOT NULL,
     values_json TEXT NOT NULL, detail_json TEXT NOT NULL
@@ -77,6 +88,7 @@ CREATE TABLE IF NOT EXISTS run_notes (
     run_id TEXT NOT NULL, key TEXT NOT NULL, value_json TEXT NOT NULL, PRIMARY KEY (run_id, key)
 );
 CREATE INDEX IF NOT EXISTS samples_by_run ON samples (run_id, trial_idx);
+CREATE INDEX IF NOT EXISTS blocks_by_run ON sample_blocks (run_id, trial_idx);
 CREATE INDEX IF NOT EXISTS vsphere_by_run ON vsphere_counters (run_id, trial_idx);
 CREATE INDEX IF NOT EXISTS host_by_run ON host_counters (run_id, trial_idx);
 """
@@ -231,6 +243,8 @@ _RUN_TABLES = (
     "agent_results",
     "agent_clocks",
     "samples",
+    "sample_blocks",
+    "trial_facts",
     "host_counters",
     "vsphere_counters",
     "trial_flags",
@@ -450,23 +464,21 @@ class Store:
                     result.get("agent_rss_mb"),
                 ),
             )
-            self._db.executemany(
-                "INSERT INTO samples (run_id, trial_idx, agent, workload, t, dt, values_json, histogram_json)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                [
+            if result.get("samples"):
+                block = sampleblocks.encode(result["samples"])
+                self._db.execute(
+                    "INSERT INTO sample_blocks VALUES (?,?,?,?,?,?,?,?)",
                     (
                         run_id,
                         trial_idx,
                         result["agent"],
                         result["workload"],
-                        s["t"],
-                        s["dt"],
-                        json.dumps(s["values"]),
-                        json.dumps(s["histogram"]) if "histogram" in s else None,
-                    )
-                    for s in result.get("samples", [])
-                ],
-            )
+                        json.dumps(block["fields"]),
+                        block["count"],
+                        block["values"],
+                        block["histograms"],
+                    ),
+                )
 
     @_kept
     def add_clocks(self, run_id: str, clocks: dict[str, dict[str, float]]) -> None:
@@ -555,15 +567,42 @@ class Store:
             return self._db.execute(query, args).fetchall()
 
     def samples(self, run_id: str, trial_idx: int | None = None) -> list[StoredSample]:
-        rows = self._rows("samples", run_id, trial_idx)
-        samples = []
-        for r in rows:
+        """A run's workload samples (of one trial, given `trial_idx`), in trial and time order: those kept in
+        blocks, and those an older vtax kept a row each."""
+        samples: list[StoredSample] = []
+        for r in self._rows("samples", run_id, trial_idx):  # an older store's rows
             sample: StoredSample = {k: r[k] for k in ("trial_idx", "agent", "workload", "t", "dt")}  # type: ignore[assignment]
             sample["values"] = json.loads(r["values_json"])
             if r["histogram_json"]:
                 sample["histogram"] = json.loads(r["histogram_json"])
             samples.append(sample)
+        query = "SELECT * FROM sample_blocks WHERE run_id = ? AND (? IS NULL OR trial_idx = ?) ORDER BY rowid"
+        with self._lock:
+            blocks = self._db.execute(query, (run_id, trial_idx, trial_idx)).fetchall()
+        for r in blocks:
+            block: sampleblocks.Block = {
+                "fields": json.loads(r["fields_json"]),
+                "count": r["count"],
+                "values": r["values_blob"],
+                "histograms": r["histograms_blob"],
+            }
+            source = {"trial_idx": r["trial_idx"], "agent": r["agent"], "workload": r["workload"]}
+            samples += [{**source, **s} for s in sampleblocks.decode(block)]  # type: ignore[typeddict-item]
+        samples.sort(key=lambda s: (s["trial_idx"], s["t"]))
         return samples
+
+    @_kept
+    def put_facts(self, run_id: str, trial_idx: int, facts: TrialFacts) -> None:
+        """A trial's facts (`controller.facts`), computed as it ended, or again once late counters came in."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO trial_facts VALUES (?,?,?)", (run_id, trial_idx, json.dumps(facts))
+            )
+
+    def facts(self, run_id: str) -> dict[int, TrialFacts]:
+        """The stored facts of a run's trials, by trial."""
+        rows = self._db.execute("SELECT trial_idx, facts_json FROM trial_facts WHERE run_id = ?", (run_id,))
+        return {r["trial_idx"]: json.loads(r["facts_json"]) for r in rows}
 
     def host_samples(self, run_id: str, trial_idx: int | None = None) -> list[StoredHostSample]:
         rows = self._rows("host_counters", run_id, trial_idx)

@@ -7,15 +7,14 @@ that makes it fire on hand-made data (tests/test_verdicts.py).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Literal, NotRequired, TypedDict
 
 import workloads
 from agent.wire import TrialRecord
-from controller.kpis import in_steady, steady_window
+from controller.facts import HostFacts, TrialFacts
 from controller.spec import Experiment
 from controller.stats import Description, Overhead, Ranked
-from controller.store import ClockRow, Flag, StoredHostSample, StoredResult, StoredSample
+from controller.store import ClockRow, Flag, StoredResult
 
 SATURATED_CPU_PCT = 90.0
 MIN_STEADY_COVERAGE = 0.8  # of a hypervisor agent's host counters (a lost agent leaves gaps)
@@ -53,19 +52,12 @@ def issue(level: Literal["error", "warning"], code: str, message: str, trial: in
     return found
 
 
-def _started(trial: TrialRecord) -> float:
-    assert trial["start_at"] is not None, "only trials whose load started have samples"
-    return trial["start_at"]
-
-
 def trial_issues(
     experiment: Experiment,
     trial: TrialRecord,
-    samples: list[StoredSample],
-    host: list[StoredHostSample],
+    facts: TrialFacts,
     results: list[StoredResult],
     flags: list[Flag],
-    kpis: dict[str, float],
     uncertainty_s: dict[str, float] | None = None,
 ) -> tuple[list[Issue], bool]:
     """One trial's findings, and whether its KPIs count in the statistics."""
@@ -73,8 +65,8 @@ def trial_issues(
     if trial["status"] != "ok":
         message = f"{label} {trial['status']}: {trial['reason']}"
         return [issue("error", f"trial_{trial['status']}", message, trial["idx"])], False
-    found = _workload_issues(experiment, trial, label, samples, results, kpis, uncertainty_s or {})
-    found += _host_issues(experiment, trial, label, host)
+    found = _workload_issues(experiment, trial, label, facts, results, uncertainty_s or {})
+    found += _host_issues(experiment, trial, label, facts["host"])
     found += [issue(f["severity"], f["kind"], f"{label}: {f['message']}", trial["idx"]) for f in flags]
     if experiment.vsphere.on_migration == "exclude" and any(f["kind"] == "vm_migrated" for f in flags):
         found.append(issue("error", "trial_excluded", f"{label} left out of the statistics: a VM moved", trial["idx"]))
@@ -116,24 +108,21 @@ def _workload_issues(
     experiment: Experiment,
     trial: TrialRecord,
     label: str,
-    samples: list[StoredSample],
+    facts: TrialFacts,
     results: list[StoredResult],
-    kpis: dict[str, float],
     uncertainty_s: dict[str, float],
 ) -> list[Issue]:
     """A workload's own findings, the host saturated, and per agent: its start off the common start by more than
     the limit even allowing for how well its clock is known, and steady seconds its samples do not cover."""
     issues = []
-    start, end = steady_window(experiment, _started(trial))
+    kpis = facts["kpis"]
     for entry in experiment.workloads:
         hook = getattr(workloads.get(entry.kind), "warnings", None)
         if hook is None:
             continue
         prefix = f"{entry.label}."
         own = {name.removeprefix(prefix): value for name, value in kpis.items() if name.startswith(prefix)}
-        warned = any(
-            s["values"].get("cpu_warning") for s in samples if s["workload"] == entry.label and in_steady(s, start, end)
-        )
+        warned = any(s["cpu_warning"] for s in facts["sources"] if s["workload"] == entry.label)
         for code, message in hook(own, entry.params, warned):
             issues.append(issue("warning", code, f"{label}: {entry.label}: {message}", trial["idx"]))
     cpu = kpis.get("host.cpu_pct")
@@ -150,9 +139,7 @@ def _workload_issues(
     expected = experiment.timing.steady - max(STEADY_GAP_S, STEADY_GAP_FRACTION * experiment.timing.steady)
     measuring = {entry.label for entry in experiment.workloads if workloads.get(entry.kind).METRICS}  # not noop
     limit_ms = experiment.timing.max_start_skew_ms
-    by_source: defaultdict[tuple[str, str], list[StoredSample]] = defaultdict(list)  # grouped once, not per result
-    for sample in samples:
-        by_source[(sample["agent"], sample["workload"])].append(sample)
+    covered_s = {(s["agent"], s["workload"]): s["covered_s"] for s in facts["sources"]}
     for result in results:
         skew_ms = 1000 * (result["start_skew_s"] or 0.0)
         known_ms = 1000 * uncertainty_s.get(result["agent"], 0.0)
@@ -168,7 +155,7 @@ def _workload_issues(
             )
         if result["workload"] not in measuring:
             continue
-        covered = _coverage(by_source[(result["agent"], result["workload"])], start, end)
+        covered = covered_s.get((result["agent"], result["workload"]), 0.0)
         if covered < expected:
             issues.append(
                 issue(
@@ -182,22 +169,11 @@ def _workload_issues(
     return issues
 
 
-def _coverage(samples: list[StoredSample], start: float, end: float) -> float:
-    """Seconds of [start, end) that the samples' intervals cover (overlaps counted once)."""
-    covered, reached = 0.0, start
-    for t0, t1 in sorted((max(s["t"], start), min(s["t"] + s["dt"], end)) for s in samples):
-        if t1 > reached:
-            covered += t1 - max(t0, reached)
-            reached = t1
-    return covered
-
-
-def _host_issues(experiment: Experiment, trial: TrialRecord, label: str, host: list[StoredHostSample]) -> list[Issue]:
+def _host_issues(experiment: Experiment, trial: TrialRecord, label: str, host: HostFacts) -> list[Issue]:
     """Every hypervisor agent's host counters cover the steady phase (an agent lost or late leaves gaps), and
     host samples are fine enough for it (vCenter's are 20 s long)."""
-    start, end = steady_window(experiment, _started(trial))
     issues = []
-    coarsest = max((s["dt"] for s in host), default=0.0)
+    coarsest = host["coarsest_s"]
     if coarsest * COARSE_SAMPLES > experiment.timing.steady * (1 + SAMPLE_JITTER):
         issues.append(
             issue(
@@ -212,7 +188,7 @@ def _host_issues(experiment: Experiment, trial: TrialRecord, label: str, host: l
     for agent in experiment.agents:
         if not agent.hypervisor:
             continue
-        seconds = sum(s["dt"] for s in host if s.get("agent") == agent.name and in_steady(s, start, end))
+        seconds = host["steady_s"].get(agent.name, 0.0)
         if seconds < experiment.timing.steady * MIN_STEADY_COVERAGE:
             issues.append(
                 issue(
@@ -226,13 +202,13 @@ def _host_issues(experiment: Experiment, trial: TrialRecord, label: str, host: l
     return issues
 
 
-def appliance_issues(experiment: Experiment, host: list[StoredHostSample]) -> list[Issue]:
+def appliance_issues(experiment: Experiment, host: list[HostFacts]) -> list[Issue]:
     """A pattern that matched no process in the whole run is a typo more likely than an idle appliance."""
     issues = []
     for agent in experiment.agents:
         if agent.appliance_processes is None:
             continue
-        found = [s["appliance"]["processes"] for s in host if s.get("agent") == agent.name and "appliance" in s]
+        found = [trial["appliance"][agent.name] for trial in host if agent.name in trial["appliance"]]
         if found and not any(found):
             issues.append(
                 issue(

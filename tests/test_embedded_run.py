@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import time
 
 import psutil
 import pytest
 
+from controller.store import Store
 from tests.conftest import Vtax
 
 RELAY_SPEC = """\
@@ -90,13 +90,11 @@ def test_interleaved_order_is_what_ran(relay_run) -> None:
 
 def test_kpis_come_from_the_steady_phase_only(relay_run) -> None:
     vtax, _, result = relay_run
-    db = sqlite3.connect(vtax.store)
-    start_at = db.execute("SELECT start_at FROM trials WHERE run_id = ? AND idx = 0", (result["run_id"],)).fetchone()[0]
-    rows = db.execute(
-        "SELECT t, dt, values_json FROM samples WHERE run_id = ? AND trial_idx = 0 ORDER BY t", (result["run_id"],)
-    ).fetchall()
+    store = Store(vtax.store, create=False)
+    start_at = store.trials(result["run_id"])[0]["start_at"]
+    rows = store.samples(result["run_id"], 0)
     assert len(rows) >= 3  # warm-up + steady seconds were all stored
-    steady = [json.loads(v)["throughput_gbps"] for t, dt, v in rows if start_at + 1 <= t + dt / 2 < start_at + 3]
+    steady = [s["values"]["throughput_gbps"] for s in rows if start_at + 1 <= s["t"] + s["dt"] / 2 < start_at + 3]
     assert result["trials"][0]["kpis"]["iperf3.throughput_gbps"] == pytest.approx(sum(steady) / len(steady))
 
 

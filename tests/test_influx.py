@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.sink import InfluxConfig, InfluxSink, detect_kind
+from controller.store import Store
 from tests.cluster import Agents, RedisServer, TimeSeriesServer
 from tests.conftest import Vtax
 from tests.grafana import dashboard_answers
@@ -34,11 +35,8 @@ def vm(tmp_path: Path) -> Iterator[TimeSeriesServer]:
 
 
 def _stored(vtax: Vtax, run_id: str) -> Counter:
-    import sqlite3
-
-    db = sqlite3.connect(vtax.store)
-    rows = db.execute("SELECT trial_idx, agent FROM samples WHERE run_id = ?", (run_id,))
-    return Counter((str(trial), agent) for trial, agent in rows)
+    samples = Store(vtax.store, create=False).samples(run_id)
+    return Counter((str(s["trial_idx"]), s["agent"]) for s in samples)
 
 
 def _run(vtax: Vtax, url: str, steady: float = 2) -> dict:
@@ -92,9 +90,7 @@ def test_influxdb_1_6_gets_v1_writes_with_microseconds(vtax: Vtax, influxd: Time
     reply = influxd.influxql(f"SELECT achieved_pct, agent, phase FROM vtax_sample WHERE run = '{result['run_id']}'")
     rows = reply["results"][0]["series"][0]["values"]
     assert len(rows) == sum(_stored(vtax, result["run_id"]).values())
-    import sqlite3
-
-    stored = {round(t * 1_000_000) for (t,) in sqlite3.connect(vtax.store).execute("SELECT t FROM samples")}
+    stored = {round(s["t"] * 1_000_000) for s in Store(vtax.store, create=False).samples(result["run_id"])}
     assert {row[0] for row in rows} == stored  # precision=u: microseconds survive the round trip
 
 

@@ -83,11 +83,14 @@ def test_a_neighbour_started_at_a_segment_is_found_there_and_fails_the_step_chec
     assert not (vtax.workdir / "hog.pid").exists(), "the condition's teardown stopped the neighbour"
 
     # every segment's load began as the last one's ended: the samples run on with no gap over 1 s
-    db = sqlite3.connect(vtax.store)
-    spans = db.execute("SELECT trial_idx, MIN(t), MAX(t + dt) FROM samples GROUP BY trial_idx ORDER BY trial_idx")
-    ends = list(spans)
+    samples = Store(vtax.store, create=False).samples(result["run_id"])
+    ends = [
+        (min(s["t"] for s in own), max(s["t"] + s["dt"] for s in own))
+        for _, group in itertools.groupby(samples, key=lambda s: s["trial_idx"])
+        for own in [list(group)]
+    ]
     assert len(ends) == SEGMENTS
-    assert all(later[1] - earlier[2] < 1.0 for earlier, later in itertools.pairwise(ends)), ends
+    assert all(later[0] - earlier[1] < 1.0 for earlier, later in itertools.pairwise(ends)), ends
 
     shown = vtax("show", result["run_id"], "--segments")
     assert shown.returncode == 0 and f"segments of run {result['run_id']}" in shown.stdout
@@ -150,8 +153,7 @@ def test_the_same_soak_without_the_neighbour_killed_and_resumed_shows_no_change(
     [gap] = soak["gaps"]  # the time away, between the last segment before the kill and the first after
     assert gap["after"] == before - 1 and gap["seconds"] > 1.0
     assert "soak_gap" in {v["code"] for v in result["validity"]}
-    db = sqlite3.connect(vtax.store)
-    with_samples = {idx for (idx,) in db.execute("SELECT DISTINCT trial_idx FROM samples")}
+    with_samples = {s["trial_idx"] for s in Store(vtax.store, create=False).samples(run["id"])}
     assert with_samples == set(stored), "a stored segment lost its samples"
 
     drift = soak["metrics"]["cpu.achieved_ratio"]["base"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import sqlite3
@@ -17,9 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from controller import runloop
+from controller import runloop, sampleblocks
 from controller.store import Store
 from tests.conftest import Vtax
+from workloads.base import Sample
 
 
 def test_a_store_from_before_start_skew_is_upgraded(tmp_path: Path) -> None:
@@ -222,3 +224,29 @@ def test_a_side_file_names_only_store_writes(tmp_path: Path, vtax: Vtax) -> None
     side.write_text(json.dumps({"op": "delete_run", "args": ["x"], "kwargs": {}}) + "\n")
     done = vtax("import", str(side))
     assert done.returncode == 2 and "not a store write" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_samples_come_back_from_their_compact_blocks_as_they_were_stored(tmp_path: Path) -> None:
+    """A block keeps every sample's times, values (a field some samples lack stays absent) and histogram."""
+    rng = random.Random(7)
+    samples: list[Sample] = []
+    for second in range(300):
+        sample: Sample = {"t": 1_800_000_000.123456 + second, "dt": 1.0 + rng.random() / 1000, "values": {}}
+        sample["values"]["rps"] = rng.uniform(0, 1e5)
+        if second % 7:
+            sample["values"]["cpu_warning"] = 1.0
+        if second % 3:
+            sample["histogram"] = {str(rng.randrange(500, 900)): rng.randrange(1, 10**6) for _ in range(40)}
+        samples.append(sample)
+    assert sampleblocks.decode(sampleblocks.encode(samples)) == samples
+
+    store = Store(tmp_path / "blocks.db")
+    store.create_run(run_id="r", name="n", engine="embedded", spec_path=None, spec={})
+    for agent in ("b", "a"):
+        store.add_agent_result("r", 3, {
+            "agent": agent, "workload": "http", "status": "ok", "reason": "", "samples": samples, "summary": {},
+        })  # fmt: skip
+    back = store.samples("r", 3)
+    assert [s["t"] for s in back] == sorted(s["t"] for s in back)  # both agents' samples, in time order
+    assert [{k: v for k, v in s.items() if k not in ("trial_idx", "agent", "workload")} for s in back[::2]] == samples
+    assert store.samples("r", 4) == [] and len(store.samples("r")) == 600

@@ -7,6 +7,7 @@ and every SLA rule is made to pass and to fail.
 from __future__ import annotations
 
 import math
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from scipy import stats as scipy_stats
 
 from agent.wire import AgentResult, HostSample, TrialRecord
 from controller.analysis import analyse
+from controller.facts import trial_facts
 from controller.plan import make_plan
 from controller.spec import Experiment, parse
 from controller.store import Store
@@ -409,3 +411,33 @@ def test_a_start_skew_counts_only_beyond_what_the_clock_can_tell(tmp_path: Path,
     if flagged:
         [found] = [i for i in result["validity"] if i["code"] == "start_skew"]
         assert "+8.0 ms (± 2.0 ms)" in found["message"]
+
+
+def test_stored_facts_give_the_result_the_samples_give(tmp_path: Path) -> None:
+    """The run loop stores each trial's facts as it ends, and the analysis then reads no sample: on a run with
+    findings of every kind that samples and host counters cause, the result from the facts alone (the samples
+    deleted) is the one the samples give."""
+    changes = {
+        0: {"cpu": 95.0},
+        1: {"load_until": WARMUP + STEADY - 1},
+        2: {"host_dt": 5.0},
+        3: {"hypervisor_seconds": 2.0},
+        4: {"skew_s": 0.05},
+    }
+    run = _clean_run(tmp_path, {i: {"appliance_processes": 0} | changes.get(i, {}) for i in range(6)})
+    from_samples = run.result()
+    found = {"host_saturated", "steady_incomplete", "host_counters_coarse", "host_counters_incomplete", "start_skew"}
+    assert found | {"appliance_not_found"} <= set(_codes(from_samples))
+    for trial in run.store.trials(run.run_id):
+        idx, start = trial["idx"], trial["start_at"]
+        assert start is not None
+        facts = trial_facts(
+            run.experiment, start, run.store.samples(run.run_id, idx), run.store.host_samples(run.run_id, idx)
+        )
+        run.store.put_facts(run.run_id, idx, facts)
+    db = sqlite3.connect(run.store.path)
+    with db:
+        db.execute("DELETE FROM sample_blocks")
+        db.execute("DELETE FROM host_counters")
+    assert run.store.samples(run.run_id) == []
+    assert run.result() == from_samples

@@ -5,13 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 import socket
-import sqlite3
 import subprocess
 import time
 
 import pytest
 
 from agent.tasks import TASKS, TaskIO
+from controller.store import Store
 from tests.conftest import Vtax
 from workloads import get, iperf3
 from workloads.serving import listening
@@ -199,9 +199,10 @@ def test_every_kind_loads_the_whole_steady_phase(vtax: Vtax, kind: str, params: 
     done, result = vtax.run_json(spec)
     assert result is not None, done.stderr
     assert not [v for v in result["validity"] if v["code"] == "steady_incomplete"], result["validity"]
-    db = sqlite3.connect(vtax.store)
-    for idx, trial_start in db.execute("SELECT idx, start_at FROM trials").fetchall():
-        first, last_end = db.execute("SELECT MIN(t), MAX(t + dt) FROM samples WHERE trial_idx = ?", (idx,)).fetchone()
+    store = Store(vtax.store, create=False)
+    for trial in store.trials(result["run_id"]):
+        own = store.samples(result["run_id"], trial["idx"])
+        first, last_end, trial_start = own[0]["t"], max(s["t"] + s["dt"] for s in own), trial["start_at"]
         assert abs(first - trial_start) < 0.05, f"first sample {first - trial_start:+.3f} s from the start"
         assert last_end >= trial_start + 2.5 - 0.1
 

@@ -123,7 +123,7 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
     validity += clock_issues(experiment, clocks)
     soak = None
     if experiment.soak is not None:
-        soak = soak_result(experiment, trial_rows, [r for rs in results_by_trial.values() for r in rs])
+        soak = soak_result(experiment, trial_rows, [r for rs in results_by_trial.values() for r in rs], all_facts)
         validity += soak_issues(soak)
     environment = notes.get("environment")
     validity += version_issues(environment)

@@ -401,6 +401,8 @@ def render(store: Store, study: dict[str, Any], runs: list[dict[str, Any]], cata
     sections = [{"name": name, "plot": distributions(study, name)} for name in study["metrics"]]
     series = []
     for run in runs:
+        if run.get("soak"):  # a day of seconds: the soak's timeline of its segments stands in for them
+            continue
         for name in headline[: 2 if len(runs) == 1 else 1]:
             per_second = _per_second(store, run["run_id"], run, name, catalogue[name])
             if per_second:

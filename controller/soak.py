@@ -9,9 +9,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
+import workloads
+from controller.facts import TrialFacts
 from controller.spec import Experiment, SoakSpec, metric_catalogue
 from controller.store import StoredResult
 from controller.validity import Issue, issue
+from workloads.histogram import merge
 
 if TYPE_CHECKING:  # controller.drift imports scipy.stats (1.6 s): only a soak's analysis loads it
     from controller.drift import ChangePoint, Growth, Trend
@@ -29,7 +32,7 @@ class MetricDrift(TypedDict):
 
 
 class SoakCheck(TypedDict):
-    check: str  # max_trend_pct_per_h, max_step_pct, max_memory_ratio
+    check: str  # max_trend_pct_per_h, max_step_pct, max_memory_ratio, sla_window_min, sla_window_max
     subject: str  # the metric and condition, or the agent
     limit: float
     value: float
@@ -49,8 +52,14 @@ class SoakResult(TypedDict):
     passed: bool
 
 
-def soak_result(experiment: Experiment, trials: list[dict[str, Any]], results: Iterable[StoredResult]) -> SoakResult:
-    """`trials` are the analysis's trial rows (idx, condition, status, start_at, kpis), in order."""
+def soak_result(
+    experiment: Experiment,
+    trials: list[dict[str, Any]],
+    results: Iterable[StoredResult],
+    facts: dict[int, TrialFacts],
+) -> SoakResult:
+    """`trials` are the analysis's trial rows (idx, condition, status, start_at, kpis), in order; `facts` each
+    trial's facts (their merged histograms give a window's percentiles)."""
     from controller.drift import change_points, trend
 
     soak = experiment.soak
@@ -79,7 +88,7 @@ def soak_result(experiment: Experiment, trials: list[dict[str, Any]], results: I
                 ],
             }
     memory = _memory(results, start_of, origin)
-    checks = _checks(soak, metrics, memory)
+    checks = _checks(soak, metrics, memory) + _window_checks(experiment, measured, facts, origin)
     return {
         "duration_s": soak.duration,
         "segment_s": soak.segment,
@@ -167,6 +176,66 @@ def _checks(soak: SoakSpec, metrics: dict[str, dict[str, MetricDrift]], memory: 
                 }
             )
     return checks
+
+
+def _window_checks(
+    experiment: Experiment, measured: list[dict[str, Any]], facts: dict[int, TrialFacts], origin: float
+) -> list[SoakCheck]:
+    """SLA rules with a `window`: their min and max held by each window of segments (of each condition), the
+    windows counted from the soak's start. A window's percentile comes from its segments' histograms merged,
+    any other metric is the mean of its segments' values (they are equally long)."""
+    checks: list[SoakCheck] = []
+    conditions = list(dict.fromkeys(t["condition"] for t in measured))
+    for name, rule in experiment.sla.items():
+        if rule.window is None:
+            continue
+        window = rule.window
+        for condition in conditions:
+            grouped: defaultdict[int, list[dict[str, Any]]] = defaultdict(list)
+            for t in measured:
+                if t["condition"] == condition and name in t["kpis"]:
+                    grouped[int((t["start_at"] - origin) // window)].append(t)
+            if not grouped:
+                continue
+            values = {k: _window_value(experiment, name, rows, facts) for k, rows in grouped.items()}
+            subject = f"{name} ({condition})"
+            for kind, limit in (("min", rule.min), ("max", rule.max)):
+                if limit is None:
+                    continue
+                failing = [k for k, v in values.items() if (v < limit if kind == "min" else v > limit)]
+                worst = (min if kind == "min" else max)(values, key=values.__getitem__)
+                checks.append(
+                    {
+                        "check": f"sla_window_{kind}",
+                        "subject": subject,
+                        "limit": limit,
+                        "value": values[worst],
+                        "ok": not failing,
+                        "message": f"{subject} {kind} {limit:g} in every {_span(window)} window: "
+                        f"{len(failing)} of {len(values)} fail; worst {values[worst]:.4g} from hour "
+                        f"{worst * window / 3600:.2f}",
+                    }
+                )
+    return checks
+
+
+def _window_value(experiment: Experiment, name: str, rows: list[dict[str, Any]], facts: dict[int, TrialFacts]) -> float:
+    label, _, field = name.partition(".")
+    kind = next((w.kind for w in experiment.workloads if w.label == label), None)
+    from_histogram = getattr(workloads.get(kind), "histogram_kpis", None) if kind is not None else None
+    if from_histogram is not None:
+        merged = merge(facts[t["idx"]]["histograms"].get(label, {}) for t in rows if t["idx"] in facts)
+        value = from_histogram(merged).get(field)
+        if value is not None:
+            return value
+    return sum(float(t["kpis"][name]) for t in rows) / len(rows)
+
+
+def _span(seconds: float) -> str:
+    """30 min, 2 h: a window's length as the message says it."""
+    if seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    return f"{seconds / 60:g} min" if seconds % 60 == 0 else f"{seconds:g} s"
 
 
 def soak_issues(result: SoakResult) -> list[Issue]:

@@ -249,6 +249,23 @@ class Timing(Strict):
         return self.warmup + self.steady + self.cooldown
 
 
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_SPAN_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _span_seconds(value: Any) -> Any:
+    """`90`, `"90s"`, `"30m"`, `"24h"` or `"2d"` as seconds; anything else is left for the float check."""
+    if isinstance(value, str):
+        match = _SPAN.match(value)
+        if match is None:
+            raise ValueError("expected seconds, or a number with s, m, h or d (for example 24h)")
+        return float(match[1]) * _SPAN_UNITS[match[2]]
+    return value
+
+
+Span = Annotated[float, BeforeValidator(_span_seconds)]
+
+
 class SlaRule(Strict):
     """Thresholds on one metric; a breach makes `vtax run` exit 1."""
 
@@ -257,11 +274,19 @@ class SlaRule(Strict):
     max_change_pct: float | None = Field(
         None, ge=0, description="no condition may differ from the baseline by more than this many %"
     )
+    window: Span | None = Field(
+        None,
+        gt=0,
+        description="a soak's min and max hold in every window of this long too (30m: each half hour of its "
+        "segments), not only over the whole soak",
+    )
 
     @model_validator(mode="after")
     def _possible(self) -> SlaRule:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min:g} is above max {self.max:g}: no mean could meet both")
+        if self.window is not None and self.min is None and self.max is None:
+            raise ValueError("a window checks min or max in each window: give min, max or both")
         return self
 
 
@@ -403,23 +428,6 @@ class VsphereSpec(Strict):
         description="a trial during which an agent or appliance VM moved host: left out of the statistics, "
         "or kept (flagged either way)",
     )
-
-
-_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_SPAN_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _span_seconds(value: Any) -> Any:
-    """`90`, `"90s"`, `"30m"`, `"24h"` or `"2d"` as seconds; anything else is left for the float check."""
-    if isinstance(value, str):
-        match = _SPAN.match(value)
-        if match is None:
-            raise ValueError("expected seconds, or a number with s, m, h or d (for example 24h)")
-        return float(match[1]) * _SPAN_UNITS[match[2]]
-    return value
-
-
-Span = Annotated[float, BeforeValidator(_span_seconds)]
 
 
 class SoakChecks(Strict):
@@ -885,8 +893,22 @@ def _check_references(source: str, experiment: Experiment) -> None:
         _check_tiles(source, experiment, experiment.tiles, names)
     if experiment.profile is not None:
         _check_metric(source, "profile", experiment, "host.cpu_per_gbps", names)
-    for metric in experiment.sla:
+    for metric, rule in experiment.sla.items():
         _check_metric(source, f"sla.{metric}", experiment, metric, names)
+        if rule.window is not None:
+            _check_window(source, f"sla.{metric}.window", experiment.soak, rule.window)
+
+
+def _check_window(source: str, field: str, soak: SoakSpec | None, window: float) -> None:
+    """A window is a span of a soak's segments: a whole number of them, within the soak."""
+    if soak is None:
+        raise SpecError(source, field, "only a soak has windows: its segments, taken a window at a time")
+    if window < soak.segment or window > soak.duration:
+        raise SpecError(
+            source,
+            field,
+            f"{window:g} s: a window spans segments ({soak.segment:g} s) to the whole soak ({soak.duration:g} s)",
+        )
 
 
 def _check_soak(source: str, experiment: Experiment, soak: SoakSpec) -> None:

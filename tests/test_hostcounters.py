@@ -165,16 +165,23 @@ def test_the_task_samples_every_second_and_stops_on_cancel_and_at_the_deadline()
 
 
 def test_appliance_cpu_counts_every_matching_process(token: str) -> None:
+    """Two busy processes match the pattern: the appliance's CPU is theirs together, as their own CPU times say
+    (not two full cores: on a loaded machine they get less)."""
     busy = [psutil.Popen([sys.executable, "-c", "while True: pass", token]) for _ in range(min(2, psutil.cpu_count()))]
     try:
         start_at = time.time() + 0.5
+        time.sleep(0.45)
+        used, began = sum(sum(p.cpu_times()[:2]) for p in busy), time.monotonic()
         done = host_counters(start_at=start_at, seconds=2, deadline=start_at + 5, appliance_processes=f"{token}$")
+        used = sum(sum(p.cpu_times()[:2]) for p in busy) - used
+        theirs_pct = 100.0 * used / (time.monotonic() - began) / psutil.cpu_count()  # of all cores, as the host's
     finally:
         for proc in busy:
             proc.kill()
             proc.wait()
     assert done["status"] == "ok" and len(done["samples"]) == 2
+    assert theirs_pct > 0.5 * ONE_CORE_PCT, f"the busy processes got {theirs_pct:.0f} %: the test measured nothing"
     for sample in done["samples"]:
         assert sample["appliance"] == {"pattern": f"{token}$", "processes": len(busy)}
-        assert sample["values"]["appliance.host_cpu_pct"] == pytest.approx(len(busy) * ONE_CORE_PCT, rel=0.25)
+        assert sample["values"]["appliance.host_cpu_pct"] == pytest.approx(theirs_pct, rel=0.25)
         assert sample["values"]["host.cpu_pct"] >= sample["values"]["appliance.host_cpu_pct"] - 1

@@ -231,6 +231,8 @@ class WorkloadKind(Protocol):
 #   trial_kpis(samples, per_second) -> dict[str, float]: KPIs that per-second means cannot give (percentiles of
 #       merged histograms, ratios); `samples` are the trial's steady samples of all agents, `per_second` each
 #       field's values combined across agents, one per steady second.
+#   histogram_kpis(merged) -> dict[str, float]: the KPIs a merged latency histogram gives (percentiles); a soak's
+#       window of segments gets them exactly from its segments' histograms merged.
 #   warnings(kpis, params, cpu_warned) -> list[(code, message)]: validity findings of one trial.
 #   unavailable_metrics(params) -> dict[field, reason]: metrics these parameters never report; the spec refuses
 #       an SLA rule on one.

@@ -322,14 +322,19 @@ def _windows(children: list[subprocess.Popen[bytes]], ctx: RunContext) -> Iterat
             yield [q.pop(0) for q in queued]
 
 
-def trial_kpis(samples: list[Sample], per_second: dict[str, list[float]]) -> dict[str, float]:
-    """Merged-histogram percentiles, the failure ratio and the rate's steadiness of one trial."""
+def histogram_kpis(merged: histogram.Histogram) -> dict[str, float]:
+    """The latency percentiles of a merged histogram (of a trial, or of a soak's window of segments)."""
     kpis: dict[str, float] = {}
-    merged = histogram.merge(s.get("histogram", {}) for s in samples)
     for name, q in PERCENTILES.items():
         value = histogram.percentile(merged, q)
         if value is not None:
             kpis[name] = value
+    return kpis
+
+
+def trial_kpis(samples: list[Sample], per_second: dict[str, list[float]]) -> dict[str, float]:
+    """Merged-histogram percentiles, the failure ratio and the rate's steadiness of one trial."""
+    kpis = histogram_kpis(histogram.merge(s.get("histogram", {}) for s in samples))
     requests = sum(s["values"].get("rps", 0.0) * s["dt"] for s in samples)
     failures = sum(s["values"].get("failures_per_s", 0.0) * s["dt"] for s in samples)
     if requests:
@@ -370,14 +375,9 @@ def warnings(kpis: dict[str, float], params: HttpParams, cpu_warned: bool) -> li
 
 
 def summarize(params: HttpParams, samples: list[Sample]) -> dict[str, float]:
-    merged = histogram.merge(s.get("histogram", {}) for s in samples)
     summary = {
         key: sum(s["values"][key] for s in samples) / len(samples)
         for key in ("rps", "throughput_gbps", "generator_cpu_pct")
         if all(key in s["values"] for s in samples)
     }
-    for name, q in PERCENTILES.items():
-        value = histogram.percentile(merged, q)
-        if value is not None:
-            summary[name] = value
-    return summary
+    return summary | histogram_kpis(histogram.merge(s.get("histogram", {}) for s in samples))

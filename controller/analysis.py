@@ -14,7 +14,7 @@ from controller import stats
 from controller.calibration import calibrated_bed
 from controller.consolidation import consolidation
 from controller.errors import InputError
-from controller.facts import TrialFacts, no_facts, trial_facts
+from controller.facts import HostFacts, TrialFacts, no_facts, trial_facts
 from controller.search import Capacity, bed_issues, capacities
 from controller.soak import soak_issues, soak_result
 from controller.spec import Experiment, metric_catalogue
@@ -31,6 +31,7 @@ from controller.validity import (
     version_issues,
 )
 from workloads.base import MetricInfo
+from workloads.histogram import Histogram
 
 # the result JSON's format: raised when a key's meaning changes; keys are only ever added, never renamed or dropped
 FORMAT_VERSION = 1
@@ -71,19 +72,20 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
     trials = store.trials(run_id)
     results_by_trial = _by_trial(store.agent_results(run_id))
     flags_by_trial = _by_trial(store.flags(run_id))
-    stored_facts = store.facts(run_id)
 
     clocks = store.clocks(run_id)
     uncertainty = {c["agent"]: c["uncertainty_s"] for c in clocks}
     validity: list[Issue] = []
     trial_rows = []
-    all_facts: dict[int, TrialFacts] = {}
+    hosts: list[HostFacts] = []
+    histograms: dict[int, dict[str, Histogram]] = {}  # per trial: its workloads' merged histograms
     values: Values = defaultdict(lambda: defaultdict(dict))
     trial_of: dict[tuple[str, int], int] = {}
     for trial in trials:
         idx = trial["idx"]
-        facts = stored_facts.get(idx) or _facts_from_samples(store, run_id, experiment, trial)
-        all_facts[idx] = facts
+        facts = store.facts(run_id, idx) or _facts_from_samples(store, run_id, experiment, trial)
+        hosts.append(facts["host"])
+        histograms[idx] = facts["histograms"]
         kpis = facts["kpis"]
         trial_rows.append(
             {
@@ -119,11 +121,11 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
     modelled = consolidation(experiment.profile, metrics) if experiment.profile is not None else None
     validity += condition_issues(experiment, metrics)
     validity += _outlier_issues(values, trial_of)
-    validity += appliance_issues(experiment, [facts["host"] for facts in all_facts.values()])
+    validity += appliance_issues(experiment, hosts)
     validity += clock_issues(experiment, clocks)
     soak = None
     if experiment.soak is not None:
-        soak = soak_result(experiment, trial_rows, [r for rs in results_by_trial.values() for r in rs], all_facts)
+        soak = soak_result(experiment, trial_rows, [r for rs in results_by_trial.values() for r in rs], histograms)
         validity += soak_issues(soak)
     environment = notes.get("environment")
     validity += version_issues(environment)

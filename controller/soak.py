@@ -10,11 +10,10 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import workloads
-from controller.facts import TrialFacts
 from controller.spec import Experiment, SoakSpec, metric_catalogue
 from controller.store import StoredResult
 from controller.validity import Issue, issue
-from workloads.histogram import merge
+from workloads.histogram import Histogram, merge
 
 if TYPE_CHECKING:  # controller.drift imports scipy.stats (1.6 s): only a soak's analysis loads it
     from controller.drift import ChangePoint, Growth, Trend
@@ -56,10 +55,10 @@ def soak_result(
     experiment: Experiment,
     trials: list[dict[str, Any]],
     results: Iterable[StoredResult],
-    facts: dict[int, TrialFacts],
+    histograms: dict[int, dict[str, Histogram]],
 ) -> SoakResult:
-    """`trials` are the analysis's trial rows (idx, condition, status, start_at, kpis), in order; `facts` each
-    trial's facts (their merged histograms give a window's percentiles)."""
+    """`trials` are the analysis's trial rows (idx, condition, status, start_at, kpis), in order; `histograms`
+    each trial's workloads' merged histograms (they give a window's percentiles)."""
     from controller.drift import change_points, trend
 
     soak = experiment.soak
@@ -88,7 +87,7 @@ def soak_result(
                 ],
             }
     memory = _memory(results, start_of, origin)
-    checks = _checks(soak, metrics, memory) + _window_checks(experiment, measured, facts, origin)
+    checks = _checks(soak, metrics, memory) + _window_checks(experiment, measured, histograms, origin)
     return {
         "duration_s": soak.duration,
         "segment_s": soak.segment,
@@ -179,7 +178,7 @@ def _checks(soak: SoakSpec, metrics: dict[str, dict[str, MetricDrift]], memory: 
 
 
 def _window_checks(
-    experiment: Experiment, measured: list[dict[str, Any]], facts: dict[int, TrialFacts], origin: float
+    experiment: Experiment, measured: list[dict[str, Any]], histograms: dict[int, dict[str, Histogram]], origin: float
 ) -> list[SoakCheck]:
     """SLA rules with a `window`: their min and max held by each window of segments (of each condition), the
     windows counted from the soak's start. A window's percentile comes from its segments' histograms merged,
@@ -197,7 +196,7 @@ def _window_checks(
                     grouped[int((t["start_at"] - origin) // window)].append(t)
             if not grouped:
                 continue
-            values = {k: _window_value(experiment, name, rows, facts) for k, rows in grouped.items()}
+            values = {k: _window_value(experiment, name, rows, histograms) for k, rows in grouped.items()}
             subject = f"{name} ({condition})"
             for kind, limit in (("min", rule.min), ("max", rule.max)):
                 if limit is None:
@@ -219,12 +218,14 @@ def _window_checks(
     return checks
 
 
-def _window_value(experiment: Experiment, name: str, rows: list[dict[str, Any]], facts: dict[int, TrialFacts]) -> float:
+def _window_value(
+    experiment: Experiment, name: str, rows: list[dict[str, Any]], histograms: dict[int, dict[str, Histogram]]
+) -> float:
     label, _, field = name.partition(".")
     kind = next((w.kind for w in experiment.workloads if w.label == label), None)
     from_histogram = getattr(workloads.get(kind), "histogram_kpis", None) if kind is not None else None
     if from_histogram is not None:
-        merged = merge(facts[t["idx"]]["histograms"].get(label, {}) for t in rows if t["idx"] in facts)
+        merged = merge(histograms.get(t["idx"], {}).get(label, {}) for t in rows)
         value = from_histogram(merged).get(field)
         if value is not None:
             return value

@@ -335,10 +335,13 @@ def outlier_limit(n: int) -> float:
     itself noisy; at n = 6 the 1 % point is about 10 MADs.) Found by a seeded simulation, so it is the same on
     every run; by hand, since no library tabulates it."""
     rng = np.random.default_rng(20261202)
-    draws = rng.standard_normal((OUTLIER_SIMULATIONS, n))
-    deviations = np.abs(draws - np.median(draws, axis=1, keepdims=True))
-    furthest = deviations.max(axis=1) / (1.4826 * np.median(deviations, axis=1))
-    return max(OUTLIER_MADS, float(np.quantile(furthest, 1 - OUTLIER_FALSE_RATE)))
+    rows = max(1, 2**20 // n)  # simulations drawn at once: a soak's 1,440 segments at once would take 600 MB
+    furthest = []
+    for first in range(0, OUTLIER_SIMULATIONS, rows):  # the same draws, in the same order, as all at once
+        draws = rng.standard_normal((min(rows, OUTLIER_SIMULATIONS - first), n))
+        deviations = np.abs(draws - np.median(draws, axis=1, keepdims=True))
+        furthest.append(deviations.max(axis=1) / (1.4826 * np.median(deviations, axis=1)))
+    return max(OUTLIER_MADS, float(np.quantile(np.concatenate(furthest), 1 - OUTLIER_FALSE_RATE)))
 
 
 def geometric_mean_ci(ratios: list[float]) -> tuple[float, list[float] | None]:

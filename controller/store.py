@@ -599,10 +599,12 @@ class Store:
                 "INSERT OR REPLACE INTO trial_facts VALUES (?,?,?)", (run_id, trial_idx, json.dumps(facts))
             )
 
-    def facts(self, run_id: str) -> dict[int, TrialFacts]:
-        """The stored facts of a run's trials, by trial."""
-        rows = self._db.execute("SELECT trial_idx, facts_json FROM trial_facts WHERE run_id = ?", (run_id,))
-        return {r["trial_idx"]: json.loads(r["facts_json"]) for r in rows}
+    def facts(self, run_id: str, trial_idx: int) -> TrialFacts | None:
+        """A trial's stored facts, if it has any (read a trial at a time: a day's soak holds 1,440)."""
+        query = "SELECT facts_json FROM trial_facts WHERE run_id = ? AND trial_idx = ?"
+        with self._lock:
+            row = self._db.execute(query, (run_id, trial_idx)).fetchone()
+        return None if row is None else json.loads(row["facts_json"])
 
     def host_samples(self, run_id: str, trial_idx: int | None = None) -> list[StoredHostSample]:
         rows = self._rows("host_counters", run_id, trial_idx)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from agent import wire
 from agent.hostsampler import HOSTNAME
+from agent.kept import Kept, KeptTask
 from agent.points import host_lines, live_line, phase_of, sample_line
 from agent.safety import Allowlist, Refused
 from agent.settings import DEFAULT_TASK_SLOTS
@@ -66,6 +67,7 @@ class AgentHost:
     sink: InfluxSink | None = None
     slots: TaskSlots = field(default_factory=TaskSlots)  # shared by the agents of one process
     ended_trials: set[tuple[str, int]] = field(default_factory=set)  # (run, trial) the controller ended early
+    kept: Kept | None = None  # where load tasks are kept until the controller has stored them
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ def execute(request: Request, host: AgentHost, send: Callable[[Message], None]) 
         clock = ClockEdge(float(request.get("clock_offset", 0.0)))
         checked = wire.check_request(name, request["kwargs"])
         kwargs: dict[str, object] = dict(checked)
+        for key in wire.EDGE_FIELDS:  # the edge's own (what the agent kept: `_keep`), not the task's
+            kwargs.pop(key, None)
         for key in wire.INSTANTS.get(name, ()):
             kwargs[key] = clock.local(float(kwargs[key]))  # type: ignore[arg-type]
         _check_in_time(name, kwargs)
@@ -121,8 +125,11 @@ def execute(request: Request, host: AgentHost, send: Callable[[Message], None]) 
         if name == wire.RUN_WORKLOAD and isinstance(target, dict):
             kwargs["target"] = {**target, "host": host.allowlist.check(target["host"])}
         with host.slots.take(host.name) if name in HOLDING_TASKS else contextlib.nullcontext():
-            result = task(**kwargs, io=_io(name, checked, request.get("id"), host, clock, send))
+            keeping = _keep(name, checked, host)
+            result = task(**kwargs, io=_io(name, checked, request.get("id"), host, clock, send, keeping))
         reply["result"] = clock.reply(name, result)  # type: ignore[typeddict-item]
+        if keeping is not None:
+            keeping.done(reply["result"])  # type: ignore[arg-type]
         reply["ok"] = True
     except Refused as exc:
         reply["error"], reply["refused"] = f"refused: {exc}", True
@@ -145,6 +152,24 @@ def _check_in_time(name: str, kwargs: dict[str, object]) -> None:
         raise TaskExpired(f"{name} arrived {now - start_at:.1f} s after its common start")
 
 
+def _keep(name: str, kwargs: TaskRequest, host: AgentHost) -> KeptTask | None:
+    """A load task's file in the agent's keep (`agent.kept`), once the run's stored trials are forgotten."""
+    if name != wire.RUN_WORKLOAD or host.kept is None:
+        return None
+    request: wire.RunWorkloadRequest = kwargs  # type: ignore[assignment]
+    run, trial = request["tags"]["run"], int(request["tags"]["trial"])
+    if "acked_before" in request:
+        host.kept.forget(run, request["acked_before"])
+    return host.kept.begin(
+        run=run,
+        trial=trial,
+        agent=request["agent"],
+        workload=request["workload"],
+        start_at=request["start_at"],
+        deadline=request["deadline"],
+    )
+
+
 def _io(
     name: str,
     kwargs: TaskRequest,
@@ -152,12 +177,13 @@ def _io(
     host: AgentHost,
     clock: ClockEdge,
     send: Callable[[Message], None],
+    keeping: KeptTask | None = None,
 ) -> TaskIO:
     """The live outputs and the cancellation check of one task (`kwargs`: its checked request, in the
-    controller's clock)."""
+    controller's clock; `keeping`: where a load task's samples are kept as they come)."""
     tags = kwargs.get("tags")
     if not isinstance(tags, dict):
-        return TaskIO(locustfile_dir=host.locustfile_dir, ended=host.ended_trials)
+        return TaskIO(locustfile_dir=host.locustfile_dir, ended=host.ended_trials, kept=host.kept)
     run, trial = str(tags["run"]), int(tags["trial"])
     start_at, warmup, steady = float(kwargs["start_at"]), float(kwargs["warmup"]), float(kwargs["steady"])  # type: ignore[arg-type]
     sink = host.sink
@@ -189,8 +215,10 @@ def _io(
         send({"id": request_id, "agent": host.name, "workload": workload, "progress": values})
 
     def sample(measured: Sample) -> None:
+        converted = clock.sample(measured)
+        if keeping is not None:
+            keeping.sample(converted)
         if sink is not None:
-            converted = clock.sample(measured)
             sink.submit([sample_line(converted, client_tags, phase(converted["t"], converted["dt"]))])
 
     return TaskIO(

@@ -16,7 +16,9 @@ from multiprocessing.queues import Queue
 from pathlib import Path
 
 from agent.edge import AgentHost, execute
+from agent.kept import Kept
 from agent.safety import Allowlist
+from agent.settings import kept_dir
 from agent.sink import InfluxConfig, InfluxSink
 from agent.wire import Message
 
@@ -37,7 +39,11 @@ def agent_main(
     threading.Thread(target=_die_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
     sink = InfluxSink(influx.model_copy(update={"spool_dir": influx.spool_dir / name})) if influx else None
     host = AgentHost(
-        name=name, allowlist=Allowlist(allow), locustfile_dir=Path(locustfiles) if locustfiles else None, sink=sink
+        name=name,
+        allowlist=Allowlist(allow),
+        locustfile_dir=Path(locustfiles) if locustfiles else None,
+        sink=sink,
+        kept=Kept(kept_dir(name)),
     )
 
     def send(message: Message) -> None:

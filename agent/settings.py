@@ -83,6 +83,12 @@ def _state_home() -> Path:
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
 
 
+def kept_dir(agent: str) -> Path:
+    """Where an agent process keeps its load tasks until the controller has stored them (`agent.kept`):
+    $XDG_STATE_HOME/vtax/kept/<its first name>, the same after a restart, so a resumed run finds them."""
+    return _state_home() / "vtax" / "kept" / agent
+
+
 def load_config(url: str | None, config_file: Path | None) -> InfluxConfig | None:
     """From a YAML file, then VTAX_INFLUX_<FIELD> environment variables, then the URL flag; None without a URL."""
     return load_settings(

@@ -19,6 +19,7 @@ import psutil
 import workloads
 from agent import wire
 from agent.hostsampler import HOSTNAME, sample_window
+from agent.kept import Kept
 from agent.wire import AgentResult, ClientTags, HostCountersReply, HostSample, JSONObject, TrialTags
 from workloads.base import Cancelled, DeadlineExceeded, RunContext, Sample, Target, WorkloadError
 
@@ -39,6 +40,8 @@ class TaskIO:
     locustfile_dir: Path | None = None
     ended: set[tuple[str, int]] = field(default_factory=set)
     """(run, trial) pairs the controller ended early; shared by every task of this agent."""
+    kept: Kept | None = None
+    """Where this agent keeps its load tasks until the controller has stored them."""
 
 
 def serve(*, kind: str, params: JSONObject, bind: str, deadline: float, io: TaskIO | None = None) -> Target:
@@ -163,10 +166,20 @@ def end_trial(*, run: str, trial: int, io: TaskIO | None = None) -> wire.EndTria
     return {"ended": True}
 
 
+def kept(*, run: str, forget_before: int, io: TaskIO | None = None) -> wire.KeptReply:
+    """What this agent kept of a run's load tasks (a controller resuming it collects a segment it was gone
+    for), after forgetting those of trials before `forget_before`, which the controller has."""
+    if io is None or io.kept is None:
+        return {"results": []}
+    io.kept.forget(run, forget_before)
+    return {"results": io.kept.collect(run)}
+
+
 TASKS: dict[str, Callable[..., object]] = {
     wire.SERVE: serve,
     wire.RUN_WORKLOAD: run_workload,
     wire.HOST_COUNTERS: host_counters,
     wire.PING: ping,
     wire.END_TRIAL: end_trial,
+    wire.KEPT: kept,
 }

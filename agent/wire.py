@@ -30,7 +30,8 @@ RUN_WORKLOAD = "vtax.run_workload"
 HOST_COUNTERS = "vtax.host_counters"
 PING = "vtax.ping"
 END_TRIAL = "vtax.end_trial"
-TASK_NAMES = (SERVE, RUN_WORKLOAD, HOST_COUNTERS, PING, END_TRIAL)
+KEPT = "vtax.kept"
+TASK_NAMES = (SERVE, RUN_WORKLOAD, HOST_COUNTERS, PING, END_TRIAL, KEPT)
 
 JSONObject = dict[str, object]  # a workload's parameters as JSON; the agent validates them with the kind's model
 WorkloadStatus = Literal["ok", "error", "deadline_exceeded", "cancelled", "refused", "lost", "killed"]
@@ -141,7 +142,7 @@ class TrialRecord(TypedDict):
     idx: int
     condition: str
     repetition: int
-    status: str  # ok, error, refused, incomplete, killed, interrupted, aborted
+    status: str  # ok, error, refused, incomplete, killed, interrupted, aborted, cut_short (a soak's, resumed)
     reason: str
     start_at: float | None
     deadline: float | None
@@ -170,6 +171,7 @@ class RunWorkloadRequest(TypedDict):
     tags: ClientTags
     warmup: float
     steady: float
+    acked_before: NotRequired[int]  # the run's trials before this one are stored: what the agent kept of them goes
 
 
 class HostCountersRequest(TypedDict):
@@ -205,8 +207,26 @@ class EndTrialReply(TypedDict):
     ended: bool
 
 
-TaskRequest = ServeRequest | RunWorkloadRequest | HostCountersRequest | PingRequest | EndTrialRequest
-TaskReply = Target | AgentResult | HostCountersReply | PingReply | EndTrialReply
+class KeptRequest(TypedDict):
+    run: str
+    forget_before: int  # what the agent kept of the run's trials before this one goes first
+
+
+class KeptResult(TypedDict):
+    """A load task an agent kept on disk (agent.kept): its trial, window and result, in the controller's clock."""
+
+    trial: int
+    start_at: float
+    deadline: float
+    result: AgentResult
+
+
+class KeptReply(TypedDict):
+    results: list[KeptResult]
+
+
+TaskRequest = ServeRequest | RunWorkloadRequest | HostCountersRequest | PingRequest | EndTrialRequest | KeptRequest
+TaskReply = Target | AgentResult | HostCountersReply | PingReply | EndTrialReply | KeptReply
 
 REQUESTS: dict[str, type] = {
     SERVE: ServeRequest,
@@ -214,6 +234,7 @@ REQUESTS: dict[str, type] = {
     HOST_COUNTERS: HostCountersRequest,
     PING: PingRequest,
     END_TRIAL: EndTrialRequest,
+    KEPT: KeptRequest,
 }
 REPLIES: dict[str, type] = {
     SERVE: Target,
@@ -221,6 +242,7 @@ REPLIES: dict[str, type] = {
     HOST_COUNTERS: HostCountersReply,
     PING: PingReply,
     END_TRIAL: EndTrialReply,
+    KEPT: KeptReply,
 }
 
 
@@ -275,6 +297,9 @@ class Streamed(TypedDict):
 
 
 Message = Reply | Progress | Streamed
+
+# the request fields an agent's edge acts on itself rather than pass to the task (`acked_before`: agent.kept)
+EDGE_FIELDS = ("acked_before",)
 
 # the request fields that are moments in time, per task: what an agent's edge converts to its own clock
 INSTANTS: dict[str, tuple[str, ...]] = {

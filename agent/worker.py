@@ -21,8 +21,9 @@ import redis
 from agent.broker import AGENT_KEY, CANCEL_KEY, HEARTBEAT_S, HEARTBEAT_TTL_S, make_app, queue_for
 from agent.edge import AgentHost, TaskSlots, execute
 from agent.identity import identity
+from agent.kept import Kept
 from agent.safety import Allowlist
-from agent.settings import DEFAULT_TASK_SLOTS
+from agent.settings import DEFAULT_TASK_SLOTS, kept_dir
 from agent.sink import InfluxConfig, InfluxSink
 from agent.wire import TASK_NAMES, AgentIdentity, Message, Request, TaskRequest
 
@@ -105,6 +106,7 @@ def run_agent(
     # a spool directory belongs to one process: this agent's own, under the configured one
     sink = InfluxSink(influx.model_copy(update={"spool_dir": influx.spool_dir / names[0]})) if influx else None
     slots = TaskSlots(concurrency)
+    kept = Kept(kept_dir(names[0]))
     hosts = {
         name: AgentHost(
             name=name,
@@ -113,6 +115,7 @@ def run_agent(
             locustfile_dir=locustfiles,
             sink=sink,
             slots=slots,
+            kept=kept,
         )
         for name in names
     }

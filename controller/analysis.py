@@ -14,11 +14,11 @@ from controller import stats
 from controller.calibration import calibrated_bed
 from controller.consolidation import consolidation
 from controller.errors import InputError
-from controller.facts import HostFacts, TrialFacts, no_facts, trial_facts
+from controller.facts import no_facts, trial_facts
 from controller.search import Capacity, bed_issues, capacities
 from controller.soak import soak_issues, soak_result
 from controller.spec import Experiment, metric_catalogue
-from controller.store import Store, StoredResult
+from controller.store import HostFacts, Store, StoredResult, TrialFacts
 from controller.tiles import TileCapacity, tile_capacities
 from controller.validity import (
     Issue,

@@ -43,6 +43,7 @@ class Events:
     - hook_ran(trial, hook): a shell hook ran (its HookRun: command, exit code, output)
     - agents_lost(agents, timeout): before a trial, these agents are lost; waiting up to `timeout` s for them
     - agents_back(agents, missing, seconds): the wait is over: who came back, who did not, after how long
+    - segment_recovered(trial, status, samples): a resumed soak stored a segment from what its agents kept
     - run_end(run_id, status)
     """
 
@@ -56,4 +57,5 @@ class Events:
         self.hook_ran = EventHook("hook_ran")
         self.agents_lost = EventHook("agents_lost")
         self.agents_back = EventHook("agents_back")
+        self.segment_recovered = EventHook("segment_recovered")
         self.run_end = EventHook("run_end")

@@ -13,45 +13,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import NotRequired, TypedDict
+from typing import TypedDict
 
 from agent.wire import HostSample
 from controller.kpis import in_steady, steady_window, trial_kpis
 from controller.spec import Experiment
+from controller.store import Aggregate, HostFacts, SourceFacts, TrialFacts
 from workloads.base import Sample
-from workloads.histogram import Histogram, merge
-
-
-class Aggregate(TypedDict):
-    """One field of one agent's workload over the steady phase: its mean weighted by sample length, min, max."""
-
-    mean: float
-    min: float
-    max: float
-
-
-class SourceFacts(TypedDict):
-    """One agent's workload in one trial."""
-
-    agent: str
-    workload: str
-    covered_s: float  # seconds of the steady phase its samples cover (overlaps once)
-    cpu_warning: bool  # a steady sample said its generator ran out of CPU
-    fields: dict[str, Aggregate]
-
-
-class HostFacts(TypedDict):
-    coarsest_s: float  # the longest host sample (vCenter's are 20 s)
-    steady_s: dict[str, float]  # per hypervisor agent: seconds of host counters in the steady phase
-    appliance: dict[str, bool]  # per hypervisor agent that looked for the appliance: whether it found it
-
-
-class TrialFacts(TypedDict):
-    kpis: dict[str, float]
-    sources: list[SourceFacts]
-    histograms: dict[str, Histogram]  # per workload label: its agents' steady samples merged
-    host: HostFacts
-    samples: NotRequired[int]  # how many workload samples they were computed from
+from workloads.histogram import merge
 
 
 class _Source(TypedDict):

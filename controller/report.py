@@ -81,6 +81,7 @@ class LiveDisplay:
         events.run_start.add_listener(self._on_run_start)
         events.agents_lost.add_listener(self._on_agents_lost)
         events.agents_back.add_listener(self._on_agents_back)
+        events.segment_recovered.add_listener(self._on_segment_recovered)
         events.run_end.add_listener(lambda **_: self._live.stop())
 
     def _on_run_start(self, *, trials: list[Trial], **_: object) -> None:
@@ -119,6 +120,14 @@ class LiveDisplay:
             self.console.print(Text(f"agent(s) {', '.join(agents)} back after {duration(seconds)}", "green"))
         if missing:
             self.console.print(Text(f"agent(s) {', '.join(missing)} still lost: the next trial goes on without", "red"))
+
+    def _on_segment_recovered(self, *, trial: Trial, status: str, samples: int) -> None:
+        """A segment the controller was gone for, stored from what its agents kept."""
+        line = Text(
+            f"segment {(trial.segment or 0) + 1}/{trial.segments} ({trial.condition}) collected from its agents: "
+        )
+        line.append(f"{samples} samples, {status}", style="green" if status == "ok" else "yellow")
+        self.console.print(line)
 
     def _on_trial_kpis(self, *, trial: Trial, kpis: dict[str, float]) -> None:
         """A trial's KPIs again, once host counters that come after it (vCenter's) are in."""

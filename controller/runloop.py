@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import secrets
 import threading
 import time
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from typing import TypedDict
 
 import workloads
-from agent import wire
+from agent import kept, wire
 from agent.identity import machine
 from agent.urls import redact
 from agent.wire import (
@@ -57,7 +58,11 @@ from controller.tiles import TileStep, bounds, judge_tiles, per_tile, tiles_that
 from controller.topology import AgentInfo, Flow, expand, tile_flows
 from workloads.base import Target
 
+log = logging.getLogger("vtax.runloop")
+
 SERVE_TIMEOUT_S = 15.0
+KEPT_TIMEOUT_S = 30.0  # for an agent to hand back what it kept of a run
+FORGET_ALL = 2**62  # a trial index after every trial
 SOAK_PREPARE_S = 2.0  # a soak's next segment starts its servers this long (and the lead) before its load
 KILL_MARGIN_S = 5.0  # after the deadline, the controller gives up on an agent that has not answered
 
@@ -150,6 +155,7 @@ class RunLoop:
         self._offsets: dict[str, float] = {}  # each agent's clock offset, as the engine uses it
         self._rejoins: list[dict[str, object]] = []
         self._open_host: dict[int, list[HostSample]] = {}  # trials whose host record is still being gathered
+        self._unstored: set[int] = set()  # trials under way: what agents keep of them (agent.kept) must stay
         self._host_lock = threading.Lock()
         self._flows: list[Flow] = []
         self._next_index = 0  # a search's next trial index, over both searches
@@ -183,6 +189,8 @@ class RunLoop:
                 flows = [flow for flow in self._flows if flow.workload.label not in tiled]
                 self._check_task_limits(flows * 2 if experiment.soak is not None else flows)  # segments overlap
                 self._measure_clocks(list(self.agents))
+                if self.resume is not None:
+                    plan = self._recover(plan, flows)
                 self.events.run_start.fire(run_id=self.run_id, trials=plan)
                 if experiment.soak is not None:
                     self._soak(plan, flows)
@@ -195,6 +203,7 @@ class RunLoop:
                     self._search(experiment.search, len(plan), flows)
                 if experiment.tiles is not None:
                     self._tiles(experiment.tiles, len(plan), [f for f in self._flows if f.workload.label in tiled])
+                self._forget_kept(self._flows, FORGET_ALL)  # every trial is stored
         except KeyboardInterrupt:
             status, reason = "interrupted", "stopped by the user"
             raise
@@ -385,6 +394,56 @@ class RunLoop:
         self.store.put_note(self.run_id, "resumes", [*resumes, {"at": time.time(), "segment": left[0].index}])
         return left
 
+    def _recover(self, plan: list[Trial], flows: list[Flow]) -> list[Trial]:
+        """A resumed soak's segments that were under way when its controller went: what their agents kept of
+        them (`agent.kept`) is stored as those segments, one cut off as cut_short with its samples up to then
+        (one whose load had not begun runs again). Returns the segments still to run (none: the soak ended
+        while its controller was gone)."""
+        collected = self._forget_kept(flows, plan[0].index)
+        by_trial: dict[int, list[wire.KeptResult]] = {}
+        for found in collected:
+            by_trial.setdefault(found["trial"], []).append(found)
+        planned = {trial.index: trial for trial in plan}
+        recovered = set()
+        for idx, found in sorted(by_trial.items()):
+            trial = planned.get(idx)
+            results = [k["result"] for k in found]
+            if trial is None or not any(r["samples"] for r in results):  # its load had not begun: it runs again
+                continue
+            for result in results:
+                self.store.add_agent_result(self.run_id, idx, result)
+            start_at = found[0]["start_at"]
+            samples: list[StoredSample] = [
+                {**s, "trial_idx": idx, "agent": r["agent"], "workload": r["workload"]}
+                for r in results
+                for s in r["samples"]
+            ]
+            self.store.put_facts(self.run_id, idx, trial_facts(self.experiment, start_at, samples, []))
+            status, reason = _recovered_status(results, len(flows))
+            self.store.add_trial(self.run_id, {
+                "idx": idx, "condition": trial.condition, "repetition": trial.repetition, "status": status,
+                "reason": reason, "start_at": start_at, "deadline": found[0]["deadline"],
+                "ended": max((r.get("ended_at") or start_at) for r in results),
+            })  # fmt: skip
+            self.events.segment_recovered.fire(trial=trial, status=status, samples=len(samples))
+            recovered.add(idx)
+        return [trial for trial in plan if trial.index not in recovered]
+
+    def _forget_kept(self, flows: list[Flow], before: int) -> list[wire.KeptResult]:
+        """Ask every client agent to forget what it kept of this run's trials before `before`, and hand back the
+        rest; an agent that cannot answer (gone, or a vtax that keeps nothing) is logged and skipped."""
+        calls = {
+            agent: self.engine.call(agent, wire.KEPT, {"run": self.run_id, "forget_before": before})
+            for agent in sorted({flow.client for flow in flows})
+        }
+        handed: list[wire.KeptResult] = []
+        for agent, call in calls.items():
+            try:
+                handed += call.result(timeout=KEPT_TIMEOUT_S)["results"]
+            except Exception as exc:  # the soak goes on without what that agent kept
+                log.warning("agent %s: what it kept of run %s is not collected: %s", agent, self.run_id, exc)
+        return handed
+
     def _create_run(self) -> None:
         """The run's row, under a fresh id should two runs started in the same second draw the same one."""
         for _attempt in range(8):
@@ -517,6 +576,7 @@ class RunLoop:
         }
         kpis: dict[str, float] = {}
         results: list[AgentResult] = []
+        self._unstored.add(trial.index)
 
         def hooks(stage: str) -> None:
             self._hooks(trial, getattr(condition, stage), stage)
@@ -545,6 +605,7 @@ class RunLoop:
         finally:
             record["ended"] = time.time()
             self.store.add_trial(self.run_id, record)  # never raises: a failing store keeps it in its side file
+            self._unstored.discard(trial.index)
             with self._host_lock:
                 self._open_host.pop(trial.index, None)
             try:
@@ -711,6 +772,7 @@ class RunLoop:
             "tags": tags,
             "warmup": timing.warmup,
             "steady": timing.steady,
+            "acked_before": min(self._unstored, default=trial.index),
         }
 
     def _dispatch(
@@ -768,3 +830,19 @@ def _failure(flow: Flow, status: wire.WorkloadStatus, reason: str) -> AgentResul
         "samples": [],
         "summary": {},
     }
+
+
+def _recovered_status(results: list[AgentResult], flows: int) -> tuple[str, str]:
+    """A recovered segment's status: ok when every load task ran to its end; cut_short (a warning, the segment
+    left out of the statistics, its samples stored) when the controller's going stopped some of them; else as a
+    segment's failure would be."""
+    failed = [r for r in results if r["status"] != "ok"]
+    if any(r["status"] == "lost" and r["reason"] == kept.STOPPED for r in failed):
+        return "cut_short", f"its controller was gone before it ended: {kept.STOPPED}"
+    if failed:
+        return _TRIAL_STATUS[
+            failed[0]["status"]
+        ], f"{failed[0]['workload']} on {failed[0]['agent']}: {failed[0]['reason']}"
+    if len(results) < flows:
+        return "incomplete", f"{flows - len(results)} of {flows} load tasks were not kept by their agents"
+    return "ok", ""

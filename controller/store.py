@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypedDict
+from typing import Any, Literal, NotRequired, ParamSpec, TypedDict
 
 import psutil
 
@@ -30,9 +30,7 @@ from controller import sampleblocks
 from controller.errors import InfrastructureError, InputError
 from controller.hooks import HookRun
 from workloads.base import Sample
-
-if TYPE_CHECKING:  # the facts are computed from what the store holds: it must not import that
-    from controller.facts import TrialFacts
+from workloads.histogram import Histogram
 
 DEFAULT_PATH = "vtax.db"
 BUSY_TIMEOUT_S = 60.0  # how long a write waits for another process that holds the store
@@ -208,6 +206,41 @@ class StoredResult(TypedDict):
     start_skew_s: float | None
     host: str | None
     agent_rss_mb: float | None
+
+
+# a trial's facts (controller.facts computes them): what the analysis needs of its raw seconds
+
+
+class Aggregate(TypedDict):
+    """One field of one agent's workload over the steady phase: its mean weighted by sample length, min, max."""
+
+    mean: float
+    min: float
+    max: float
+
+
+class SourceFacts(TypedDict):
+    """One agent's workload in one trial."""
+
+    agent: str
+    workload: str
+    covered_s: float  # seconds of the steady phase its samples cover (overlaps once)
+    cpu_warning: bool  # a steady sample said its generator ran out of CPU
+    fields: dict[str, Aggregate]
+
+
+class HostFacts(TypedDict):
+    coarsest_s: float  # the longest host sample (vCenter's are 20 s)
+    steady_s: dict[str, float]  # per hypervisor agent: seconds of host counters in the steady phase
+    appliance: dict[str, bool]  # per hypervisor agent that looked for the appliance: whether it found it
+
+
+class TrialFacts(TypedDict):
+    kpis: dict[str, float]
+    sources: list[SourceFacts]
+    histograms: dict[str, Histogram]  # per workload label: its agents' steady samples merged
+    host: HostFacts
+    samples: NotRequired[int]  # how many workload samples they were computed from
 
 
 class Flag(TypedDict):

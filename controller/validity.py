@@ -11,10 +11,9 @@ from typing import Literal, NotRequired, TypedDict
 
 import workloads
 from agent.wire import TrialRecord
-from controller.facts import HostFacts, TrialFacts
 from controller.spec import Experiment
 from controller.stats import Description, Overhead, Ranked
-from controller.store import ClockRow, Flag, StoredResult
+from controller.store import ClockRow, Flag, HostFacts, StoredResult, TrialFacts
 
 SATURATED_CPU_PCT = 90.0
 MIN_STEADY_COVERAGE = 0.8  # of a hypervisor agent's host counters (a lost agent leaves gaps)
@@ -64,7 +63,10 @@ def trial_issues(
     label = f"trial {trial['idx']} ({trial['condition']} #{trial['repetition']})"
     if trial["status"] != "ok":
         message = f"{label} {trial['status']}: {trial['reason']}"
-        return [issue("error", f"trial_{trial['status']}", message, trial["idx"])], False
+        level: Literal["error", "warning"] = (
+            "warning" if trial["status"] == "cut_short" else "error"
+        )  # its samples are kept
+        return [issue(level, f"trial_{trial['status']}", message, trial["idx"])], False
     found = _workload_issues(experiment, trial, label, facts, results, uncertainty_s or {})
     found += _host_issues(experiment, trial, label, facts["host"])
     found += [issue(f["severity"], f["kind"], f"{label}: {f['message']}", trial["idx"]) for f in flags]

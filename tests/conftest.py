@@ -43,6 +43,7 @@ class Vtax:
         return {
             "VTAX_STORE": str(self.store),
             "VTAX_INFLUX_SPOOL_DIR": str(self.spool),
+            "XDG_STATE_HOME": str(self.workdir / "state"),  # where agents keep their tasks (agent.kept)
             "PATH": f"{Path(VTAX).parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
         }
 

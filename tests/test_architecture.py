@@ -130,11 +130,13 @@ def test_validating_a_spec_loads_no_engine_sampler_or_wing() -> None:
 
 
 def _accepted(task: str, request: object) -> None:
-    """The request has exactly its wire type's keys and binds to the task function's signature."""
+    """The request has exactly its wire type's keys and, less those the agent's edge acts on itself, binds to
+    the task function's signature."""
     assert isinstance(request, dict)
     expected = set(typing.get_type_hints(wire.REQUESTS[task]))
     assert set(request) == expected, task
-    inspect.signature(TASKS[task]).bind(**request, io=TaskIO())
+    task_kwargs = {key: value for key, value in request.items() if key not in wire.EDGE_FIELDS}
+    inspect.signature(TASKS[task]).bind(**task_kwargs, io=TaskIO())
 
 
 def test_every_request_the_controller_builds_binds_to_its_task(tmp_path: Path) -> None:
@@ -157,6 +159,7 @@ def test_every_request_the_controller_builds_binds_to_its_task(tmp_path: Path) -
     _accepted(wire.HOST_COUNTERS, host_counters_request(experiment, window, None))
     _accepted(wire.END_TRIAL, {"run": loop.run_id, "trial": 0})
     _accepted(wire.PING, {})
+    _accepted(wire.KEPT, {"run": loop.run_id, "forget_before": 0})
     assert set(TASKS) == set(wire.TASK_NAMES) == set(wire.REQUESTS)
 
 

@@ -48,8 +48,8 @@ NEIGHBOUR = f"""\
 """
 
 
-def _spec(vtax: Vtax, neighbour: bool) -> Path:
-    text = SOAK.replace("SECONDS", str(SEGMENTS * SEGMENT_S)).replace("SEGMENT_S", str(SEGMENT_S))
+def _spec(vtax: Vtax, neighbour: bool, segments: int = SEGMENTS) -> Path:
+    text = SOAK.replace("SECONDS", str(segments * SEGMENT_S)).replace("SEGMENT_S", str(SEGMENT_S))
     text += NEIGHBOUR if neighbour else ""
     return vtax.spec(text, "stepped.yaml" if neighbour else "clean.yaml")
 
@@ -125,15 +125,18 @@ def test_a_soak_shorter_than_two_segments_and_a_bad_span_are_refused(vtax: Vtax)
 
 @pytest.mark.slow
 def test_the_same_soak_without_the_neighbour_killed_and_resumed_shows_no_change(vtax: Vtax) -> None:
-    """The soak without the neighbour, its controller SIGKILLed once three segments are stored. `vtax run
-    --resume RUN` goes on after the last stored one with the spec the soak started with: every segment is
-    stored with its samples (the one cut off runs again), the time away shows as a gap, and the worker's
-    achieved ratio shows neither a change point nor a trend across it."""
-    proc = vtax.start("run", str(_spec(vtax, neighbour=False)))
+    """The soak without the neighbour, its controller SIGKILLed in the middle of its fourth segment. `vtax run
+    --resume RUN` collects what the agent kept of that segment (its first second: stored, cut short, left out of
+    the statistics), then goes on with the spec the soak started with: every segment is stored with its
+    samples, the time away shows as a gap, and the worker's achieved ratio shows neither a change point nor a
+    trend across it."""
+    segments = SEGMENTS + 1  # one is cut short, and the trend test needs SEGMENTS
+    proc = vtax.start("run", str(_spec(vtax, neighbour=False, segments=segments)))
     give_up = time.monotonic() + 60
     while not (vtax.store.exists() and len(Store(vtax.store).runs()) == 1 and _stored(vtax) >= 3):
         assert time.monotonic() < give_up and proc.poll() is None, "three segments never got stored"
         time.sleep(0.2)
+    time.sleep(SEGMENT_S / 2)  # into the next segment, past its first sample
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = _stored(vtax)
@@ -145,16 +148,24 @@ def test_the_same_soak_without_the_neighbour_killed_and_resumed_shows_no_change(
     out = vtax.workdir / "resumed.json"
     done = vtax("run", "--resume", run["id"][:15], "--json", str(out))
     assert done.returncode == 0 and out.exists(), done.stdout + done.stderr
+    assert f"segment {before + 1}/{segments} (base) collected from its agents" in done.stdout, done.stdout
     result = json.loads(out.read_text())
     assert result["run_id"] == run["id"] and result["status"] == "completed"
     soak = result["soak"]
     stored = sorted(t["idx"] for t in result["trials"])
-    assert stored == list(range(SEGMENTS)) and soak["segments_measured"] == SEGMENTS
-    [gap] = soak["gaps"]  # the time away, between the last segment before the kill and the first after
-    assert gap["after"] == before - 1 and gap["seconds"] > 1.0
+    [cut] = [t for t in result["trials"] if t["status"] == "cut_short"]
+    assert stored == list(range(segments)) and cut["idx"] == before and soak["segments_measured"] == SEGMENTS
+    assert {"trial": before, "level": "warning", "code": "trial_cut_short"}.items() <= next(
+        v for v in result["validity"] if v["code"] == "trial_cut_short"
+    ).items()
+    [gap] = soak["gaps"]  # the time away, between the segment cut short and the first after the resume
+    assert gap["after"] == before and gap["seconds"] > 1.0
     assert "soak_gap" in {v["code"] for v in result["validity"]}
-    with_samples = {s["trial_idx"] for s in Store(vtax.store, create=False).samples(run["id"])}
-    assert with_samples == set(stored), "a stored segment lost its samples"
+    samples = Store(vtax.store, create=False).samples(run["id"])
+    assert {s["trial_idx"] for s in samples} == set(stored), "a stored segment lost its samples"
+    kept = [s for s in samples if s["trial_idx"] == before]
+    assert 1 <= len(kept) < SEGMENT_S and kept[0]["t"] == pytest.approx(cut["start_at"], abs=0.1)
+    assert not list((vtax.workdir / "state" / "vtax" / "kept").glob("*/*/*")), "the agent forgot what it kept"
 
     drift = soak["metrics"]["cpu.achieved_ratio"]["base"]
     assert drift["change_points"] == [] and drift["trend"]["verdict"] == "no trend", drift

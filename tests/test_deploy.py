@@ -32,9 +32,10 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     assert done.stderr.strip() == "", done.stderr  # unknown keys are only warned of: none allowed
 
 
-def test_the_spool_survives_a_restart_and_the_agent_is_not_root() -> None:
+def test_the_spool_and_the_kept_tasks_survive_a_restart_and_the_agent_is_not_root() -> None:
     service = _service()
     assert service["StateDirectory"] == "vtax"
-    assert service["Environment"] == "VTAX_INFLUX_SPOOL_DIR=%S/vtax/spool"  # not in PrivateTmp, wiped at stop
+    # not in PrivateTmp, wiped at stop: the InfluxDB spool, and the load tasks kept for a resumed soak
+    assert service["Environment"].split() == ["XDG_STATE_HOME=%S", "VTAX_INFLUX_SPOOL_DIR=%S/vtax/spool"]
     assert service["User"] not in ("", "root")
     assert service["ExecStart"].split()[0] == "vtax"  # no venv path of one install

@@ -119,7 +119,14 @@ def _measure(
 
     store = Store(store_path)
     events = Events()
-    LiveDisplay(console, events, warmup=experiment.timing.warmup, steady=experiment.timing.steady, verbose=verbose)
+    LiveDisplay(
+        console,
+        events,
+        warmup=experiment.timing.warmup,
+        steady=experiment.timing.steady,
+        verbose=verbose,
+        sla=experiment.sla,
+    )
     output = InfluxOutput(influx, events, experiment, errors) if influx else None
     plan_size = len(experiment.conditions) * experiment.repetitions
     if experiment.soak is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console, Group
@@ -21,6 +22,7 @@ from controller.plan import Trial
 from controller.power import Plan
 from controller.search import capacity_text
 from controller.soakreport import memory_lines, soak_table
+from controller.spec import SlaRule
 from controller.stats import Description
 from controller.tiles import tiles_text
 
@@ -57,10 +59,20 @@ class LiveDisplay:
     """Trial i/n, condition, phase and the host's live CPU and network while a run goes on."""
 
     def __init__(
-        self, console: Console, events: Events, *, warmup: float, steady: float, verbose: bool = False
+        self,
+        console: Console,
+        events: Events,
+        *,
+        warmup: float,
+        steady: float,
+        verbose: bool = False,
+        sla: Mapping[str, SlaRule] | None = None,
     ) -> None:
-        """With `verbose`, every hook's command and output is printed as it runs."""
+        """With `verbose`, every hook's command and output is printed as it runs; `sla`: the rules whose limits
+        each trial's KPIs are held to as it ends, so a breach shows while the run goes on."""
         self.console = console
+        self._sla = dict(sla or {})
+        self._over: dict[str, str] = {}  # metric → how the latest trial broke its SLA limit
         self._warmup, self._steady = warmup, steady
         self._trial: Trial | None = None
         self._total = 0
@@ -109,6 +121,30 @@ class LiveDisplay:
         line.append(status, style="green" if status == "ok" else "red")
         line.append(f"  {_headline(kpis)}" if status == "ok" else f"  {record['reason']}")
         self.console.print(line)
+        if status == "ok":
+            self._hold_to_sla(trial, kpis)
+
+    def _hold_to_sla(self, trial: Trial, kpis: dict[str, float]) -> None:
+        """Say when a trial's KPI goes over an SLA limit, and when one comes back within it. The SLA judges the
+        run's (or a soak window's) mean at the end: this is an early sign, not the verdict."""
+        for name, rule in self._sla.items():
+            value = kpis.get(name)
+            if value is None:
+                continue
+            broken = [
+                f"{_fmt(value)} {sign} {kind} {rule_limit:g}"
+                for kind, sign, rule_limit, over in (
+                    ("min", "<", rule.min, rule.min is not None and value < rule.min),
+                    ("max", ">", rule.max, rule.max is not None and value > rule.max),
+                )
+                if over
+            ]
+            if broken and name not in self._over:
+                self._over[name] = f"{name} {broken[0]} (trial {trial.index + 1})"
+                self.console.print(Text(f"SLA: {self._over[name]}, already over its limit", "yellow"))
+            elif not broken and name in self._over:
+                del self._over[name]
+                self.console.print(Text(f"SLA: {name} back within its limit (trial {trial.index + 1})", "green"))
 
     def _on_agents_lost(self, *, agents: list[str], timeout: float) -> None:
         self.console.print(
@@ -175,7 +211,8 @@ class LiveDisplay:
         ]
         progress = Table.grid(padding=(0, 2))
         progress.add_row(bar, host)
-        return Group(head, progress, *live)
+        over = [Text(f"over SLA now: {'; '.join(self._over.values())}", "yellow")] if self._over else []
+        return Group(head, progress, *live, *over)
 
 
 def _mean_cell(described: dict[str, Any]) -> str:

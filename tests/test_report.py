@@ -12,6 +12,7 @@ from rich.console import Console
 from controller.events import Events
 from controller.plan import Trial
 from controller.report import LiveDisplay, duration
+from controller.spec import SlaRule
 
 
 def _shown(display: LiveDisplay) -> str:
@@ -65,6 +66,25 @@ def test_kpis_that_arrive_after_their_trial_are_shown_again() -> None:
     lines = out.getvalue().splitlines()
     assert "host.cpu_pct" not in lines[0]
     assert "trial 1/4  sva #1  host counters in" in lines[1] and "host.cpu_pct 30" in lines[1]
+
+
+def test_a_trial_over_an_sla_limit_shows_while_the_run_goes_on() -> None:
+    """Each trial's KPIs are held to the SLA's limits as it ends: a breach is said once, and so is the return."""
+    events = Events()
+    out = io.StringIO()
+    sla = {"web.latency_p99_ms": SlaRule(max=5.0), "web.rps": SlaRule(min=900.0)}
+    display = LiveDisplay(Console(file=out, width=160, color_system=None), events, warmup=0, steady=60, sla=sla)
+    record = {"status": "ok", "reason": ""}
+    for idx, p99 in enumerate([1.0, 7.3, 8.0, 2.0]):
+        trial = Trial(index=idx, condition="base", repetition=idx + 1, segment=idx, segments=4)
+        events.trial_end.fire(trial=trial, total=4, record=record, kpis={"web.latency_p99_ms": p99, "web.rps": 950.0})
+        if idx == 2:
+            assert display._over == {"web.latency_p99_ms": "web.latency_p99_ms 7.3 > max 5 (trial 2)"}
+    said = [line for line in out.getvalue().splitlines() if line.startswith("SLA:")]
+    assert said == [
+        "SLA: web.latency_p99_ms 7.3 > max 5 (trial 2), already over its limit",
+        "SLA: web.latency_p99_ms back within its limit (trial 4)",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,8 @@ class HostSampler:
 
     `appliance` is a regular expression searched for in every process's name and command line; the
     matching processes' CPU (user + system, all their threads) is `appliance.host_cpu_pct`, in % of all the
-    host's cores, on the same scale as `host.cpu_pct`.
+    host's cores, on the same scale as `host.cpu_pct`, and their resident memory at the sample's end is
+    `appliance.rss_mb`. `host.mem_used_mb` is the host's memory in use then (total − available).
     """
 
     def __init__(self, *, appliance: str | None = None) -> None:
@@ -50,19 +51,22 @@ class HostSampler:
         return sample
 
     def _read(self) -> dict[str, Any]:
+        memory = psutil.virtual_memory()
         reading = {
             "cpus": psutil.cpu_times(percpu=True),
             "ctx": psutil.cpu_stats().ctx_switches,
             "net": psutil.net_io_counters(pernic=True),
+            "mem_used": memory.total - memory.available,
         }
         if self._appliance is not None:
-            reading["appliance"] = self._appliance_cpu()
+            reading["appliance"] = self._appliance_usage()
         return reading
 
-    def _appliance_cpu(self) -> dict[tuple[int, float], float]:
-        """CPU seconds so far of every matching process, keyed by (pid, start time) so a reused pid is new."""
+    def _appliance_usage(self) -> dict[tuple[int, float], tuple[float, int]]:
+        """CPU seconds so far and resident bytes of every matching process, keyed by (pid, start time) so a
+        reused pid is new."""
         assert self._appliance is not None
-        found: dict[tuple[int, float], float] = {}
+        found: dict[tuple[int, float], tuple[float, int]] = {}
         matches: dict[tuple[int, float], bool] = {}
         for proc in psutil.process_iter():
             try:
@@ -74,7 +78,7 @@ class HostSampler:
                 matches[key] = matched
                 if matched:
                     times = proc.cpu_times()
-                    found[key] = times.user + times.system
+                    found[key] = (times.user + times.system, proc.memory_info().rss)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         self._matches = matches  # forget processes that are gone
@@ -117,14 +121,17 @@ class HostSampler:
                 "host.softirq_pct": 100.0 * softirq_sum / max(total_sum, 1e-9),
                 "host.ctx_switches_per_s": (after["ctx"] - before["ctx"]) / dt,
                 "host.cpu_max_core_pct": max(per_core_busy, default=0.0),
+                "host.mem_used_mb": after["mem_used"] / 2**20,
             },
             "per_core": {"cpu_pct": per_core_busy, "softirq_pct": per_core_softirq},
             "net": net,
         }
         if self._appliance is not None:
             # a process started within the second counts with all its CPU; one that ended, not at all
-            used = sum(cpu - before["appliance"].get(key, 0.0) for key, cpu in after["appliance"].items())
+            earlier = before["appliance"]
+            used = sum(cpu - earlier.get(key, (0.0, 0))[0] for key, (cpu, _) in after["appliance"].items())
             sample["values"]["appliance.host_cpu_pct"] = 100.0 * used / max(total_sum, 1e-9)
+            sample["values"]["appliance.rss_mb"] = sum(rss for _, rss in after["appliance"].values()) / 2**20
             sample["appliance"] = {"pattern": self._appliance.pattern, "processes": len(after["appliance"])}
         return sample
 

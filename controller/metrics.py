@@ -26,9 +26,13 @@ VSPHERE_ONLY = frozenset(
         "appliance.cpu_mhz",
         "appliance.ready_pct",
         "appliance.net_dropped_per_s",
+        "vm.mem_active_mb",
+        "appliance.mem_active_mb",
     }
 )
-NEEDS_APPLIANCE_PROCESSES = frozenset({"appliance.host_cpu_pct"})
+NEEDS_APPLIANCE_PROCESSES = frozenset({"appliance.host_cpu_pct", "appliance.rss_mb"})
+# the memory a soak tests for growth, as it does each agent process's (controller.soak)
+MEMORY_METRICS = ("host.mem_used_mb", "appliance.rss_mb", "appliance.mem_active_mb", "vm.mem_active_mb")
 
 HOST_METRICS: dict[str, MetricInfo] = {
     "host.cpu_pct": MetricInfo(unit="%", across_agents="mean", better="lower", description="busy CPU, all cores"),
@@ -85,5 +89,20 @@ HOST_METRICS: dict[str, MetricInfo] = {
     ),
     "appliance.net_dropped_per_s": MetricInfo(
         unit="1/s", across_agents="sum", better="lower", description="packets the appliance VMs dropped"
+    ),
+    "host.mem_used_mb": MetricInfo(
+        unit="MiB", across_agents="sum", better="lower", description="Linux hosts' memory in use (total − available)"
+    ),
+    "appliance.rss_mb": MetricInfo(
+        unit="MiB",
+        across_agents="sum",
+        better="lower",
+        description="resident memory of the processes matching a hypervisor agent's appliance_processes",
+    ),
+    "vm.mem_active_mb": MetricInfo(
+        unit="MiB", across_agents="sum", better="lower", description="agent VMs' active memory (vSphere mem.active)"
+    ),
+    "appliance.mem_active_mb": MetricInfo(
+        unit="MiB", across_agents="sum", better="lower", description="appliance VMs' active memory (mem.active)"
     ),
 }

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import workloads
+from controller.metrics import MEMORY_METRICS
 from controller.spec import Experiment, SoakSpec, metric_catalogue
 from controller.store import StoredResult
 from controller.validity import Issue, issue
@@ -47,6 +48,7 @@ class SoakResult(TypedDict):
     gaps: list[dict[str, float]]  # {after: segment, seconds}: pauses in one turn's load longer than GAP_LIMIT_S
     metrics: dict[str, dict[str, MetricDrift]]  # metric → condition → its drift
     memory: dict[str, Growth]  # agent → its process's resident memory (MB) over the segments
+    host_memory: dict[str, Growth]  # memory metric (controller.metrics.MEMORY_METRICS) → its growth over them
     checks: list[SoakCheck]
     passed: bool
 
@@ -87,7 +89,9 @@ def soak_result(
                 ],
             }
     memory = _memory(results, start_of, origin)
-    checks = _checks(soak, metrics, memory) + _window_checks(experiment, measured, histograms, origin)
+    host_memory = _host_memory(measured, origin)
+    grown = {f"agent {agent}": found for agent, found in memory.items()} | host_memory
+    checks = _checks(soak, metrics, grown) + _window_checks(experiment, measured, histograms, origin)
     return {
         "duration_s": soak.duration,
         "segment_s": soak.segment,
@@ -96,6 +100,7 @@ def soak_result(
         "gaps": _gaps(trials, soak.segment),
         "metrics": dict(metrics),
         "memory": memory,
+        "host_memory": host_memory,
         "checks": checks,
         "passed": all(c["ok"] for c in checks),
     }
@@ -117,6 +122,19 @@ def _memory(results: Iterable[StoredResult], start_of: dict[int, float], origin:
     return grown
 
 
+def _host_memory(measured: list[dict[str, Any]], origin: float) -> dict[str, Growth]:
+    """The hosts' and the appliance's memory over every segment, whatever condition held: a leak grows
+    across turns."""
+    from controller.drift import growth
+
+    grown = {}
+    for name in MEMORY_METRICS:
+        rows = [t for t in measured if name in t["kpis"]]
+        if rows:
+            grown[name] = growth([t["kpis"][name] for t in rows], [(t["start_at"] - origin) / 3600 for t in rows])
+    return grown
+
+
 def _gaps(trials: list[dict[str, Any]], segment_s: float) -> list[dict[str, float]]:
     """Pauses between consecutive segments of one condition's turn: a later start than the last one's end."""
     gaps = []
@@ -130,6 +148,8 @@ def _gaps(trials: list[dict[str, Any]], segment_s: float) -> list[dict[str, floa
 
 
 def _checks(soak: SoakSpec, metrics: dict[str, dict[str, MetricDrift]], memory: dict[str, Growth]) -> list[SoakCheck]:
+    """The spec's checks on the trends, the change points and `memory` (by subject: "agent a", or a memory
+    metric)."""
     limits = soak.checks
     checks: list[SoakCheck] = []
     for name, by_condition in metrics.items():
@@ -161,16 +181,16 @@ def _checks(soak: SoakSpec, metrics: dict[str, dict[str, MetricDrift]], memory: 
                         "message": f"{subject}: largest level change {value:.1f} %",
                     }
                 )
-    for agent, grown in memory.items():
+    for subject, grown in memory.items():
         if grown["ratio"] is not None:
             checks.append(
                 {
                     "check": "max_memory_ratio",
-                    "subject": f"agent {agent}",
+                    "subject": subject,
                     "limit": limits.max_memory_ratio,
                     "value": grown["ratio"],
                     "ok": grown["ratio"] <= limits.max_memory_ratio,
-                    "message": f"agent {agent} memory {grown['first_hour']:.0f} → {grown['end']:.0f} MB "
+                    "message": f"{subject} memory {grown['first_hour']:.0f} → {grown['end']:.0f} MB "
                     f"({grown['slope_per_h']:+.1f} MB/h)",
                 }
             )

@@ -69,14 +69,15 @@ def soak_table(soak: SoakResult) -> Table:
 
 
 def memory_lines(soak: SoakResult) -> list[Text]:
+    grown = {f"agent {agent}": found for agent, found in soak["memory"].items()} | soak["host_memory"]
     lines = []
-    for agent, grown in soak["memory"].items():
-        if grown["ratio"] is None or grown["slope_per_h"] is None:
+    for subject, found in grown.items():
+        if found["ratio"] is None or found["slope_per_h"] is None:
             continue
         lines.append(
             Text(
-                f"agent {agent} memory: {grown['first_hour']:.0f} MB at the start, {grown['end']:.0f} MB at the end "
-                f"(× {grown['ratio']:.2f}, {grown['slope_per_h']:+.1f} MB/h)"
+                f"{subject} memory: {found['first_hour']:.0f} MB at the start, {found['end']:.0f} MB at the end "
+                f"(× {found['ratio']:.2f}, {found['slope_per_h']:+.1f} MB/h)"
             )
         )
     for check in soak["checks"]:

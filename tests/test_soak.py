@@ -193,7 +193,8 @@ soak: {duration: 120, segment: 10}
 def _windowed_soak(tmp_path: Path, window: str) -> dict:
     """A hand-made HTTP soak of 12 segments × 10 s at 1,000 requests/s, 1 ms each; in segment 8, 1.2 % of the
     requests take 10 ms and the rate drops to 800/s. Its p99 is then 10 ms, while a window of segments 7 and 8
-    holds 0.6 % slow requests: p99 1 ms, as merging their histograms says and averaging their p99s does not."""
+    holds 0.6 % slow requests: p99 1 ms, as merging their histograms says and averaging their p99s does not.
+    The host's memory in use grows by 100 MiB a segment from 1,000; the appliance's stays at 500 MiB."""
     from controller.analysis import analyse
     from workloads import histogram
 
@@ -208,6 +209,10 @@ def _windowed_soak(tmp_path: Path, window: str) -> dict:
         store.add_agent_result("w", idx, {
             "agent": "client", "workload": "web", "status": "ok", "reason": "", "samples": samples, "summary": {},
         })  # fmt: skip
+        memory = {"host.mem_used_mb": 1000.0 + 100 * idx, "appliance.rss_mb": 500.0}
+        store.add_host_samples(
+            "w", idx, [{"t": start + s, "dt": 1.0, "host": "h", "values": memory} for s in range(10)]
+        )
         store.add_trial("w", {
             "idx": idx, "condition": "base", "repetition": idx + 1, "status": "ok", "reason": "",
             "start_at": start, "deadline": start + 20, "ended": start + 10,
@@ -228,6 +233,18 @@ def test_an_sla_window_merges_its_segments_histograms_and_averages_the_rest(tmp_
     assert not p99["ok"] and p99["value"] == pytest.approx(10.0, rel=0.01), p99
     assert "1 of 12 fail; worst 10" in p99["message"] and "from hour 0.02" in p99["message"], p99
     assert not rps["ok"] and rps["value"] == 800.0
+
+
+def test_the_hosts_and_the_appliances_memory_growth_is_checked(tmp_path: Path) -> None:
+    """Over 12 segments the host's memory grows 100 MiB each (36,000 MiB/h at 10 s a segment); the medians of
+    the first and last quarter, 1,100 and 2,000 MiB, are 1.82 apart: over max_memory_ratio's 1.3."""
+    soak = _windowed_soak(tmp_path, "20")
+    host, appliance = soak["host_memory"]["host.mem_used_mb"], soak["host_memory"]["appliance.rss_mb"]
+    assert host["slope_per_h"] == pytest.approx(36_000) and (host["first_hour"], host["end"]) == (1100.0, 2000.0)
+    assert appliance["slope_per_h"] == 0.0 and appliance["ratio"] == 1.0
+    by_subject = {c["subject"]: c for c in soak["checks"] if c["check"] == "max_memory_ratio"}
+    assert not by_subject["host.mem_used_mb"]["ok"] and by_subject["appliance.rss_mb"]["ok"]
+    assert by_subject["host.mem_used_mb"]["message"] == "host.mem_used_mb memory 1100 → 2000 MB (+36000.0 MB/h)"
 
 
 def test_an_sla_window_outside_a_soak_or_its_span_is_refused() -> None:

@@ -44,5 +44,6 @@ _VM_COUNTERS = {
     "cpu.latency.average": ("cpu_latency_pct",),
     "net.droppedRx.summation": ("net_dropped_per_s",),
     "net.droppedTx.summation": ("net_dropped_per_s",),
+    "mem.active.average": ("mem_active_mb",),  # MiB (perf.convert)
 }
 _PER_VCPU = {"ready_pct", "costop_pct"}

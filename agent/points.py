@@ -14,6 +14,9 @@
                 fields status, title
 - vtax_kpi      a run's final KPIs: tags run, metric, condition, unit; fields mean, ci95_low, ci95_high, n,
                 and for non-baseline conditions overhead_pct, overhead_ci95_low/high, p_value
+- vtax_segment  a soak's segment KPIs, at the segment's start: tags run, condition, metric; fields value, trial
+- vtax_soak     a soak's drift verdicts for annotations, at the segment where each starts: tags run, metric,
+                condition, kind (change_point, trend); field title
 Timestamps are microseconds.
 """
 
@@ -104,4 +107,36 @@ def kpi_lines(result: dict[str, Any], t: float) -> list[str]:
                 if over["p_value"] is not None:
                     point.field("p_value", float(over["p_value"]))
             lines.append(point.to_line_protocol())
+    return lines
+
+
+def segment_lines(tags: dict[str, Any], kpis: dict[str, float], t: float) -> list[str]:
+    """One soak segment's KPIs (its trial's), each a point at the segment's start."""
+    base = {"run": tags["run"], "condition": tags["condition"]}
+    return [
+        _point("vtax_segment", {**base, "metric": metric}, t).field("value", float(value)).field("trial", tags["trial"])
+        .to_line_protocol()
+        for metric, value in kpis.items()
+    ]  # fmt: skip
+
+
+def soak_lines(result: dict[str, Any]) -> list[str]:
+    """A soak's change points, at the segment where each new level starts, and its significant trends, at its
+    first segment: Grafana's annotations of the soak row."""
+    soak, lines = result["soak"], []
+    starts = {t["idx"]: t["start_at"] for t in result["trials"] if t["start_at"] is not None}
+    for metric, by_condition in soak["metrics"].items():
+        for condition, drift in by_condition.items():
+            tags = {"run": result["run_id"], "metric": metric, "condition": condition}
+            for found in drift["change_points"]:
+                change = f" ({found['pct']:+.0f} %)" if found["pct"] is not None else ""
+                title = f"{metric} ({condition}): {found['before']:.4g} → {found['after']:.4g}{change}"
+                point = _point("vtax_soak", {**tags, "kind": "change_point"}, starts[found["segment"]])
+                lines.append(point.field("title", title).to_line_protocol())
+            trend = drift["trend"]
+            if trend["verdict"] in ("increasing", "decreasing") and drift["segments"]:
+                rate = f"{trend['pct_per_h']:+.2f} %/h" if trend["pct_per_h"] is not None else "from 0"
+                title = f"{metric} ({condition}) {trend['verdict']} {rate} (p = {trend['p_value']:.2g})"
+                point = _point("vtax_soak", {**tags, "kind": "trend"}, starts[drift["segments"][0]])
+                lines.append(point.field("title", title).to_line_protocol())
     return lines

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from agent.points import host_lines, kpi_lines, marker_line, phase_of, sample_line
+from agent.points import host_lines, kpi_lines, marker_line, phase_of, sample_line, segment_lines, soak_lines
 from agent.settings import InfluxConfig
 from agent.sink import InfluxSink, probe
 from agent.urls import redact
@@ -39,6 +39,7 @@ class InfluxOutput:
                 soft_wrap=True,
             )
         self._timing = experiment.timing
+        self._soak = experiment.soak is not None
         self._run_id = ""
         self._starts: dict[int, float] = {}  # trial → its common start, for the phase of late (vCenter) samples
         events.run_start.add_listener(self._on_run_start)
@@ -68,13 +69,15 @@ class InfluxOutput:
         )
         self.sink.submit(host_lines(sample, {**self._tags(trial), "host": sample["host"]}, phase))
 
-    def _on_trial_end(self, *, trial: Trial, record: TrialRecord, **_: object) -> None:
+    def _on_trial_end(self, *, trial: Trial, record: TrialRecord, kpis: dict[str, float], **_: object) -> None:
         ended = record["ended"] or time.time()
         self.sink.submit([marker_line(self._tags(trial), event="end", t=ended, status=record["status"])])
+        if self._soak and record["status"] == "ok" and record["start_at"] is not None:
+            self.sink.submit(segment_lines(self._tags(trial), kpis, record["start_at"]))
 
     def write_result(self, result: dict[str, Any]) -> None:
-        """The run's final KPIs."""
-        self.sink.submit(kpi_lines(result, time.time()))
+        """The run's final KPIs, and a soak's drift verdicts."""
+        self.sink.submit(kpi_lines(result, time.time()) + (soak_lines(result) if result.get("soak") else []))
 
 
 FINAL_FLUSH_S = 30.0
@@ -114,9 +117,12 @@ def run_lines(store: Store, result: dict[str, Any]) -> list[str]:
         start_at = trials[sample["trial_idx"]]["start_at"]
         return phase_of(sample["t"], sample["dt"], start_at=start_at, warmup=timing.warmup, steady=timing.steady)
 
+    kpis = {t["idx"]: t["kpis"] for t in result["trials"]}
     for idx, trial in trials.items():
         if trial["start_at"] is not None:
             lines.append(marker_line(tags_of(idx), event="start", t=trial["start_at"], status="running"))
+            if result.get("soak") and trial["status"] == "ok":
+                lines += segment_lines(tags_of(idx), kpis.get(idx, {}), trial["start_at"])
         lines.append(
             marker_line(tags_of(idx), event="end", t=trial["ended"] or trial["start_at"], status=trial["status"])
         )
@@ -133,4 +139,5 @@ def run_lines(store: Store, result: dict[str, Any]) -> list[str]:
         lines.append(sample_line(sample, tags, phase(sample)))
     for sample in store.host_samples(run["id"]):
         lines += host_lines(sample, {**tags_of(sample["trial_idx"]), "host": sample["host"]}, phase(sample))
+    lines += soak_lines(result) if result.get("soak") else []
     return lines + kpi_lines(result, run["finished"] or run["created"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.points import soak_lines
 from agent.sink import InfluxConfig, InfluxSink, detect_kind
 from controller.store import Store
 from tests.cluster import Agents, RedisServer, TimeSeriesServer
@@ -131,6 +132,39 @@ def test_the_grafana_dashboards_query_what_a_run_writes(vtax: Vtax, influxd: Tim
         "vtax-compare.json: KPIs per run, metric and condition (mean, 95 % CI, overhead against the baseline)"
     ]
     assert answered["vtax-live.json: variable run"]
+
+    soak = CPU_SPEC.replace("timing: {warmup: 1.5, steady: STEADY, cooldown: 0, lead: 0.3}\nrepetitions: 1\n", "")
+    soak = soak.replace(
+        "conditions: [{name: idle, baseline: true}, {name: loaded}]", "conditions: [{name: idle, baseline: true}]"
+    )
+    done, soaked = vtax.run_json(vtax.spec(soak + "soak: {duration: 6, segment: 3}\n"), "--influx", influxd.url)
+    assert soaked is not None and soaked["soak"]["segments_measured"] == 2, done.stdout + done.stderr
+    answered = dashboard_answers(influxd, soaked["run_id"])
+    assert answered["vtax-live.json: Soak: each segment's KPIs (change points and trends annotated)"]
+    rows = influxd.influxql(
+        f"SELECT value, trial FROM vtax_segment WHERE run = '{soaked['run_id']}' AND metric = 'burn.achieved_pct'"
+    )
+    values = [row[1] for row in rows["results"][0]["series"][0]["values"]]
+    assert values == [t["kpis"]["burn.achieved_pct"] for t in soaked["trials"]]  # each segment's KPI, as stored
+
+
+def test_a_soaks_change_points_and_trends_become_annotations_where_they_start() -> None:
+    drift = {
+        "segments": [0, 1, 2],
+        "change_points": [{"segment": 2, "before": 9.5, "after": 5.1, "pct": -46.3, "p_value": 0.001}],
+        "trend": {"verdict": "decreasing", "p_value": 0.0004, "slope_per_h": -0.2, "pct_per_h": -2.1, "n": 3},
+    }
+    result = {
+        "run_id": "r1",
+        "trials": [{"idx": i, "start_at": 1_800_000_000.0 + 60 * i} for i in range(3)],
+        "soak": {"metrics": {"tcp.throughput_gbps": {"direct": drift}}},
+    }
+    change, trend = soak_lines(result)
+    assert change == (
+        "vtax_soak,condition=direct,kind=change_point,metric=tcp.throughput_gbps,run=r1 "
+        'title="tcp.throughput_gbps (direct): 9.5 → 5.1 (-46 %)" 1800000120000000'
+    )
+    assert 'title="tcp.throughput_gbps (direct) decreasing -2.10 %/h (p = 0.0004)" 1800000000000000' in trend
 
 
 def test_export_backfills_a_run_made_without_influxdb(vtax: Vtax, vm: TimeSeriesServer) -> None:

@@ -13,30 +13,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TypedDict
 
 from agent.wire import HostSample
 from controller.kpis import in_steady, steady_window, trial_kpis
 from controller.spec import Experiment
-from controller.store import Aggregate, HostFacts, SourceFacts, TrialFacts
+from controller.store import Aggregate, HostFacts, SourceFacts, StoredSample, TrialFacts
 from workloads.base import Sample
 from workloads.histogram import merge
 
 
-class _Source(TypedDict):
-    agent: str
-    workload: str
-
-
 def trial_facts(
-    experiment: Experiment, start_at: float, samples: Sequence[Sample | _Source], host: Sequence[HostSample]
+    experiment: Experiment, start_at: float, samples: Sequence[StoredSample], host: Sequence[HostSample]
 ) -> TrialFacts:
     """The facts of one trial that started at `start_at`, from its workload samples (each naming its agent and
     workload) and host counter samples."""
     start, end = steady_window(experiment, start_at)
     by_source: defaultdict[tuple[str, str], list[Sample]] = defaultdict(list)
     for sample in samples:
-        by_source[(sample["agent"], sample["workload"])].append(sample)  # type: ignore[arg-type, typeddict-item]
+        by_source[(sample["agent"], sample["workload"])].append(sample)
     sources: list[SourceFacts] = []
     steady_by_workload: defaultdict[str, list[Sample]] = defaultdict(list)
     for (agent, workload), own in sorted(by_source.items()):
@@ -57,7 +51,7 @@ def trial_facts(
         if any("histogram" in s for s in steady)
     }
     return {
-        "kpis": trial_kpis(experiment, start_at, samples, host),  # type: ignore[arg-type]
+        "kpis": trial_kpis(experiment, start_at, samples, host),
         "sources": sources,
         "histograms": histograms,
         "host": _host_facts(host, start, end),

@@ -475,9 +475,15 @@ class Store:
                 {"run_id": run_id, **{k: trial[k] for k in _TRIAL_COLUMNS}, "reason": redact(trial["reason"])},
             )
 
+    def _stale_facts(self, run_id: str, trial_idx: int) -> None:
+        """A trial's stored facts no longer hold once more is stored of it (vCenter's counters read later by
+        `vtax collect`): the analysis computes them again from what is stored, until they are put again."""
+        self._db.execute("DELETE FROM trial_facts WHERE run_id = ? AND trial_idx = ?", (run_id, trial_idx))
+
     @_kept
     def add_agent_result(self, run_id: str, trial_idx: int, result: AgentResult) -> None:
         with self._transaction():
+            self._stale_facts(run_id, trial_idx)
             self._db.execute(
                 "INSERT INTO agent_results (run_id, trial_idx, agent, workload, status, reason, started_at, ended_at,"
                 " agent_cpu_s, summary_json, start_skew_s, host, agent_rss_mb) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -532,6 +538,7 @@ class Store:
     def add_host_samples(self, run_id: str, trial_idx: int, samples: list[HostSample]) -> None:
         """Host counter samples of a trial, each naming its host."""
         with self._transaction():
+            self._stale_facts(run_id, trial_idx)
             self._db.executemany(
                 "INSERT INTO host_counters VALUES (?,?,?,?,?,?,?)",
                 [

@@ -19,6 +19,8 @@ import psutil
 import pytest
 
 from controller import runloop, sampleblocks
+from controller.facts import trial_facts
+from controller.spec import parse
 from controller.store import Store
 from tests.conftest import Vtax
 from workloads.base import Sample
@@ -226,6 +228,14 @@ def test_a_side_file_names_only_store_writes(tmp_path: Path, vtax: Vtax) -> None
     assert done.returncode == 2 and "not a store write" in done.stderr and "Traceback" not in done.stderr
 
 
+SPEC_FOR_FACTS = """
+name: facts
+agents: [{name: a}, {name: b}, {name: s}]
+conditions: [{name: base, baseline: true}]
+workloads: [{kind: http, agents: [a, b], server: s}]
+"""
+
+
 def test_samples_come_back_from_their_compact_blocks_as_they_were_stored(tmp_path: Path) -> None:
     """A block keeps every sample's times, values (a field some samples lack stays absent) and histogram."""
     rng = random.Random(7)
@@ -250,3 +260,10 @@ def test_samples_come_back_from_their_compact_blocks_as_they_were_stored(tmp_pat
     assert [s["t"] for s in back] == sorted(s["t"] for s in back)  # both agents' samples, in time order
     assert [{k: v for k, v in s.items() if k not in ("trial_idx", "agent", "workload")} for s in back[::2]] == samples
     assert store.samples("r", 4) == [] and len(store.samples("r")) == 600
+
+    # a trial's stored facts go stale when more of it is stored (vCenter's counters, read later)
+    facts = trial_facts(parse(SPEC_FOR_FACTS), back[0]["t"], back, [])
+    store.put_facts("r", 3, facts)
+    assert store.facts("r", 3) == json.loads(json.dumps(facts))
+    store.add_host_samples("r", 3, [{"t": back[0]["t"], "dt": 20.0, "host": "esx1", "values": {"host.cpu_pct": 5.0}}])
+    assert store.facts("r", 3) is None

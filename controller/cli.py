@@ -94,7 +94,7 @@ def _engine(experiment: spec_module.Experiment, broker: str | None, influx: Infl
             check_broker(broker)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        return CeleryEngine(broker, [a.name for a in experiment.agents])
+        return CeleryEngine(broker, [a.name for a in experiment.agents], lost_after=experiment.agent_lost_after)
     return EmbeddedEngine.for_experiment(experiment, influx)
 
 

@@ -504,6 +504,13 @@ class Experiment(Strict):
     on_agent_loss: Literal["continue", "abort"] = Field(
         "continue", description="when an agent dies mid-trial: store the trial as incomplete and go on, or abort"
     )
+    agent_lost_after: float = Field(
+        10.0,
+        ge=5,
+        le=600,
+        description="seconds without a heartbeat (agents beat every 2 s) before the controller counts a "
+        "distributed agent lost and fails what it waits for from it",
+    )
     rejoin_timeout: float = Field(
         60.0,
         ge=0,

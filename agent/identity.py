@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import ipaddress
 import os
 import platform
@@ -38,6 +37,8 @@ def _addresses() -> list[str]:
 
 
 def _version(distribution: str) -> str | None:
+    import importlib.metadata  # 50 ms: only when a run reports its versions, not at every command's start
+
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:

@@ -4,7 +4,6 @@ placement), and passes them to the run loop, which knows none of them."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.resources
 import json
 import re
@@ -59,6 +58,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        import importlib.metadata  # 50 ms: only when asked
+
         console.print(f"vtax {importlib.metadata.version('vtax')}")
         raise typer.Exit()
 

@@ -39,7 +39,7 @@ from workloads.base import (
     netloc,
     parse_host_port,
 )
-from workloads.http_target import SIZES
+from workloads.objects import SIZES
 from workloads.serving import start_server
 
 KIND = "http"

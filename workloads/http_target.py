@@ -22,7 +22,7 @@ import time
 
 import psutil
 
-SIZES = {"1k": 1024, "16k": 16 * 1024, "64k": 64 * 1024, "256k": 256 * 1024}
+from workloads.objects import SIZES
 
 
 def _response(body: bytes, *, close: bool, content_type: bytes = b"application/octet-stream") -> bytes:

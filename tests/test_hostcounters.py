@@ -153,7 +153,7 @@ def test_the_task_samples_every_second_and_stops_on_cancel_and_at_the_deadline()
     assert len(done["samples"]) == 2 and streamed == done["samples"]
     first = done["samples"][0]
     assert first["t"] == pytest.approx(start_at, abs=0.05) and first["dt"] == pytest.approx(1.0, abs=0.05)
-    names = {"host.cpu_pct", "host.softirq_pct", "host.ctx_switches_per_s", "host.cpu_max_core_pct"}
+    names = {"host.cpu_pct", "host.softirq_pct", "host.ctx_switches_per_s", "host.cpu_max_core_pct", "host.mem_used_mb"}
     assert set(first["values"]) == names
     assert len(first["per_core"]["cpu_pct"]) == psutil.cpu_count() and "lo" in first["net"]
     assert first["values"]["host.cpu_max_core_pct"] == max(first["per_core"]["cpu_pct"])

@@ -124,7 +124,14 @@ def test_secrets_are_never_printed_and_bad_settings_name_the_field(vtax: Vtax, v
 
 
 def test_the_grafana_dashboards_query_what_a_run_writes(vtax: Vtax, influxd: TimeSeriesServer) -> None:
-    result = _run(vtax, influxd.url)
+    """A soak of two segments writes what every panel of a run asks for (host CPU, trial markers, the final
+    KPIs), and what the soak row does: each segment's KPIs as stored."""
+    soak = CPU_SPEC.replace("timing: {warmup: 1.5, steady: STEADY, cooldown: 0, lead: 0.3}\nrepetitions: 1\n", "")
+    soak = soak.replace(
+        "conditions: [{name: idle, baseline: true}, {name: loaded}]", "conditions: [{name: idle, baseline: true}]"
+    )
+    done, result = vtax.run_json(vtax.spec(soak + "soak: {duration: 6, segment: 3}\n"), "--influx", influxd.url)
+    assert result is not None and result["soak"]["segments_measured"] == 2, done.stdout + done.stderr
     answered = dashboard_answers(influxd, result["run_id"])
     assert answered["vtax-live.json: Host CPU"]
     assert answered["vtax-live.json: annotation trials"]
@@ -132,20 +139,12 @@ def test_the_grafana_dashboards_query_what_a_run_writes(vtax: Vtax, influxd: Tim
         "vtax-compare.json: KPIs per run, metric and condition (mean, 95 % CI, overhead against the baseline)"
     ]
     assert answered["vtax-live.json: variable run"]
-
-    soak = CPU_SPEC.replace("timing: {warmup: 1.5, steady: STEADY, cooldown: 0, lead: 0.3}\nrepetitions: 1\n", "")
-    soak = soak.replace(
-        "conditions: [{name: idle, baseline: true}, {name: loaded}]", "conditions: [{name: idle, baseline: true}]"
-    )
-    done, soaked = vtax.run_json(vtax.spec(soak + "soak: {duration: 6, segment: 3}\n"), "--influx", influxd.url)
-    assert soaked is not None and soaked["soak"]["segments_measured"] == 2, done.stdout + done.stderr
-    answered = dashboard_answers(influxd, soaked["run_id"])
     assert answered["vtax-live.json: Soak: each segment's KPIs (change points and trends annotated)"]
     rows = influxd.influxql(
-        f"SELECT value, trial FROM vtax_segment WHERE run = '{soaked['run_id']}' AND metric = 'burn.achieved_pct'"
+        f"SELECT value, trial FROM vtax_segment WHERE run = '{result['run_id']}' AND metric = 'burn.achieved_pct'"
     )
     values = [row[1] for row in rows["results"][0]["series"][0]["values"]]
-    assert values == [t["kpis"]["burn.achieved_pct"] for t in soaked["trials"]]  # each segment's KPI, as stored
+    assert values == [t["kpis"]["burn.achieved_pct"] for t in result["trials"]]  # each segment's KPI, as stored
 
 
 def test_a_soaks_change_points_and_trends_become_annotations_where_they_start() -> None:

@@ -8,9 +8,10 @@
   found a 10 % fall over 30 segments in 11 % of series, this in 79 %.
 - **Change points**: binary segmentation on the level, each split judged against simulated AR(1) noise with
   the series' own autocorrelation, its strength measured both against the noise within its two sides and
-  against the noise about their own best splits too (so a dip that recovers is found). Written here because the libraries do not give this: `ruptures` gives no
-  significance, and E-Divisive's permutation test (Otava, signal-processing-algorithms) treats segments as
-  exchangeable, so bursty noise (φ = 0.5) made a third of trend-free series "change" (tests/test_drift.py).
+  against the noise about their own best splits too (so a dip that recovers is found). Written here because
+  the libraries do not give this: `ruptures` gives no significance, and E-Divisive's permutation test (Otava,
+  signal-processing-algorithms) treats segments as exchangeable, so bursty noise (φ = 0.5) made a third of
+  trend-free series "change" (tests/test_drift.py).
 - **Growth** (process or VM memory): Sen's slope in MB/h and the end against the first hour.
 
 Sen's slope is scipy's Theil-Sen estimator over the segments' times, so a condition that takes turns with

@@ -120,7 +120,8 @@ def analyse_values(store: Store, run_id: str) -> tuple[dict[str, Any], Values]:
     metrics = _metrics(experiment, values, names, baseline, dict.fromkeys(names, run_id if side_by_side else None))
     modelled = consolidation(experiment.profile, metrics) if experiment.profile is not None else None
     validity += condition_issues(experiment, metrics)
-    validity += _outlier_issues(values, trial_of)
+    if experiment.soak is None:  # a soak's segments are not repetitions: its change points say where it moved
+        validity += _outlier_issues(values, trial_of)
     validity += appliance_issues(experiment, hosts)
     validity += clock_issues(experiment, clocks)
     soak = None

@@ -110,11 +110,13 @@ def new_run_id() -> str:
 @dataclasses.dataclass
 class SegmentRun:
     """How a soak runs one segment: its start (None: as soon as it is ready), whether its condition's turn
-    begins or ends with it (its hooks), and where it tells the start it took."""
+    begins or ends with it (its hooks), the timed hooks a resumed soak runs again after the setup (`replay`),
+    and where it tells the start it took."""
 
     start_at: float | None
     setup: bool
     teardown: bool
+    replay: list[Hook] = dataclasses.field(default_factory=list)
     started: Future[float] = dataclasses.field(default_factory=Future)
 
 
@@ -242,12 +244,19 @@ class RunLoop:
                     self._rejoin()
                     if start_at is not None:
                         time.sleep(max(0.0, start_at - self.experiment.lead - SOAK_PREPARE_S - time.time()))
-                    segment = SegmentRun(start_at=start_at, setup=setup, teardown=teardown)
+                    segment = SegmentRun(
+                        start_at=start_at,
+                        setup=setup,
+                        teardown=teardown,
+                        replay=self._replayed(trial) if k == 0 else [],
+                    )
                     in_flight.append(pool.submit(self._trial, trial, len(plan), flows, segment=segment))
                     wait([segment.started, in_flight[-1]], return_when=FIRST_COMPLETED)
                     started = segment.started.result() if segment.started.done() else None  # None: it failed
                     start_at = started + length if started is not None else None
-                    timed = [hook for event in soak.at if event.segment == k + 1 for hook in event.run]
+                    timed = [
+                        hook for event in soak.at if event.segment == (trial.segment or 0) + 1 for hook in event.run
+                    ]
                     if timed and started is not None:
                         timer = threading.Timer(started - time.time(), self._soak_event, (trial, timed))
                         timer.start()
@@ -263,6 +272,15 @@ class RunLoop:
             finally:
                 for timer in timers:
                     timer.join()
+
+    def _replayed(self, trial: Trial) -> list[Hook]:
+        """A resumed soak's timed hooks of the segments before `trial`, its first: run again after its setup,
+        so what they changed (a shaper stepped down) holds again as it did before the controller went."""
+        if self.resume is None or self.experiment.soak is None:
+            return []
+        return [
+            hook for event in self.experiment.soak.at if event.segment <= (trial.segment or 0) for hook in event.run
+        ]
 
     def _hooks(self, trial: Trial, hooks: list[Hook], stage: str) -> None:
         """Run hooks for a trial with the run's VTAX_* variables; each run is stored and shown."""
@@ -584,6 +602,8 @@ class RunLoop:
         try:
             if segment is None or segment.setup:
                 hooks("setup")
+            if segment is not None and segment.replay:
+                self._hooks(trial, segment.replay, "soak")
             with self._serving(condition, flows) as targets:
                 start_at = (segment.start_at if segment is not None else None) or time.time() + self.experiment.lead
                 if segment is not None:

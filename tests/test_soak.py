@@ -256,3 +256,22 @@ def test_an_sla_window_outside_a_soak_or_its_span_is_refused() -> None:
         with pytest.raises(SpecError) as refused:
             parse(spec, "windows.yaml")
         assert "sla.web." in str(refused.value) and ".window" in str(refused.value) and says in str(refused.value)
+
+
+def test_a_resumed_soak_replays_the_timed_hooks_of_the_segments_before_it(tmp_path: Path) -> None:
+    """Resumed at segment 7 (index 6): the hooks of segments 3 and 5 run again after the setup, so what they
+    changed holds again; segment 9's is still to come, and a soak that is not resumed replays nothing."""
+    from controller.engine import EmbeddedEngine
+    from controller.plan import soak_plan
+    from controller.runloop import RunLoop
+
+    spec = SOAK.replace("SECONDS", "30").replace("SEGMENT_S", "3") + (
+        "  at:\n    - {segment: 3, run: ['echo three']}\n    - {segment: 5, run: ['echo five']}\n"
+        "    - {segment: 9, run: ['echo nine']}\n"
+    )
+    experiment = parse(spec, "soak.yaml")
+    loop = RunLoop(experiment, store=Store(tmp_path / "s.db"), engine=EmbeddedEngine({}), spec_path=None, resume="r")
+    left = soak_plan(experiment)[6:]
+    assert loop._replayed(left[0]) == ["echo three", "echo five"]
+    fresh = RunLoop(experiment, store=Store(tmp_path / "s.db"), engine=EmbeddedEngine({}), spec_path=None)
+    assert fresh._replayed(left[0]) == []

@@ -55,7 +55,6 @@ def trial_facts(
         "sources": sources,
         "histograms": histograms,
         "host": _host_facts(host, start, end),
-        "samples": len(samples),
     }
 
 

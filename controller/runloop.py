@@ -53,7 +53,7 @@ from controller.search import (
     per_stream_bitrate,
 )
 from controller.spec import ConditionSpec, Experiment, Hook, SearchSpec, TilesSpec
-from controller.store import RunIdTaken, Store, StoredSample, StoreFailed
+from controller.store import RunIdTaken, Store, StoredSample, StoreFailed, TrialFacts
 from controller.tiles import TileStep, bounds, judge_tiles, per_tile, tiles_that_fit
 from controller.topology import AgentInfo, Flow, expand, tile_flows
 from workloads.base import Target
@@ -428,22 +428,16 @@ class RunLoop:
             results = [k["result"] for k in found]
             if trial is None or not any(r["samples"] for r in results):  # its load had not begun: it runs again
                 continue
-            for result in results:
-                self.store.add_agent_result(self.run_id, idx, result)
             start_at = found[0]["start_at"]
-            samples: list[StoredSample] = [
-                {**s, "trial_idx": idx, "agent": r["agent"], "workload": r["workload"]}
-                for r in results
-                for s in r["samples"]
-            ]
-            self.store.put_facts(self.run_id, idx, trial_facts(self.experiment, start_at, samples, []))
+            self._store_results(idx, start_at, results, [])
             status, reason = _recovered_status(results, len(flows))
             self.store.add_trial(self.run_id, {
                 "idx": idx, "condition": trial.condition, "repetition": trial.repetition, "status": status,
                 "reason": reason, "start_at": start_at, "deadline": found[0]["deadline"],
                 "ended": max((r.get("ended_at") or start_at) for r in results),
             })  # fmt: skip
-            self.events.segment_recovered.fire(trial=trial, status=status, samples=len(samples))
+            samples = sum(len(r["samples"]) for r in results)
+            self.events.segment_recovered.fire(trial=trial, status=status, samples=samples)
             recovered.add(idx)
         return [trial for trial in plan if trial.index not in recovered]
 
@@ -692,26 +686,26 @@ class RunLoop:
         finally:
             for end in ends:
                 end()
+        with self._host_lock:
+            host = self._open_host.pop(trial.index, [])
+        kpis = self._store_results(trial.index, start_at, results, host)["kpis"]
+        status, reason = _status_of(results)
+        return status, reason, kpis, results
+
+    def _store_results(
+        self, idx: int, start_at: float, results: list[AgentResult], host: list[HostSample]
+    ) -> TrialFacts:
+        """A trial's agent results stored, and its facts computed from them and its host counters, and stored."""
         for result in results:
-            self.store.add_agent_result(self.run_id, trial.index, result)
+            self.store.add_agent_result(self.run_id, idx, result)
         samples: list[StoredSample] = [
-            {**s, "trial_idx": trial.index, "agent": r["agent"], "workload": r["workload"]}
+            {**s, "trial_idx": idx, "agent": r["agent"], "workload": r["workload"]}
             for r in results
             for s in r["samples"]
         ]
-        with self._host_lock:
-            host = self._open_host.pop(trial.index, [])
         facts = trial_facts(self.experiment, start_at, samples, host)
-        self.store.put_facts(self.run_id, trial.index, facts)
-        kpis = facts["kpis"]
-        failed = sorted(
-            (r for r in results if r["status"] != "ok"), key=lambda r: list(_TRIAL_STATUS).index(r["status"])
-        )
-        if failed:
-            worst = failed[0]
-            reason = f"{worst['workload']} on {worst['agent']}: {worst['reason']}"
-            return _TRIAL_STATUS[worst["status"]], reason, kpis, results
-        return "ok", "", kpis, results
+        self.store.put_facts(self.run_id, idx, facts)
+        return facts
 
     def _record_host(self, trial: Trial, start_at: float, samples: list[HostSample]) -> None:
         """A source's record of a trial's host counters: stored, and in the trial's KPIs. Counters that arrive
@@ -856,13 +850,19 @@ def _recovered_status(results: list[AgentResult], flows: int) -> tuple[str, str]
     """A recovered segment's status: ok when every load task ran to its end; cut_short (a warning, the segment
     left out of the statistics, its samples stored) when the controller's going stopped some of them; else as a
     segment's failure would be."""
-    failed = [r for r in results if r["status"] != "ok"]
-    if any(r["status"] == "lost" and r["reason"] == kept.STOPPED for r in failed):
+    if any(r["status"] == "lost" and r["reason"] == kept.STOPPED for r in results):
         return "cut_short", f"its controller was gone before it ended: {kept.STOPPED}"
-    if failed:
-        return _TRIAL_STATUS[
-            failed[0]["status"]
-        ], f"{failed[0]['workload']} on {failed[0]['agent']}: {failed[0]['reason']}"
-    if len(results) < flows:
+    status, reason = _status_of(results)
+    if status == "ok" and len(results) < flows:
         return "incomplete", f"{flows - len(results)} of {flows} load tasks were not kept by their agents"
-    return "ok", ""
+    return status, reason
+
+
+def _status_of(results: list[AgentResult]) -> tuple[str, str]:
+    """A trial's status and reason from its agents' results: the worst status any of them had, ok if none
+    failed."""
+    failed = sorted((r for r in results if r["status"] != "ok"), key=lambda r: list(_TRIAL_STATUS).index(r["status"]))
+    if not failed:
+        return "ok", ""
+    worst = failed[0]
+    return _TRIAL_STATUS[worst["status"]], f"{worst['workload']} on {worst['agent']}: {worst['reason']}"

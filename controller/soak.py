@@ -91,7 +91,7 @@ def soak_result(
     memory = _memory(results, start_of, origin)
     host_memory = _host_memory(measured, origin)
     grown = {f"agent {agent}": found for agent, found in memory.items()} | host_memory
-    checks = _checks(soak, metrics, grown) + _window_checks(experiment, measured, histograms, origin)
+    checks = _checks(soak, metrics, grown) + _window_checks(experiment, measured, conditions, histograms, origin)
     return {
         "duration_s": soak.duration,
         "segment_s": soak.segment,
@@ -198,13 +198,16 @@ def _checks(soak: SoakSpec, metrics: dict[str, dict[str, MetricDrift]], memory: 
 
 
 def _window_checks(
-    experiment: Experiment, measured: list[dict[str, Any]], histograms: dict[int, dict[str, Histogram]], origin: float
+    experiment: Experiment,
+    measured: list[dict[str, Any]],
+    conditions: list[str],
+    histograms: dict[int, dict[str, Histogram]],
+    origin: float,
 ) -> list[SoakCheck]:
     """SLA rules with a `window`: their min and max held by each window of segments (of each condition), the
     windows counted from the soak's start. A window's percentile comes from its segments' histograms merged,
     any other metric is the mean of its segments' values (they are equally long)."""
     checks: list[SoakCheck] = []
-    conditions = list(dict.fromkeys(t["condition"] for t in measured))
     for name, rule in experiment.sla.items():
         if rule.window is None:
             continue

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal, NotRequired, ParamSpec, TypedDict
+from typing import Any, Literal, ParamSpec, TypedDict
 
 import psutil
 
@@ -240,7 +240,6 @@ class TrialFacts(TypedDict):
     sources: list[SourceFacts]
     histograms: dict[str, Histogram]  # per workload label: its agents' steady samples merged
     host: HostFacts
-    samples: NotRequired[int]  # how many workload samples they were computed from
 
 
 class Flag(TypedDict):

@@ -53,6 +53,7 @@ def identity(
     address: str | None,
     vm_uuid: str | None = None,
     max_tasks: int | None = None,
+    signed: bool = False,
 ) -> AgentIdentity:
     """A JSON-able description of this agent and the machine it runs on; `address` defaults to the first one,
     `vm_uuid` to the BIOS UUID this machine reports."""
@@ -68,6 +69,7 @@ def identity(
         "pid": os.getpid(),
         "started": time.time(),
         "max_tasks": max_tasks,
+        "signed": signed,
     }
 
 

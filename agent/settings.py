@@ -5,13 +5,14 @@ the sink that writes, so that what only passes the settings on need not load the
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from agent.urls import check_http
+from agent.urls import check_broker, check_http, without_credentials
 
 Settings = TypeVar("Settings", bound=BaseModel)
 
@@ -93,4 +94,77 @@ def load_config(url: str | None, config_file: Path | None) -> InfluxConfig | Non
     """From a YAML file, then VTAX_INFLUX_<FIELD> environment variables, then the URL flag; None without a URL."""
     return load_settings(
         InfluxConfig, env_prefix="VTAX_INFLUX_", config_file=config_file, flags={"url": url}, what="InfluxDB settings"
+    )
+
+
+# The files of one side's directory as `vtax certs init` writes them (controller/ or agent/): the CA that signed
+# the broker's TLS certificate, this side's key and certificate (its TLS client certificate; the controller's also
+# signs every task), and, on an agent, the controllers' certificates whose signatures it accepts.
+CA_FILE, CERT_FILE, KEY_FILE, TRUSTED_DIR = "ca.crt", "vtax.crt", "vtax.key", "trusted"
+
+
+class BrokerConfig(BaseModel):
+    """How to reach the distributed engine's Redis and how tasks on it are signed.
+
+    A password in the URL is taken out of it here, so the URL is safe to show; it is best given as
+    VTAX_BROKER_PASSWORD (from a file only root reads), never on a command line, where `ps` shows it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="redis://HOST:PORT/DB, or rediss:// for TLS")
+    username: str | None = Field(None, description="Redis ACL user (default: Redis' `default` user)")
+    password: SecretStr | None = Field(None, description="that user's password")
+    certs: Path | None = Field(
+        None,
+        description="the directory `vtax certs init` made for this side (DIR/controller or DIR/agent): TLS trust, "
+        "client certificate and task signing; without it, tasks travel unsigned",
+    )
+    prefix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.:-]{0,64}$",
+        description="prefix of every Redis key and queue, so that several vtax installations share one Redis",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        return check_broker(value)
+
+    @model_validator(mode="after")
+    def _credentials_out_of_the_url(self) -> BrokerConfig:
+        parsed = urllib.parse.urlsplit(self.url)
+        if parsed.username or parsed.password:
+            self.username = self.username or urllib.parse.unquote(parsed.username or "") or None
+            if self.password is None and parsed.password is not None:
+                self.password = SecretStr(urllib.parse.unquote(parsed.password))
+            self.url = without_credentials(self.url)
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("rediss://")
+
+    def certs_file(self, name: str) -> Path | None:
+        """One file of the certificate directory, None without one."""
+        return None if self.certs is None else self.certs / name
+
+    def url_with_credentials(self) -> str:
+        """The URL kombu connects with: the user and password put back. Never shown, logged or stored."""
+        if self.username is None and self.password is None:
+            return self.url
+        parsed = urllib.parse.urlsplit(self.url)
+        user = urllib.parse.quote(self.username or "", safe="")
+        secret = urllib.parse.quote(self.password.get_secret_value(), safe="") if self.password else ""
+        return urllib.parse.urlunsplit(parsed._replace(netloc=f"{user}:{secret}@{parsed.netloc}"))
+
+
+def load_broker(url: str | None, config_file: Path | None = None, **flags: Any) -> BrokerConfig | None:
+    """From a YAML file, then VTAX_BROKER_<FIELD> environment variables, then the flags; None without a URL."""
+    return load_settings(
+        BrokerConfig,
+        env_prefix="VTAX_BROKER_",
+        config_file=config_file,
+        flags={"url": url, **flags},
+        what="broker settings",
     )

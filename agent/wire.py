@@ -132,6 +132,7 @@ class AgentIdentity(MachineInfo):
     pid: int
     started: float
     max_tasks: NotRequired[int | None]  # load tasks its process runs at once, shared by its names
+    signed: NotRequired[bool]  # it runs only tasks signed by a controller certificate it trusts
     heartbeat: NotRequired[float]  # when this value was written (agent clock)
     sink: NotRequired[SinkStats | None]
 

@@ -2,6 +2,10 @@
 
 It registers its identity under `vtax:agent:<name>` and refreshes it every 2 s (the heartbeat). Tasks run
 in a thread pool: they mostly wait on child processes, and one agent must serve and load at once.
+
+A message it must not run (unsigned, signed by a certificate it does not trust, of another content type, the
+same request a second time, a reply list that is not a controller's) is refused with one log line naming
+what the message claims about its origin, and the agent goes on.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from celery.exceptions import SecurityError
+from celery.worker.consumer import Consumer
+from kombu.exceptions import ContentDisallowed, DecodeError
 
-from agent.broker import AGENT_KEY, CANCEL_KEY, HEARTBEAT_S, HEARTBEAT_TTL_S, make_app, queue_for
+from agent.broker import HEARTBEAT_S, HEARTBEAT_TTL_S, Keys, make_app, queue_for, redis_client
 from agent.edge import AgentHost, TaskSlots, execute
 from agent.identity import identity
 from agent.kept import Kept
 from agent.safety import Allowlist
-from agent.settings import DEFAULT_TASK_SLOTS, kept_dir
+from agent.settings import DEFAULT_TASK_SLOTS, BrokerConfig, kept_dir
 from agent.sink import InfluxConfig, InfluxSink
 from agent.wire import TASK_NAMES, AgentIdentity, Message, Request, TaskRequest
 
@@ -36,8 +43,9 @@ CONTROL_THREADS = 8  # threads beyond the load tasks' for pings, serve and end_t
 class BrokerLink:
     """This agent's Redis connection: replies that survive a broker restart, cancel flags, heartbeats."""
 
-    def __init__(self, url: str) -> None:
-        self.redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    def __init__(self, config: BrokerConfig) -> None:
+        self.redis = redis_client(config, "agent")
+        self.keys = Keys(config.prefix)
         self._cancel_cache: dict[str, tuple[float, bool]] = {}
 
     def send(self, reply_to: str, message: Message) -> None:
@@ -63,7 +71,7 @@ class BrokerLink:
         checked, value = self._cancel_cache.get(run_id, (0.0, False))
         if time.monotonic() - checked >= 0.25:
             try:
-                value = bool(self.redis.exists(CANCEL_KEY.format(run_id=run_id)))
+                value = bool(self.redis.exists(self.keys.cancel(run_id)))
             except redis.RedisError:
                 value = False  # the deadline still stops the load if the broker is gone
             self._cancel_cache[run_id] = (time.monotonic(), value)
@@ -72,7 +80,7 @@ class BrokerLink:
     def heartbeat_forever(
         self, name: str, ident: AgentIdentity, stop: threading.Event, sink: InfluxSink | None = None
     ) -> None:
-        key = AGENT_KEY.format(name=name)
+        key = self.keys.agent(name)
         while not stop.is_set():
             beat: AgentIdentity = {**ident, "heartbeat": time.time(), "sink": sink.stats() if sink else None}
             try:
@@ -86,7 +94,7 @@ class BrokerLink:
 
 def run_agent(
     *,
-    broker: str,
+    broker: BrokerConfig,
     names: list[str],
     zone: str | None,
     allow: list[str],
@@ -119,9 +127,10 @@ def run_agent(
         )
         for name in names
     }
-    app = make_app(broker)
+    app = make_app(broker, "agent")
+    seen = SeenRequests()
     for task_name in TASK_NAMES:
-        _register_task(app, task_name, hosts, link)
+        _register_task(app, task_name, hosts, link, seen)
     stop = threading.Event()
     allowed = [str(n) for n in allowlist.networks]
     beats = [
@@ -129,7 +138,15 @@ def run_agent(
             target=link.heartbeat_forever,
             args=(
                 name,
-                identity(name=name, zone=zone, allow=allowed, address=address, vm_uuid=vm_uuid, max_tasks=concurrency),
+                identity(
+                    name=name,
+                    zone=zone,
+                    allow=allowed,
+                    address=address,
+                    vm_uuid=vm_uuid,
+                    max_tasks=concurrency,
+                    signed=broker.certs is not None,
+                ),
                 stop,
                 sink,
             ),
@@ -141,6 +158,11 @@ def run_agent(
     for beat in beats:
         beat.start()
     log.info("agent %s serving %d queue(s) (allow %s)", names[0], len(names), allowlist)
+    if broker.certs is None:
+        log.warning(
+            "tasks are not signed: anyone who can write to the broker can make this agent send load within its "
+            "allowlist (see docs/how-to/secure-deployment.md)"
+        )
     worker = app.Worker(
         queues=[queue_for(name) for name in names],
         pool="threads",
@@ -149,6 +171,8 @@ def run_agent(
         loglevel="INFO",
         without_gossip=True,
         without_mingle=True,
+        without_heartbeat=True,  # Celery's own heartbeat is a pub/sub event; ours is the key above
+        consumer_cls=RefusingConsumer,
     )
     try:
         worker.start()
@@ -161,12 +185,77 @@ def run_agent(
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _register_task(app: Any, task_name: str, hosts: dict[str, AgentHost], link: BrokerLink) -> None:
+class RefusingConsumer(Consumer):
+    """Celery's consumer, with a message that cannot be decoded or verified refused in one log line, never a
+    traceback and never the end of the consumer."""
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        handle = super().create_task_handler(*args, **kwargs)
+
+        def refusing(message: Any) -> Any:
+            try:
+                return handle(message)
+            except (SecurityError, ContentDisallowed, DecodeError) as exc:
+                return self.on_decode_error(message, exc)
+
+        return refusing
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        if isinstance(exc, ContentDisallowed):  # unsigned where signatures are required, or pickle and the like
+            self.on_decode_error(message, exc)
+        else:
+            super().on_invalid_task(body, message, exc)
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        log.error(
+            "refused a message (%s: %s): task %s, id %s, claimed origin %s, content type %s",
+            "unsigned or of another content type" if isinstance(exc, ContentDisallowed) else "bad signature",
+            exc,
+            headers.get("task"),
+            headers.get("id"),
+            headers.get("origin"),
+            message.content_type,
+        )
+        message.ack()
+
+
+class SeenRequests:
+    """Requests this agent has taken, by reply list and id, until their deadline: the same message put on
+    the queue again (a replay by someone who can write to the broker) runs nothing a second time."""
+
+    def __init__(self) -> None:
+        self._until: dict[tuple[str, int], float] = {}
+        self._lock = threading.Lock()
+
+    def first_time(self, reply_to: str, request_id: int, deadline: float) -> bool:
+        now = time.time()
+        with self._lock:
+            if len(self._until) > 10_000:
+                self._until = {key: until for key, until in self._until.items() if until > now}
+            if (reply_to, request_id) in self._until:
+                return False
+            self._until[(reply_to, request_id)] = max(deadline, now + 3600)
+            return True
+
+
+def _register_task(app: Any, task_name: str, hosts: dict[str, AgentHost], link: BrokerLink, seen: SeenRequests) -> None:
     def run(*, id: int, agent: str, reply_to: str, kwargs: TaskRequest, clock_offset: float = 0.0) -> None:
         """The Celery task: its arguments are a wire.CeleryRequest."""
         host = hosts.get(agent)
         if host is None:
             log.error("request %s for agent %r, which this worker is not; ignored", id, agent)
+            return
+        if not link.keys.is_reply_list(reply_to):
+            log.error(
+                "request %s (%s) names %r as its reply list, which no controller does; refused", id, task_name, reply_to
+            )
+            return
+        deadline = kwargs.get("deadline") if isinstance(kwargs, dict) else None
+        if not seen.first_time(
+            reply_to, id, float(deadline) + clock_offset if isinstance(deadline, float | int) else 0.0
+        ):
+            log.error("request %s (%s) on %s arrived a second time (a replay?); refused", id, task_name, reply_to)
             return
         request: Request = {"id": id, "task": task_name, "kwargs": kwargs, "clock_offset": clock_offset}
         execute(request, host, lambda message: link.send(reply_to, message))

@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent.broker import Keys
+from agent.settings import BrokerConfig
+from controller import certs
 from controller.distributed import list_agents, wait_for_broker
 from controller.lab.netns import agent_command, redis_command
 from controller.spec import Experiment, parse
@@ -33,32 +36,46 @@ def noop_experiment(name: str, agents: list[str], *, steady: float, lead: float,
 
 
 @contextmanager
-def local_cluster(workers: list[list[str]]) -> Iterator[str]:
-    """Start redis-server on a free loopback port and one `vtax agent` process per list of names."""
+def local_cluster(workers: list[list[str]], *, secure: bool = False) -> Iterator[BrokerConfig]:
+    """Start redis-server on a free loopback port and one `vtax agent` process per list of names; with
+    `secure`, set up as the secure-deployment guide says (TLS, ACL users, signed tasks). Yields the
+    controller's broker settings."""
     program = shutil.which("redis-server")
     if program is None:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    url = f"redis://127.0.0.1:{port}/0"
     logs = Path(tempfile.mkdtemp(prefix="vtax-bench-"))
-    procs = [subprocess.Popen(redis_command(program, "127.0.0.1", port), stdout=subprocess.DEVNULL)]
+    url = f"{'rediss' if secure else 'redis'}://127.0.0.1:{port}/0"
+    config, agent_env = None, {}
+    controller = BrokerConfig(url=url)
+    if secure:
+        certs.init(logs / "certs", hosts=["127.0.0.1"], broker_url=url, port=port)
+        config = logs / "certs" / "redis" / "redis-tls.conf"
+        agent_env = certs.read_env(logs / "certs" / "agent" / "broker.env")
+        side = certs.read_env(logs / "certs" / "controller" / "broker.env")
+        controller = BrokerConfig(
+            url=url, username=side["VTAX_BROKER_USERNAME"], password=side["VTAX_BROKER_PASSWORD"],
+            certs=Path(side["VTAX_BROKER_CERTS"]),
+        )  # fmt: skip
+    procs = [subprocess.Popen(redis_command(program, "127.0.0.1", port, config), stdout=subprocess.DEVNULL)]
     try:
-        client = wait_for_broker(url)
+        client = wait_for_broker(controller)
         for i, names in enumerate(workers):
             cmd = agent_command(url, names[0], zone="bench", allow=["127.0.0.0/8"], address="127.0.0.1")
             for name in names[1:]:
                 cmd += ["--name", name]
             with (logs / f"worker{i}.log").open("wb") as log:
-                procs.append(subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True))
+                env = {**os.environ, **agent_env}
+                procs.append(subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, env=env))
         expected = sum(len(names) for names in workers)
         give_up = time.monotonic() + 120
-        while len(list_agents(client)) < expected:
+        while len(list_agents(client, Keys())) < expected:
             if time.monotonic() > give_up:
                 raise SystemExit(f"agents did not register; logs in {logs}")
             time.sleep(0.2)
-        yield url
+        yield controller
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:

@@ -19,17 +19,20 @@ import typer
 from rich.table import Table
 
 from agent.settings import DEFAULT_TASK_SLOTS
-from agent.urls import check_broker, redact
+from agent.urls import redact
 from controller import spec as spec_module
 from controller.errors import InfrastructureError, InputError, VtaxError
 from controller.lab.cli import lab_app
 from controller.options import (
+    AsJsonOption,
+    BrokerCertsOption,
     BrokerOption,
     InfluxConfigOption,
     InfluxOption,
     JsonOption,
     StoreOption,
     VerboseOption,
+    broker_settings,
     check_writable,
     console,
     errors,
@@ -41,7 +44,7 @@ from controller.vsphere import cli as vsphere_cli
 from workloads.base import LOOPBACK
 
 if TYPE_CHECKING:
-    from agent.settings import InfluxConfig
+    from agent.settings import BrokerConfig, InfluxConfig
     from controller.engine import Engine
     from controller.vsphere.session import Vsphere
 
@@ -80,7 +83,7 @@ def _main(
 INTERRUPTED = 130
 
 
-def _engine(experiment: spec_module.Experiment, broker: str | None, influx: InfluxConfig | None) -> Engine:
+def _engine(experiment: spec_module.Experiment, broker: BrokerConfig | None, influx: InfluxConfig | None) -> Engine:
     from controller.distributed import CeleryEngine
     from controller.engine import EmbeddedEngine
 
@@ -91,10 +94,6 @@ def _engine(experiment: spec_module.Experiment, broker: str | None, influx: Infl
                 f"condition {relayed[0]!r}: the built-in relay runs on the controller's loopback and serves only "
                 "the embedded engine; with --broker, put a real appliance in the path with setup hooks"
             )
-        try:
-            check_broker(broker)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
         return CeleryEngine(broker, [a.name for a in experiment.agents], lost_after=experiment.agent_lost_after)
     return EmbeddedEngine.for_experiment(experiment, influx)
 
@@ -103,7 +102,7 @@ def _measure(
     experiment: spec_module.Experiment,
     spec_path: str | None,
     store_path: str,
-    broker: str | None = None,
+    broker: BrokerConfig | None = None,
     influx: InfluxConfig | None = None,
     vsphere: Vsphere | None = None,
     verbose: bool = False,
@@ -177,7 +176,7 @@ def _execute(
     spec_path: str | None,
     store_path: str,
     json_path: Path | None,
-    broker: str | None = None,
+    broker: BrokerConfig | None = None,
     influx: InfluxConfig | None = None,
     vsphere: Vsphere | None = None,
     verbose: bool = False,
@@ -199,6 +198,7 @@ def run(
     json_path: JsonOption = None,
     store: StoreOption = DEFAULT_PATH,
     broker: BrokerOption = None,
+    broker_certs: BrokerCertsOption = None,
     influx: InfluxOption = None,
     influx_config: InfluxConfigOption = None,
     verbose: VerboseOption = False,
@@ -224,7 +224,7 @@ def run(
             spec_path,
             store,
             json_path,
-            broker,
+            broker_settings(broker, broker_certs),
             influx_settings(influx, influx_config),
             vsphere,
             verbose,
@@ -287,6 +287,7 @@ def calibrate(
     json_path: JsonOption = None,
     store: StoreOption = DEFAULT_PATH,
     broker: BrokerOption = None,
+    broker_certs: BrokerCertsOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """The reference test of the test bed without the device (RFC 9411): the spec's baseline as an A/A pair,
@@ -299,7 +300,7 @@ def calibrate(
     check_writable(json_path)
     given = spec_module.load(spec)
     experiment = calibration_experiment(given, repetitions or max(2, given.repetitions), inject_rate)
-    result = _measure(experiment, str(spec), store, broker, None, None, verbose)
+    result = _measure(experiment, str(spec), store, broker_settings(broker, broker_certs), None, None, verbose)
     print_result(console, result)
     found = read_calibration(result, experiment, inject_rate)
     for line in calibration_text(found):
@@ -597,9 +598,7 @@ def import_(
 
 @app.command()
 def agent(
-    broker: Annotated[
-        str, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL, e.g. redis://10.0.0.5:6379/0")
-    ],
+    broker: BrokerOption,
     name: Annotated[
         list[str],
         typer.Option("--name", envvar="VTAX_AGENT_NAME", help="this agent's name, as specs refer to it (repeatable)"),
@@ -636,6 +635,7 @@ def agent(
             help="load tasks this agent process runs at once (all its --name's together); more are refused",
         ),
     ] = DEFAULT_TASK_SLOTS,
+    broker_certs: BrokerCertsOption = None,
     influx: InfluxOption = None,
     influx_config: InfluxConfigOption = None,
 ) -> None:
@@ -650,10 +650,12 @@ def agent(
         raise InputError(f"--locustfiles: {locustfiles} is not a directory")
     if vm_uuid is not None and not re.fullmatch(r"[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}", vm_uuid):
         raise InputError(f"--vm-uuid: {vm_uuid!r} is not a UUID (8-4-4-4-12 hex digits)")
-    connect(broker)
+    config = broker_settings(broker, broker_certs)
+    assert config is not None  # --broker is required here
+    connect(config, "agent")
     try:
         run_agent(
-            broker=broker,
+            broker=config,
             names=name,
             zone=zone,
             allow=allow or list(LOOPBACK),
@@ -669,13 +671,16 @@ def agent(
 
 @app.command()
 def agents(
-    broker: Annotated[str, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL")],
+    broker: BrokerOption,
+    broker_certs: BrokerCertsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """List the agents whose heartbeat is current, with their identity."""
-    from controller.distributed import connect, list_agents
+    from controller.distributed import registered_agents
 
-    found = list_agents(connect(broker))
+    config = broker_settings(broker, broker_certs)
+    assert config is not None  # --broker is required here
+    found = registered_agents(config)
     if as_json:
         print(json.dumps(found, indent=2))
         return
@@ -693,9 +698,67 @@ def agents(
             ", ".join(a["allow"]),
             age,
         )
-    console.print(table if found else f"no agents registered with {redact(broker)}")
+    console.print(table if found else f"no agents registered with {config.url}")
 
 
+certs_app = typer.Typer(
+    help="Key material of a secure deployment: TLS for Redis, an ACL user per side, signed tasks.",
+    no_args_is_help=True,
+)
+
+
+@certs_app.command("init")
+def certs_init(
+    directory: Annotated[Path, typer.Argument(help="where to write it: a new or empty directory")],
+    host: Annotated[
+        list[str],
+        typer.Option(
+            "--host", help="the broker's name or address as clients reach it (repeatable): in its certificate"
+        ),
+    ],
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="the broker's TLS port")] = 6380,
+    prefix: Annotated[
+        str, typer.Option("--prefix", help="this installation's key prefix, where several share one Redis")
+    ] = "",
+) -> None:
+    """Make a CA, the broker's TLS certificate, the controller's signing certificate, the agents' trust, a
+    Redis ACL file and each side's environment file (docs/how-to/secure-deployment.md)."""
+    from controller import certs
+
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{0,64}", prefix):
+        raise InputError(f"--prefix: {prefix!r}: expected up to 64 letters, digits, _ . : -")
+    made = certs.init(directory, hosts=host, prefix=prefix, broker_url=f"rediss://{host[0]}:{port}/0", port=port)
+    for what, path in made.items():
+        console.print(f"{what}: {path}")
+    console.print(
+        f"expiries: CA {certs.CA_DAYS} days, the others {certs.LEAF_DAYS} days; `vtax certs check {directory}`"
+    )
+
+
+@certs_app.command("check")
+def certs_check(
+    directory: Annotated[Path, typer.Argument(help="a directory `vtax certs init` made, or any one side's")],
+    warn_days: Annotated[int, typer.Option("--warn-days", min=0, help="say so this many days ahead")] = 30,
+    as_json: AsJsonOption = False,
+) -> None:
+    """What expires when. Exit 1 when a certificate has expired, expires within --warn-days, or was not signed
+    by the directory's CA."""
+    from controller import certs
+
+    found = certs.check(directory, warn_days=warn_days)
+    if as_json:
+        print(json.dumps(found, indent=2))
+    else:
+        table = Table("certificate", "subject", "expires (UTC)", "days left", "status")
+        for cert in found:
+            table.add_row(
+                cert["path"], cert["subject"], cert["not_after"][:16], f"{cert['days_left']:.0f}", cert["status"]
+            )
+        console.print(table)
+    raise typer.Exit(1 if any(cert["status"] != "ok" for cert in found) else 0)
+
+
+app.add_typer(certs_app, name="certs")
 app.add_typer(lab_app, name="lab")
 
 

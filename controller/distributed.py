@@ -17,8 +17,10 @@ from typing import Any
 
 import redis
 
-from agent.broker import AGENT_KEY, AGENT_PATTERN, CANCEL_KEY, make_app, queue_for
-from agent.urls import check_broker, redact
+from agent.broker import Keys, make_app, queue_for, redis_client
+from agent.settings import BrokerConfig
+from agent.trust import Side
+from agent.urls import redact
 from agent.wire import AgentIdentity, CeleryRequest, TaskRequest
 from controller.engine import AgentKilled, Engine, ProgressCallback, SampleCallback
 from controller.errors import InfrastructureError, InputError
@@ -26,21 +28,40 @@ from controller.errors import InfrastructureError, InputError
 LOST_AFTER_S = 10.0
 
 
-def connect(broker: str) -> redis.Redis:
-    """A Redis client for `broker`; InfrastructureError (exit 3) when it cannot be reached."""
+def connect(broker: BrokerConfig, side: Side = "controller") -> redis.Redis:
+    """A Redis client for `broker`; InputError (exit 2) when its certificates are wrong or it refuses the user,
+    InfrastructureError (exit 3) when it cannot be reached."""
     try:
-        check_broker(broker)
+        client = redis_client(broker, side, connect_timeout=3)
     except ValueError as exc:
-        raise InputError(str(exc)) from None
-    client = redis.Redis.from_url(broker, socket_timeout=5, socket_connect_timeout=3)
+        raise InputError(f"--broker-certs: {exc}") from None
     try:
         client.ping()
+    except redis.AuthenticationError as exc:
+        raise InputError(
+            f"broker {broker.url}: {exc} (user {broker.username or 'default'}; VTAX_BROKER_PASSWORD)"
+        ) from None
+    except redis.exceptions.NoPermissionError as exc:
+        raise InputError(f"broker {broker.url}: user {broker.username or 'default'} may not: {exc}") from None
     except redis.RedisError as exc:
-        raise InfrastructureError(f"broker {redact(broker)} is unreachable: {redact(str(exc))}") from None
+        raise InfrastructureError(
+            f"broker {broker.url} is unreachable: {_tls_hint(broker, redact(str(exc)))}"
+        ) from None
     return client
 
 
-def wait_for_broker(broker: str, timeout: float = 10.0) -> redis.Redis:
+def _tls_hint(broker: BrokerConfig, error: str) -> str:
+    """Redis' and OpenSSL's words, with what to do where a TLS setting is the likely cause."""
+    if "certificate verify failed" in error:
+        return f"{error}; the broker's TLS certificate is not signed by the CA in --broker-certs (ca.crt)"
+    if broker.tls and ("Connection reset" in error or "EOF" in error):
+        return f"{error}; does the broker ask for a client certificate (tls-auth-clients) that --broker-certs lacks?"
+    if not broker.tls and "Connection reset" in error:
+        return f"{error}; is it a TLS port? then use rediss://"
+    return error
+
+
+def wait_for_broker(broker: BrokerConfig, timeout: float = 10.0) -> redis.Redis:
     """A client for a broker that is starting: retried until it answers or `timeout` passes."""
     give_up = time.monotonic() + timeout
     while True:
@@ -52,14 +73,19 @@ def wait_for_broker(broker: str, timeout: float = 10.0) -> redis.Redis:
             time.sleep(0.05)
 
 
-def list_agents(client: redis.Redis) -> list[AgentIdentity]:
+def list_agents(client: redis.Redis, keys: Keys) -> list[AgentIdentity]:
     """Identities of the agents whose heartbeat is current, sorted by name."""
     agents = []
-    for key in client.scan_iter(match=AGENT_PATTERN, count=1000):
+    for key in client.scan_iter(match=keys.agent_pattern, count=1000):
         raw = client.get(key)
         if raw is not None:
             agents.append(json.loads(raw))
     return sorted(agents, key=lambda a: a["name"])
+
+
+def registered_agents(broker: BrokerConfig) -> list[AgentIdentity]:
+    """The agents registered with `broker` now (`vtax agents`, the inventory, the zone audit)."""
+    return list_agents(connect(broker), Keys(broker.prefix))
 
 
 class CeleryEngine(Engine):
@@ -69,7 +95,7 @@ class CeleryEngine(Engine):
 
     def __init__(
         self,
-        broker: str,
+        broker: BrokerConfig,
         agents: list[str],
         *,
         on_progress: ProgressCallback | None = None,
@@ -79,14 +105,18 @@ class CeleryEngine(Engine):
         self.broker = broker
         self._names = agents
         self._lost_after = lost_after
-        self._reply_key = f"vtax:replies:{secrets.token_hex(8)}"
+        self._keys = Keys(broker.prefix)
+        self._reply_key = self._keys.replies(secrets.token_hex(8))
         self._stop = threading.Event()
         self._last_seen: dict[str, float] = {}
         self._lost: set[str] = set()
         self._back = threading.Condition()  # notified when a lost agent's heartbeat resumes
         self.identities: dict[str, AgentIdentity] = {}
         self._redis: redis.Redis | None = None
-        self._app = make_app(broker)
+        try:
+            self._app = make_app(broker, "controller")
+        except ValueError as exc:
+            raise InputError(f"--broker-certs: {exc}") from None
         self._threads = [
             threading.Thread(target=self._receive, name="replies", daemon=True),
             threading.Thread(target=self._watch, name="heartbeats", daemon=True),
@@ -94,19 +124,36 @@ class CeleryEngine(Engine):
 
     def __enter__(self) -> CeleryEngine:
         self._redis = connect(self.broker)
-        live = {a["name"]: a for a in list_agents(self._redis)}
+        live = {a["name"]: a for a in list_agents(self._redis, self._keys)}
         missing = [name for name in self._names if name not in live]
         if missing:
             raise InfrastructureError(
-                f"agents not registered with {redact(self.broker)}: {', '.join(missing)} "
-                "(see `vtax agents --broker ...`)"
+                f"agents not registered with {self.broker.url}: {', '.join(missing)} (see `vtax agents --broker ...`)"
             )
         self.identities = {name: live[name] for name in self._names}
+        self._check_signing()
         now = time.monotonic()
         self._last_seen = dict.fromkeys(self._names, now)
         for thread in self._threads:
             thread.start()
         return self
+
+    def _check_signing(self) -> None:
+        """Refuse, before anything is sent, to run with agents that would refuse every task: they verify
+        signatures and this controller signs none, or the other way round."""
+        signing = self.broker.certs is not None
+        verifying = sorted(name for name, ident in self.identities.items() if ident.get("signed"))
+        if not signing and verifying:
+            raise InputError(
+                f"agents {', '.join(verifying)} run only signed tasks; give this controller its certificate "
+                "directory (--broker-certs DIR/controller, or VTAX_BROKER_CERTS)"
+            )
+        trusting = sorted(set(self.identities) - set(verifying))
+        if signing and trusting:
+            raise InputError(
+                f"agents {', '.join(trusting)} do not verify signatures (started without --broker-certs): "
+                "start them with the agent's certificate directory, so that only this controller can make them load"
+            )
 
     def identity(self, agent: str) -> AgentIdentity | None:
         return self.identities.get(agent)
@@ -161,7 +208,7 @@ class CeleryEngine(Engine):
     def cancel(self, run_id: str) -> None:
         assert self._redis is not None
         with contextlib.suppress(redis.RedisError):  # if the broker is gone, the agents' deadlines stop the load
-            self._redis.set(CANCEL_KEY.format(run_id=run_id), 1, ex=3600)
+            self._redis.set(self._keys.cancel(run_id), 1, ex=3600)
 
     def close(self) -> None:
         self._stop.set()
@@ -193,7 +240,7 @@ class CeleryEngine(Engine):
         beats: dict[str, bytes | None] = dict.fromkeys(self._names)
         while not self._stop.wait(1.0):
             try:
-                values = self._redis.mget([AGENT_KEY.format(name=name) for name in self._names])
+                values = self._redis.mget([self._keys.agent(name) for name in self._names])
             except redis.RedisError:
                 now = time.monotonic()  # the broker is down: nobody's silence counts against them
                 self._last_seen = dict.fromkeys(self._names, now)

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from agent.settings import InfluxConfig, load_config
+from agent.settings import BrokerConfig, InfluxConfig, load_broker, load_config
+from agent.urls import check_broker
 from controller.errors import InputError
 
 console = Console()
@@ -20,7 +21,21 @@ errors = Console(stderr=True)
 
 StoreOption = Annotated[str, typer.Option("--store", envvar="VTAX_STORE", help="SQLite run store")]
 BrokerOption = Annotated[
-    str | None, typer.Option("--broker", envvar="VTAX_BROKER", help="Redis URL of the distributed engine")
+    str | None,
+    typer.Option(
+        "--broker",
+        envvar="VTAX_BROKER",
+        help="Redis URL of the distributed engine, redis://HOST:PORT/DB or rediss:// (TLS); the user and password "
+        "best as VTAX_BROKER_USERNAME / VTAX_BROKER_PASSWORD, out of `ps`",
+    ),
+]
+BrokerCertsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--broker-certs",
+        envvar="VTAX_BROKER_CERTS",
+        help="this side's directory from `vtax certs init` (DIR/controller, DIR/agent): TLS trust and task signing",
+    ),
 ]
 InfluxOption = Annotated[
     str | None,
@@ -52,5 +67,16 @@ def influx_settings(url: str | None, config_file: Path | None) -> InfluxConfig |
     """InfluxDB settings from the flags, VTAX_INFLUX_* and the YAML file; None when no URL is given anywhere."""
     try:
         return load_config(url, config_file)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def broker_settings(url: str | None, certs: Path | None) -> BrokerConfig | None:
+    """The broker's settings from the flags and VTAX_BROKER_*; None without --broker (the embedded engine)."""
+    if url is None:
+        return None
+    try:
+        check_broker(url)
+        return load_broker(url, certs=certs)
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -25,23 +25,59 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-class RedisServer:
-    """A redis-server this test owns; it can be stopped and started again on the same port."""
+ADMIN_PASSWORD = "test-admin-secret"
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
+
+class RedisServer:
+    """A redis-server this test owns; it can be stopped and started again on the same port.
+
+    With `secure`, it is set up as docs/how-to/secure-deployment.md says, from what `vtax certs init` made in
+    `workdir/certs` (TLS only, client certificates, the ACL users, key prefix `prefix`), plus an admin user the
+    test inspects it with.
+    """
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", *, secure: bool = False, prefix: str = "") -> None:
         program = shutil.which("redis-server")
         if program is None:
             pytest.fail("redis-server is not installed (apt-get install redis-server, or `make test`)")
-        self.host, self.port = host, free_port(host)
-        self.url = f"redis://{host}:{self.port}/0"
-        self._cmd = redis_command(program, host, self.port)
+        self.host, self.port, self.prefix = host, free_port(host), prefix
+        self.certs = workdir / "certs" if secure else None
+        config = None
+        if self.certs is not None:
+            from controller import certs
+
+            certs.init(
+                self.certs, hosts=[host], broker_url=f"rediss://{host}:{self.port}/0", port=self.port, prefix=prefix
+            )
+            with (self.certs / "redis" / "users.acl").open("a") as acl:
+                acl.write(f"user admin on >{ADMIN_PASSWORD} ~* &* +@all\n")
+            config = self.certs / "redis" / "redis-tls.conf"
+        self.url = f"{'rediss' if secure else 'redis'}://{host}:{self.port}/0"
+        self._cmd = redis_command(program, host, self.port, config)
         self._log = workdir / f"redis-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def env(self, side: str) -> dict[str, str]:
+        """A side's environment file, as its service reads it."""
+        from controller import certs
+
+        assert self.certs is not None
+        return certs.read_env(self.certs / side / "broker.env")
+
+    def client(self) -> redis.Redis:
+        """An admin client: it sees every key and the ACL log."""
+        if self.certs is None:
+            return redis.Redis.from_url(self.url)
+        side = self.certs / "controller"
+        return redis.Redis.from_url(
+            self.url, username="admin", password=ADMIN_PASSWORD, ssl_ca_certs=str(side / "ca.crt"),
+            ssl_certfile=str(side / "vtax.crt"), ssl_keyfile=str(side / "vtax.key"),
+        )  # fmt: skip
 
     def start(self) -> RedisServer:
         with self._log.open("ab") as log:
             self.proc = subprocess.Popen(self._cmd, stdout=log, stderr=log)
-        client = redis.Redis.from_url(self.url)
+        client = self.client()
         give_up = time.monotonic() + 10
         while True:
             try:
@@ -58,8 +94,8 @@ class RedisServer:
             self.proc.wait()
 
     def agents(self) -> list[str]:
-        client = redis.Redis.from_url(self.url)
-        return sorted(json.loads(client.get(k))["name"] for k in client.scan_iter("vtax:agent:*"))
+        client = self.client()
+        return sorted(json.loads(client.get(k))["name"] for k in client.scan_iter(f"{self.prefix}vtax:agent:*"))
 
 
 class Agents:

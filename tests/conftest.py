@@ -32,6 +32,7 @@ class Vtax:
         self.workdir = workdir
         self.store = workdir / "runs.db"
         self.spool = workdir / "spool"
+        self.extra_env: dict[str, str] = {}  # e.g. a side's broker.env, as its shell would have it
 
     def spec(self, text: str, name: str = "spec.yaml") -> Path:
         path = self.workdir / name
@@ -45,6 +46,7 @@ class Vtax:
             "VTAX_INFLUX_SPOOL_DIR": str(self.spool),
             "XDG_STATE_HOME": str(self.workdir / "state"),  # where agents keep their tasks (agent.kept)
             "PATH": f"{Path(VTAX).parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            **self.extra_env,
         }
 
     def __call__(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

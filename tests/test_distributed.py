@@ -35,6 +35,9 @@ repetitions: 2
 """
 
 
+REPLIES = "vtax:replies:0123456789abcdef"  # a reply list as a controller names one (agent.broker.Keys)
+
+
 def pair_spec(steady: float = 1.5) -> str:
     return PAIR_SPEC.replace("STEADY", str(steady))
 
@@ -100,21 +103,21 @@ def test_a_pickled_message_is_refused(broker: RedisServer, agents: Agents) -> No
     sender.conf.update(task_serializer="pickle", accept_content=["pickle", "json"])
     sender.send_task(
         "vtax.ping",
-        kwargs={"id": 1, "agent": "a1", "reply_to": "vtax:replies:test", "kwargs": {}},
+        kwargs={"id": 1, "agent": "a1", "reply_to": REPLIES, "kwargs": {}},
         queue=queue_for("a1"),
         serializer="pickle",
     )
     wait_for(lambda: "untrusted content" in agents.log("a1").read_text(), 10, "the refusal in the agent's log")
     assert "pickle" in agents.log("a1").read_text().split("untrusted content")[1][:80]
     client = redis.Redis.from_url(broker.url)
-    assert client.llen("vtax:replies:test") == 0  # the task never ran
+    assert client.llen(REPLIES) == 0  # the task never ran
     sender.send_task(
         "vtax.ping",
-        kwargs={"id": 2, "agent": "a1", "reply_to": "vtax:replies:test", "kwargs": {}},
+        kwargs={"id": 2, "agent": "a1", "reply_to": REPLIES, "kwargs": {}},
         queue=queue_for("a1"),
         serializer="json",
     )
-    reply = client.blpop(["vtax:replies:test"], timeout=10)
+    reply = client.blpop([REPLIES], timeout=10)
     assert reply is not None and json.loads(reply[1])["ok"]  # and the agent still serves JSON
 
 
@@ -294,12 +297,13 @@ def _reply_list_of_the_run(client: redis.Redis) -> str:
 
 def test_a_reply_of_the_wrong_shape_fails_only_that_agents_call(broker: RedisServer) -> None:
     """An agent that answers with a result its task cannot have (an unknown status) is an error of that agent."""
+    from agent.settings import BrokerConfig
     from controller.distributed import CeleryEngine
     from controller.errors import InfrastructureError
 
     client = redis.Redis.from_url(broker.url)
     client.set("vtax:agent:fake", json.dumps({"name": "fake", "heartbeat": time.time()}))
-    with CeleryEngine(broker.url, ["fake"]) as engine:
+    with CeleryEngine(BrokerConfig(url=broker.url), ["fake"]) as engine:
         future = engine.call("fake", "vtax.run_workload", {})  # type: ignore[typeddict-item]
         reply = {
             "id": 1,
@@ -360,10 +364,10 @@ def test_an_agent_refuses_more_load_tasks_than_its_concurrency_naming_the_limit(
     for i in range(5):
         sender.send_task(
             "vtax.run_workload",
-            kwargs={"id": i, "agent": "c", "reply_to": "vtax:replies:limit", "kwargs": request, "clock_offset": 0.0},
+            kwargs={"id": i, "agent": "c", "reply_to": REPLIES, "kwargs": request, "clock_offset": 0.0},
             queue=queue_for("c"),
         )
-    replies = [json.loads(client.blpop(["vtax:replies:limit"], timeout=15)[1]) for _ in range(5)]
+    replies = [json.loads(client.blpop([REPLIES], timeout=15)[1]) for _ in range(5)]
     refused = [r for r in replies if not r["ok"]]
     assert len(refused) == 2 and all(r["refused"] and "its limit" in r["error"] for r in refused)
     assert sum(r["ok"] and r["result"]["status"] == "ok" for r in replies) == 3
@@ -373,9 +377,10 @@ def test_no_trial_outlasts_the_brokers_visibility_timeout() -> None:
     """Redis redelivers a message left unacked past its visibility timeout (celery #5935): it is set, above the
     longest trial a spec allows, and messages are acked as they are taken."""
     from agent.broker import make_app
+    from agent.settings import BrokerConfig
     from controller.spec import Timing
 
-    conf = make_app("redis://127.0.0.1:1/0").conf
+    conf = make_app(BrokerConfig(url="redis://127.0.0.1:1/0"), "controller").conf
     longest = max(f.le for f in Timing.model_fields["steady"].metadata if hasattr(f, "le"))
     grace = max(f.le for f in Timing.model_fields["grace"].metadata if hasattr(f, "le"))
     assert conf.broker_transport_options["visibility_timeout"] > longest + 3 * 3600 + grace

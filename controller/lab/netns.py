@@ -94,11 +94,18 @@ def _namespaces() -> list[str]:
     return [line.split()[0] for line in _sh("ip", "netns", "list").splitlines() if line.startswith("vtax-")]
 
 
-def _spawn(cmd: list[str], log: Path, netns: str | None = None) -> int:
+def _spawn(cmd: list[str], log: Path, netns: str | None = None, env: dict[str, str] | None = None) -> int:
     """Start a process detached from this one (it outlives `vtax lab up`); returns its pid."""
     full = (["ip", "netns", "exec", netns] if netns else []) + cmd
     with log.open("ab") as out:
-        proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        proc = subprocess.Popen(
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
     return proc.pid
 
 
@@ -150,34 +157,68 @@ def _add_guest(guest: Guest) -> None:
 
 
 def _start_agents(state: dict[str, Any], port: int) -> None:
+    """A broker as the secure-deployment guide sets one up (TLS only, an ACL user per side, signed tasks; its
+    key material in STATE_DIR/certs) and one agent per guest."""
+    from agent.broker import Keys
+    from agent.settings import load_broker
+    from controller import certs
     from controller.distributed import list_agents, wait_for_broker
 
     redis_server = shutil.which("redis-server")
     if redis_server is None:
         raise InputError("--agents needs redis-server (Debian/Ubuntu: apt-get install redis-server)")
-    broker = f"redis://{MGMT_NET}.1:{port}/0"
+    material = STATE_DIR / "certs"
+    shutil.rmtree(material, ignore_errors=True)  # a lab's, from one that was not taken down
+    broker = f"rediss://{MGMT_NET}.1:{port}/0"
+    certs.init(material, hosts=[f"{MGMT_NET}.1"], broker_url=broker, port=port)
     state["broker"] = broker
-    state["pids"]["redis"] = _spawn(redis_command(redis_server, f"{MGMT_NET}.1", port), STATE_DIR / "redis.log")
+    state["controller_env"] = str(material / "controller" / "broker.env")
+    config = material / "redis" / "redis-tls.conf"
+    state["pids"]["redis"] = _spawn(redis_command(redis_server, f"{MGMT_NET}.1", port, config), STATE_DIR / "redis.log")
     _save(state)
-    client = wait_for_broker(broker)
+    controller = certs.read_env(material / "controller" / "broker.env")
+    settings = load_broker(
+        broker, certs=Path(controller["VTAX_BROKER_CERTS"]), username=controller["VTAX_BROKER_USERNAME"],
+        password=controller["VTAX_BROKER_PASSWORD"],
+    )  # fmt: skip
+    assert settings is not None
+    client = wait_for_broker(settings)
+    agent_env = certs.read_env(material / "agent" / "broker.env")
     for i in range(1, state["guests"] + 1):
         guest = Guest(index=i)
         state["pids"][guest.name] = _spawn(
             agent_command(broker, guest.name, zone=guest.zone, allow=["198.18.0.0/15"], address=guest.address),
             STATE_DIR / f"{guest.name}.log",
             netns=guest.netns,
+            env=agent_env,
         )
         _save(state)
     give_up = time.monotonic() + 60
-    while len(list_agents(client)) < state["guests"]:
+    while len(list_agents(client, Keys())) < state["guests"]:
         if time.monotonic() > give_up:
             raise InfrastructureError(f"lab agents did not all register within 60 s; see {STATE_DIR}/g*.log")
         time.sleep(0.2)
 
 
-def redis_command(program: str, bind: str, port: int) -> list[str]:
-    """A throwaway broker: no persistence, reachable from the lab's management network."""
-    return [program, "--bind", bind, "--port", str(port), "--save", "", "--appendonly", "no", "--protected-mode", "no"]
+def redis_command(program: str, bind: str, port: int, config: Path | None = None) -> list[str]:
+    """A throwaway broker without persistence; with `config` (`vtax certs init`'s redis-tls.conf), on a TLS port
+    with its ACL users, else plain on `port` (tests on loopback)."""
+    if config is None:
+        return [program, "--bind", bind, "--port", str(port), "--save", "", "--appendonly", "no"]
+    return [
+        program,
+        str(config),
+        "--bind",
+        bind,
+        "--port",
+        "0",
+        "--tls-port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
 
 
 def agent_command(broker: str, name: str, *, zone: str, allow: list[str], address: str) -> list[str]:

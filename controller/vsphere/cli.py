@@ -16,7 +16,15 @@ import typer
 from rich.table import Table
 
 from controller.errors import InputError
-from controller.options import AsJsonOption, BrokerOption, StoreOption, console, errors
+from controller.options import (
+    AsJsonOption,
+    BrokerCertsOption,
+    BrokerOption,
+    StoreOption,
+    broker_settings,
+    console,
+    errors,
+)
 from controller.spec import Experiment, VsphereSpec, load
 from controller.store import DEFAULT_PATH, Store
 
@@ -169,19 +177,21 @@ def inventory(
         Path | None, typer.Argument(help="experiment spec whose agents to map (default: --broker's)")
     ] = None,
     broker: BrokerOption = None,
+    broker_certs: BrokerCertsOption = None,
     as_json: AsJsonOption = False,
     *,
     vcenter_options: VcenterOptions,
 ) -> None:
     """Show where each agent lives in vSphere: its VM (and how it was found), host, cluster, zone, and the
     appliance VMs on those hosts. Exit 2 when an agent has no VM."""
-    from controller.distributed import connect, list_agents
+    from controller.distributed import registered_agents
     from controller.vsphere.session import guest_agents
 
     experiment = load(spec) if spec is not None else None
     vsphere = _required(experiment, vcenter_options)
+    config = broker_settings(broker, broker_certs)
     with vsphere.vcenter:
-        registered = {a["name"]: a for a in list_agents(connect(broker))} if broker else {}
+        registered = {a["name"]: a for a in registered_agents(config)} if config else {}
         if experiment is not None:
             wanted = guest_agents(experiment, registered.get)
         elif registered:

@@ -418,6 +418,20 @@ class ApplianceSelector(Strict):
         return value
 
 
+class Allowance(Strict):
+    """Zones that may share a host (all of them at once, or any subset), on the hosts matching `hosts`."""
+
+    zones: list[str] = Field(min_length=2, description="zone names, e.g. [web, app]")
+    hosts: str = Field("*", description="shell-style pattern on the host name, e.g. esx-dmz-*")
+    why: str = Field("", description="the reason, shown with each finding it allows")
+
+
+class ZoneWatch(Strict):
+    """During a run, flag each trial in which a migration put VMs of two zones on one host (`zones_mixed`)."""
+
+    allow: list[Allowance] = Field(default_factory=list, description="co-residencies that are accepted")
+
+
 class VsphereSpec(Strict):
     """How agents map to vSphere (used with --vcenter): zones, appliances, what a migration means."""
 
@@ -428,6 +442,17 @@ class VsphereSpec(Strict):
         description="a trial during which an agent or appliance VM moved host: left out of the statistics, "
         "or kept (flagged either way)",
     )
+    watch_zones: ZoneWatch | None = Field(
+        None,
+        description="flag trials during which any VM's migration joined two zones on a host (needs `zones`); "
+        "the run's result also holds the zone audit of its start (docs/how-to/audit-zones.md)",
+    )
+
+    @model_validator(mode="after")
+    def _watch_needs_zones(self) -> VsphereSpec:
+        if self.watch_zones is not None and self.zones is None:
+            raise ValueError("watch_zones needs `zones:` (where a VM's zone comes from)")
+        return self
 
 
 class SoakChecks(Strict):

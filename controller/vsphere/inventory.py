@@ -11,6 +11,7 @@ import fnmatch
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pyVmomi import vim, vmodl
@@ -71,6 +72,30 @@ def retrieve(content: Any, kind: type, paths: list[str]) -> list[tuple[Any, dict
         return found
     finally:
         view.Destroy()
+
+
+MIGRATION_EVENTS = ["VmMigratedEvent", "DrsVmMigratedEvent", "VmRelocatedEvent", "VmBeingHotMigratedEvent"]
+EVENT_PAGE = 1000  # events read per call: vCenter's own largest page
+
+
+def migration_events(vcenter: Vcenter, begin: datetime, end: datetime) -> list[Any]:
+    """Every VM migration event between `begin` and `end`, oldest first, paged through an event collector (a
+    plain query stops at 1,000 events, which a busy DRS cluster makes in days)."""
+    manager = vcenter.content.eventManager
+    if manager is None:
+        return []
+    spec = vim.event.EventFilterSpec(
+        eventTypeId=MIGRATION_EVENTS, time=vim.event.EventFilterSpec.ByTime(beginTime=begin, endTime=end)
+    )
+    collector = manager.CreateCollectorForEvents(spec)
+    try:
+        collector.RewindCollector()
+        found: list[Any] = []
+        while page := collector.ReadNextEvents(EVENT_PAGE):
+            found += page
+        return sorted((e for e in found if begin <= e.createdTime <= end), key=lambda e: e.createdTime)
+    finally:
+        collector.DestroyCollector()
 
 
 def swapped_uuid(text: str) -> str | None:

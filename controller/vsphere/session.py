@@ -10,9 +10,11 @@ from agent.wire import AgentIdentity
 from controller.errors import InputError
 from controller.runloop import Placement, Placer
 from controller.spec import Experiment, VsphereSpec
+from controller.vsphere.audit import audit_inventory
 from controller.vsphere.connection import Vcenter
 from controller.vsphere.inventory import AgentVm, Inventory, VmInfo, map_agents
 from controller.vsphere.perf import PerfReader
+from controller.zones import ZonePolicy
 
 
 class Vsphere:
@@ -63,7 +65,13 @@ class Vsphere:
             {"vm": vm.name, "host": hosts[vm.host].name if vm.host in hosts else None, "power": vm.power}
             for vm in self.appliance_vms(on)
         ]
-        return {"server": self.vcenter.about, "agents": agents, "appliances": appliances}
+        described = {"server": self.vcenter.about, "agents": agents, "appliances": appliances}
+        if self.spec.watch_zones is not None and self.spec.zones is not None:
+            policy = ZonePolicy(
+                zones=self.spec.zones, appliances=self.spec.appliances, allow=self.spec.watch_zones.allow
+            )
+            described["zones"] = audit_inventory(self.inventory, policy, days=1)  # as the run starts
+        return described
 
     def agent_vms(self) -> list[VmInfo]:
         return [a.vm for a in self.agents.values() if a.vm is not None]

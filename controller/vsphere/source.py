@@ -25,15 +25,17 @@ from controller.errors import InputError
 from controller.hostsources import HostCounterSource, RecordHandler, SampleHandler, TrialWindow, WindowEnd
 from controller.metrics import HOST_METRICS
 from controller.store import Store
+from controller.vsphere.audit import host_clusters, migrations, placements
 from controller.vsphere.connection import VcenterError, describe_fault
+from controller.vsphere.inventory import migration_events
 from controller.vsphere.metrics import HOST_MAXIMA, summaries
 from controller.vsphere.perf import PerfSample
 from controller.vsphere.session import Vsphere
+from controller.zones import ZonePolicy, migrations_that_mixed
 from workloads.base import combine
 
 log = logging.getLogger("vtax.vsphere")
 
-MIGRATION_EVENTS = ["VmMigratedEvent", "DrsVmMigratedEvent", "VmRelocatedEvent", "VmBeingHotMigratedEvent"]
 
 _FAULTS = (VcenterError, vmodl.MethodFault, OSError)  # what vCenter going away or refusing looks like
 
@@ -268,18 +270,14 @@ class VsphereHostSource(HostCounterSource):
         moved: dict[str, str] = {}
         begin = datetime.fromtimestamp(window.start_at + self.vsphere.reader.offset_s, UTC)
         end = datetime.fromtimestamp(window.end + self.vsphere.reader.offset_s, UTC)
-        manager = self.vsphere.vcenter.content.eventManager
-        if manager is not None:
-            spec = vim.event.EventFilterSpec(
-                eventTypeId=MIGRATION_EVENTS, time=vim.event.EventFilterSpec.ByTime(beginTime=begin, endTime=end)
-            )
-            for event in manager.QueryEvents(spec) or []:
-                vm = event.vm.vm._moId if event.vm is not None else None
-                if vm in watched and begin <= event.createdTime <= end:
-                    kind = "DRS migration" if isinstance(event, vim.event.DrsVmMigratedEvent) else "migration"
-                    source = getattr(getattr(event, "sourceHost", None), "name", "?")
-                    target = event.host.name if event.host is not None else "?"
-                    moved[vm] = f"{kind} {source} → {target} at {event.createdTime:%H:%M:%S}"
+        events = migration_events(self.vsphere.vcenter, begin, end)
+        for event in events:
+            vm = event.vm.vm._moId if event.vm is not None else None
+            if vm in watched:
+                kind = "DRS migration" if isinstance(event, vim.event.DrsVmMigratedEvent) else "migration"
+                source = getattr(getattr(event, "sourceHost", None), "name", "?")
+                target = event.host.name if event.host is not None else "?"
+                moved[vm] = f"{kind} {source} → {target} at {event.createdTime:%H:%M:%S}"
         now = inventory.current_hosts(list(watched.values()))
         for moid, host in now.items():
             if moid not in moved and host != window.hosts.get(moid):
@@ -291,6 +289,22 @@ class VsphereHostSource(HostCounterSource):
         for moid, how in moved.items():
             message = f"{window.roles[moid].replace('_', ' ')} {watched[moid].name} moved host: {how}"
             self._flag(window.run_id, window.trial_idx, "vm_migrated", message, severity="error")
+        if self.vsphere.spec.watch_zones is not None and events:
+            self._check_zones(window, events)
+
+    def _check_zones(self, window: _Window, events: list[Any]) -> None:
+        """Flag the trial when one of its migrations, of any VM, put VMs of two zones on one host."""
+        spec = self.vsphere.spec
+        assert spec.zones is not None and spec.watch_zones is not None  # the spec's validator sees to it
+        inventory = self.vsphere.inventory
+        now = inventory.current_hosts(list(inventory.vms.values()))
+        policy = ZonePolicy(zones=spec.zones, allow=spec.watch_zones.allow)
+        mixed = migrations_that_mixed(
+            placements(inventory, spec.zones, now), migrations(events), host_clusters(inventory), policy
+        )
+        for finding in mixed:
+            if not finding["allowed"]:
+                self._flag(window.run_id, window.trial_idx, "zones_mixed", finding["message"])
 
 
 def collect_missing(*, vsphere: Vsphere, store: Store, run_id: str, seconds: float) -> list[int]:

@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import workloads
 from agent import wire
 from agent.hostsampler import HOSTNAME
 from agent.kept import Kept, KeptTask
 from agent.points import host_lines, live_line, phase_of, sample_line
-from agent.safety import Allowlist, Refused
+from agent.safety import Allowlist, RateLimits, Refused
 from agent.settings import DEFAULT_TASK_SLOTS
 from agent.sink import InfluxSink
 from agent.tasks import TASKS, TaskIO
@@ -29,6 +30,8 @@ from agent.wire import AgentResult, HostCountersReply, HostSample, Message, Repl
 from workloads.base import Sample
 
 LATE_START_S = 1.0  # a load task that arrives this long after its common start is refused, not run late
+MAX_AHEAD_S = 300.0  # nor one that starts later than this after it arrives: the controller sends them lead s ahead
+MAX_GRACE_S = 3600.0 + 60.0  # a deadline lies at most the spec's longest grace past the load's end
 HOLDING_TASKS = (wire.RUN_WORKLOAD, wire.HOST_COUNTERS)  # tasks that hold a thread for their trial
 
 
@@ -62,6 +65,7 @@ class AgentHost:
 
     name: str
     allowlist: Allowlist = field(default_factory=Allowlist)
+    limits: RateLimits = field(default_factory=RateLimits)
     is_cancelled: Callable[[str], bool] = field(default=lambda run_id: False)
     locustfile_dir: Path | None = None
     sink: InfluxSink | None = None
@@ -122,8 +126,11 @@ def execute(request: Request, host: AgentHost, send: Callable[[Message], None]) 
             kwargs[key] = clock.local(float(kwargs[key]))  # type: ignore[arg-type]
         _check_in_time(name, kwargs)
         target = kwargs.get("target")
-        if name == wire.RUN_WORKLOAD and isinstance(target, dict):
-            kwargs["target"] = {**target, "host": host.allowlist.check(target["host"])}
+        if name == wire.RUN_WORKLOAD:
+            kind = str(kwargs["kind"])
+            host.limits.check(kind, workloads.get(kind).Params.model_validate(kwargs["params"]))
+            if isinstance(target, dict):
+                kwargs["target"] = {**target, "host": host.allowlist.check(target["host"])}
         with host.slots.take(host.name) if name in HOLDING_TASKS else contextlib.nullcontext():
             keeping = _keep(name, checked, host)
             result = task(**kwargs, io=_io(name, checked, request.get("id"), host, clock, send, keeping))
@@ -148,8 +155,15 @@ def _check_in_time(name: str, kwargs: dict[str, object]) -> None:
     if isinstance(deadline, float | int) and now >= deadline:
         raise TaskExpired(f"{name} arrived {now - deadline:.1f} s after its deadline")
     start_at = kwargs.get("start_at")
-    if name in HOLDING_TASKS and isinstance(start_at, float | int) and now > start_at + LATE_START_S:
+    if name not in HOLDING_TASKS or not isinstance(start_at, float | int):
+        return
+    if now > start_at + LATE_START_S:
         raise TaskExpired(f"{name} arrived {now - start_at:.1f} s after its common start")
+    if start_at - now > MAX_AHEAD_S:
+        raise Refused(f"{name} starts {start_at - now:.0f} s after it arrived, more than {MAX_AHEAD_S:g} s ahead")
+    length = float(kwargs.get("duration", kwargs.get("seconds", 0.0)))  # type: ignore[arg-type]
+    if isinstance(deadline, float | int) and deadline > start_at + length + MAX_GRACE_S:
+        raise Refused(f"{name}'s deadline lies {deadline - start_at - length:.0f} s past its load's end")
 
 
 def _keep(name: str, kwargs: TaskRequest, host: AgentHost) -> KeptTask | None:

@@ -10,9 +10,11 @@ import ipaddress
 import os
 import socket
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
-from workloads.base import LOOPBACK
+import workloads
+from workloads.base import LOOPBACK, WorkloadParams
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -53,6 +55,36 @@ class Allowlist:
                     "start the agent with --allow for that network"
                 )
         return addresses[0]
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """The most load one task of this agent may ask for (`vtax agent --max-gbps/--max-rps`); a request for more,
+    or for unpaced load, is refused before anything starts."""
+
+    max_gbps: float | None = None
+    max_rps: float | None = None
+
+    def check(self, kind: str, params: WorkloadParams) -> None:
+        offered = getattr(workloads.get(kind), "offered_load", None)
+        if offered is None or (self.max_gbps is None and self.max_rps is None):
+            return
+        load = offered(params)
+        for key, limit, flag, unit, pace in (
+            ("gbps", self.max_gbps, "--max-gbps", "Gbit/s", "a bitrate"),
+            ("rps", self.max_rps, "--max-rps", "requests/s", "rps"),
+        ):
+            if limit is None or key not in load:
+                continue
+            asked = load[key]  # type: ignore[literal-required]
+            if asked is None:
+                raise Refused(
+                    f"{kind} load without {pace} is unlimited; this agent sends at most {limit:g} {unit} ({flag})"
+                )
+            if asked > limit:
+                raise Refused(
+                    f"{kind} load of {asked:g} {unit} asked; this agent sends at most {limit:g} {unit} ({flag})"
+                )
 
 
 def private_dir(path: Path) -> Path:

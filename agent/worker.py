@@ -29,7 +29,7 @@ from agent.broker import HEARTBEAT_S, HEARTBEAT_TTL_S, Keys, make_app, queue_for
 from agent.edge import AgentHost, TaskSlots, execute
 from agent.identity import identity
 from agent.kept import Kept
-from agent.safety import Allowlist
+from agent.safety import Allowlist, RateLimits
 from agent.settings import DEFAULT_TASK_SLOTS, BrokerConfig, kept_dir
 from agent.sink import InfluxConfig, InfluxSink
 from agent.wire import TASK_NAMES, AgentIdentity, Message, Request, TaskRequest
@@ -103,6 +103,7 @@ def run_agent(
     locustfiles: Path | None = None,
     influx: InfluxConfig | None = None,
     concurrency: int = DEFAULT_TASK_SLOTS,
+    limits: RateLimits | None = None,
 ) -> None:
     """Register, heartbeat, and serve these agents' queues until SIGTERM/SIGINT.
 
@@ -119,6 +120,7 @@ def run_agent(
         name: AgentHost(
             name=name,
             allowlist=allowlist,
+            limits=limits or RateLimits(),
             is_cancelled=link.is_cancelled,
             locustfile_dir=locustfiles,
             sink=sink,

@@ -635,11 +635,30 @@ def agent(
             help="load tasks this agent process runs at once (all its --name's together); more are refused",
         ),
     ] = DEFAULT_TASK_SLOTS,
+    max_gbps: Annotated[
+        float | None,
+        typer.Option(
+            "--max-gbps",
+            envvar="VTAX_MAX_GBPS",
+            min=0.001,
+            help="most network load one task may send (iperf3's streams × bitrate); more, or unpaced, is refused",
+        ),
+    ] = None,
+    max_rps: Annotated[
+        float | None,
+        typer.Option(
+            "--max-rps",
+            envvar="VTAX_MAX_RPS",
+            min=1,
+            help="most HTTP requests per second one task may send; more, or unpaced, is refused",
+        ),
+    ] = None,
     broker_certs: BrokerCertsOption = None,
     influx: InfluxOption = None,
     influx_config: InfluxConfigOption = None,
 ) -> None:
     """Run an agent: a Celery worker that executes load tasks from its own queue on the broker."""
+    from agent.safety import RateLimits
     from agent.worker import run_agent
     from controller.distributed import connect
 
@@ -664,6 +683,7 @@ def agent(
             locustfiles=locustfiles,
             influx=influx_settings(influx, influx_config),
             concurrency=concurrency,
+            limits=RateLimits(max_gbps=max_gbps, max_rps=max_rps),
         )
     except ValueError as exc:
         raise InputError(str(exc)) from None

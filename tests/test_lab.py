@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from controller.certs import read_env
+from controller.lab.netns import STATE_DIR
 from tests.cluster import free_port
 from tests.conftest import Vtax
 
@@ -44,7 +46,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Vtax, str]]:
     port = free_port()
     done = vtax("lab", "up", "--guests", "4", "--agents", "--broker-port", str(port), timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    yield vtax, f"redis://198.19.255.1:{port}/0"
+    vtax.extra_env = read_env(STATE_DIR / "certs" / "controller" / "broker.env")  # as `set -a; . …` gives it
+    yield vtax, f"rediss://198.19.255.1:{port}/0"
     vtax("lab", "down")
 
 

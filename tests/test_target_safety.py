@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+import workloads
 from agent import wire
 from agent.edge import AgentHost, execute
-from agent.safety import Allowlist, private_dir
+from agent.safety import Allowlist, RateLimits, Refused, private_dir
 from agent.sink import Spool
-from workloads import http
+from workloads import http, iperf3
 
 ONLY_127_0_0_1 = Allowlist(["127.0.0.1/32"])
 
@@ -223,3 +224,45 @@ def test_spool_files_that_this_agent_did_not_write_are_never_replayed(tmp_path: 
     (spool.directory / "00000000000000000002.lp").symlink_to(elsewhere)
     segments = spool.segments()
     assert len(segments) == 1 and segments[0].read_text() == "m v=1 1\n"
+
+
+@pytest.mark.parametrize(
+    ("params", "refused"),
+    [
+        ({"rps": 100}, "http load of 100 requests/s asked; this agent sends at most 50 requests/s (--max-rps)"),
+        ({}, "http load without rps is unlimited; this agent sends at most 50 requests/s (--max-rps)"),
+    ],
+)
+def test_an_agents_rate_limit_refuses_more_or_unpaced_load(params: dict[str, object], refused: str) -> None:
+    host = AgentHost(name="a", allowlist=ONLY_127_0_0_1, limits=RateLimits(max_rps=50))
+    began = time.monotonic()
+    reply = execute_one(run_request({"host": "127.0.0.1", "port": 9}, params), host)
+    assert reply.get("refused") and reply["error"] == f"refused: {refused}"
+    assert time.monotonic() - began < 1  # before anything started
+
+
+def test_offered_load_is_what_the_parameters_ask_of_one_agent() -> None:
+    limits = RateLimits(max_gbps=4.0)
+    asked = iperf3.Iperf3Params(bitrate="500M", streams=4, processes=2)
+    assert iperf3.offered_load(asked) == {"gbps": 4.0}
+    limits.check("iperf3", asked)  # exactly the limit: allowed
+    both_ways = asked.model_copy(update={"bidir": True})
+    with pytest.raises(Refused, match="8 Gbit/s asked"):
+        limits.check("iperf3", both_ways)
+    assert iperf3.offered_load(iperf3.Iperf3Params(protocol="udp", streams=3)) == {"gbps": 0.003}  # iperf3's 1M
+    with pytest.raises(Refused, match="without a bitrate is unlimited"):
+        limits.check("iperf3", iperf3.Iperf3Params())
+    RateLimits(max_rps=10).check("iperf3", iperf3.Iperf3Params())  # an HTTP limit does not bound iperf3
+    limits.check("cpu", workloads.get("cpu").Params.model_validate({}))  # no network load at all
+
+
+def test_a_load_task_too_far_ahead_or_with_a_deadline_hours_away_is_refused() -> None:
+    ahead = run_request({"host": "127.0.0.1", "port": 9})
+    ahead["kwargs"]["start_at"] += 3600  # type: ignore[typeddict-item]
+    ahead["kwargs"]["deadline"] += 3600  # type: ignore[typeddict-item]
+    reply = execute_one(ahead)
+    assert reply.get("refused") and "more than 300 s ahead" in reply["error"]
+    late_deadline = run_request({"host": "127.0.0.1", "port": 9})
+    late_deadline["kwargs"]["deadline"] += 5 * 3600  # type: ignore[typeddict-item]
+    reply = execute_one(late_deadline)
+    assert reply.get("refused") and "deadline lies" in reply["error"] and "past its load's end" in reply["error"]

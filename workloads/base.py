@@ -236,6 +236,15 @@ class WorkloadKind(Protocol):
 #   warnings(kpis, params, cpu_warned) -> list[(code, message)]: validity findings of one trial.
 #   unavailable_metrics(params) -> dict[field, reason]: metrics these parameters never report; the spec refuses
 #       an SLA rule on one.
+#   offered_load(params) -> OfferedLoad: the most load these parameters ask one agent to send, for the agent's
+#       own rate limits (`vtax agent --max-gbps/--max-rps`); a kind without it sends no network load.
+
+
+class OfferedLoad(TypedDict, total=False):
+    """The most one agent is asked to send; a key present with None means as much as it can (unpaced)."""
+
+    gbps: float | None
+    rps: float | None
 
 
 def mean_of(samples: list[Sample], key: str) -> float | None:

@@ -31,6 +31,7 @@ from pydantic import Field, model_validator
 from workloads import histogram
 from workloads.base import (
     MetricInfo,
+    OfferedLoad,
     RunContext,
     Sample,
     ScaledOutParams,
@@ -381,3 +382,9 @@ def summarize(params: HttpParams, samples: list[Sample]) -> dict[str, float]:
         if all(key in s["values"] for s in samples)
     }
     return summary | histogram_kpis(histogram.merge(s.get("histogram", {}) for s in samples))
+
+
+def offered_load(params: HttpParams) -> OfferedLoad:
+    """Requests per second this agent's users are paced to; unpaced (or a locustfile's own pacing), as many as
+    they can."""
+    return {"rps": params.rps}

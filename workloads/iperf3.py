@@ -25,6 +25,7 @@ from workloads.base import (
     Cancelled,
     DeadlineExceeded,
     MetricInfo,
+    OfferedLoad,
     RunContext,
     Sample,
     ScaledOutParams,
@@ -57,6 +58,8 @@ METRICS: dict[str, MetricInfo] = {
 }
 
 _RATE = re.compile(r"^\d+(\.\d+)?[KMGkmg]?$")
+_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}  # iperf3's -b suffixes are decimal
+UDP_DEFAULT_BPS = 1e6  # what iperf3 sends per UDP stream without -b
 _POLL_S = 0.25  # how often a running client checks for its deadline and for cancel
 
 
@@ -324,3 +327,15 @@ def summarize(params: Iperf3Params, samples: list[Sample]) -> dict[str, float]:
     if "retransmits" in summary:
         summary["retransmits_total"] = sum(s["values"].get("retransmits", 0.0) for s in samples)
     return summary
+
+
+def offered_load(params: Iperf3Params) -> OfferedLoad:
+    """Bits per second all streams of all processes send (both ways with bidir); TCP without a bitrate sends as
+    much as it can."""
+    if params.bitrate is None and params.protocol == "tcp":
+        return {"gbps": None}
+    per_stream = UDP_DEFAULT_BPS
+    if params.bitrate is not None:
+        number, suffix = params.bitrate.rstrip("KMGkmg"), params.bitrate.lstrip("0123456789.").lower()
+        per_stream = float(number) * _SUFFIX[suffix]
+    return {"gbps": per_stream * params.streams * params.processes * (2 if params.bidir else 1) / 1e9}

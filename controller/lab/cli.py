@@ -31,8 +31,12 @@ def lab_up(
     console.print(table)
     console.print(f"appliance namespace {netns.APPLIANCE} routes 198.18.1.0/24 ↔ 198.18.2.0/24")
     if agents:
-        console.print(f"started redis-server and {guests} agents; broker {state['broker']}; logs in {netns.STATE_DIR}")
-        console.print(f"  vtax agents --broker {state['broker']}")
+        console.print(
+            f"started redis-server (TLS, an ACL user per side, signed tasks) and {guests} agents; broker "
+            f"{state['broker']}; logs in {netns.STATE_DIR}. The controller's settings, then a look at the agents:"
+        )
+        console.print(f"  set -a; . {state['controller_env']}; set +a")
+        console.print("  vtax agents")
 
 
 @lab_app.command("down")

@@ -70,21 +70,15 @@ def acl_rules(prefix: str = "") -> dict[str, str]:
 def init(directory: Path, *, hosts: list[str], broker_url: str, port: int, prefix: str = "") -> dict[str, Path]:
     """Write the material of one deployment into `directory` (which must be empty or missing); returns the
     main files. InputError when the directory holds anything."""
-    if directory.exists() and any(directory.iterdir()):
-        raise InputError(f"{directory}: not empty; `vtax certs init` never overwrites key material")
+    _new_directory(directory)
     now = datetime.datetime.now(datetime.UTC)
-    for sub in ("", "ca", "redis", "controller", "agent", f"agent/{TRUSTED_DIR}"):
-        (directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
     ca_key = _key()
     ca_name = _name("vtax CA")
     ca = _build(ca_name, ca_name, ca_key.public_key(), ca_key, now, CA_DAYS, ca=True)
     _write_key(directory / "ca" / "ca.key", ca_key)
     _write(directory / "ca" / CA_FILE, _pem(ca), 0o644)
-    server_key = _key()
-    server = _build(_name("vtax broker"), ca_name, server_key.public_key(), ca_key, now, LEAF_DAYS, hosts=hosts)
-    _write_key(directory / "redis" / "server.key", server_key)
-    _write(directory / "redis" / "server.crt", _pem(server), 0o644)
-    _write(directory / "redis" / CA_FILE, _pem(ca), 0o644)
+    for side in ("redis", "controller", "agent"):
+        _write(directory / side / CA_FILE, _pem(ca), 0o644)
     passwords = {side: secrets.token_urlsafe(24) for side in USERS}
     rules = acl_rules(prefix)
     _write(
@@ -96,36 +90,96 @@ def init(directory: Path, *, hosts: list[str], broker_url: str, port: int, prefi
         ),
         0o600,
     )
-    redis = directory / "redis"
-    _write(
-        redis / "redis-tls.conf",
-        f"# include from redis.conf; TLS only, every client with a certificate of the vtax CA and an ACL user\n"
-        f"port 0\ntls-port {port}\ntls-cert-file {redis.absolute()}/server.crt\n"
-        f"tls-key-file {redis.absolute()}/server.key\ntls-ca-cert-file {redis.absolute()}/{CA_FILE}\n"
-        f"tls-auth-clients yes\naclfile {redis.absolute()}/users.acl\nprotected-mode yes\n",
-        0o600,
-    )
     for side in USERS:
-        side_dir = directory / side
-        key = _key()
-        cert = _build(_name(f"vtax {side}"), ca_name, key.public_key(), ca_key, now, LEAF_DAYS, client=True)
-        _write_key(side_dir / KEY_FILE, key)
-        _write(side_dir / CERT_FILE, _pem(cert), 0o644)
-        _write(side_dir / CA_FILE, _pem(ca), 0o644)
-        if side == "controller":
-            _write(directory / "agent" / TRUSTED_DIR / "controller.crt", _pem(cert), 0o644)
         env = (
             f"# {side}: the broker user and its password; mode 600, read by the {side}'s service or shell\n"
             f"VTAX_BROKER={broker_url}\nVTAX_BROKER_USERNAME={USERS[side]}\nVTAX_BROKER_PASSWORD={passwords[side]}\n"
-            f"VTAX_BROKER_CERTS={side_dir.absolute()}\n" + (f"VTAX_BROKER_PREFIX={prefix}\n" if prefix else "")
+            f"VTAX_BROKER_CERTS={(directory / side).absolute()}\n"
+            + (f"VTAX_BROKER_PREFIX={prefix}\n" if prefix else "")
         )
-        _write(side_dir / "broker.env", env, 0o600)
+        _write(directory / side / "broker.env", env, 0o600)
+    _issue(directory, ca_key, ca, hosts=hosts, now=now, trusted="controller.crt")
+    _write_redis_conf(directory, port)
     return {
         "ca key (keep it offline)": directory / "ca" / "ca.key",
-        "redis configuration": redis / "redis-tls.conf",
+        "redis configuration": directory / "redis" / "redis-tls.conf",
         "controller": directory / "controller",
         "agents": directory / "agent",
     }
+
+
+def renew(old: Path, new: Path) -> dict[str, Path]:
+    """`old`'s deployment in `new`, with fresh keys and certificates for the broker and both sides from the same
+    CA, the same ACL users and passwords; `new`'s agents trust the old controller certificate and the new one,
+    so they can be rolled out before the controller switches. InputError when `old` lacks its CA key."""
+    ca_key_path = old / "ca" / "ca.key"
+    if not ca_key_path.is_file():
+        raise InputError(f"{ca_key_path}: missing; renewing signs with the CA's key (bring it back for this)")
+    _new_directory(new)
+    for side in ("ca", "redis", "controller", "agent", f"agent/{TRUSTED_DIR}"):
+        for path in (old / side).glob("*"):
+            if path.is_file() and path.name not in (KEY_FILE, CERT_FILE, "server.key", "server.crt", "redis-tls.conf"):
+                text = path.read_text().replace(str(old.absolute()), str(new.absolute()))
+                _write(new / side / path.name, text, path.stat().st_mode & 0o777)
+    ca = read_certificate(old / "ca" / CA_FILE)
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    server = read_certificate(old / "redis" / "server.crt")
+    hosts = [str(name.value) for name in server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value]
+    now = datetime.datetime.now(datetime.UTC)
+    _issue(new, ca_key, ca, hosts=hosts, now=now, trusted=f"controller-{now:%Y%m%d}.crt")
+    port = next(
+        line.split()[1]
+        for line in (old / "redis" / "redis-tls.conf").read_text().splitlines()
+        if line.startswith("tls-port")
+    )
+    _write_redis_conf(new, int(port))
+    return {"controller": new / "controller", "agents": new / "agent", "redis": new / "redis"}
+
+
+def _new_directory(directory: Path) -> None:
+    """An empty directory for a deployment: itself enterable (Redis' own user must reach redis/), each side's
+    part only by its owner."""
+    if directory.exists() and any(directory.iterdir()):
+        raise InputError(f"{directory}: not empty; `vtax certs` never overwrites key material")
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    for sub in ("ca", "redis", "controller", "agent", f"agent/{TRUSTED_DIR}"):
+        (directory / sub).mkdir(mode=0o700)
+
+
+def _issue(
+    directory: Path,
+    ca_key: rsa.RSAPrivateKey,
+    ca: x509.Certificate,
+    *,
+    hosts: list[str],
+    now: datetime.datetime,
+    trusted: str,
+) -> None:
+    """The broker's server certificate and each side's key and certificate, signed by the CA; the controller's
+    certificate also into the agents' trusted/ as `trusted`."""
+    server_key = _key()
+    server = _build(_name("vtax broker"), ca.subject, server_key.public_key(), ca_key, now, LEAF_DAYS, hosts=hosts)
+    _write_key(directory / "redis" / "server.key", server_key)
+    _write(directory / "redis" / "server.crt", _pem(server), 0o644)
+    for side in USERS:
+        key = _key()
+        cert = _build(_name(f"vtax {side}"), ca.subject, key.public_key(), ca_key, now, LEAF_DAYS, client=True)
+        _write_key(directory / side / KEY_FILE, key)
+        _write(directory / side / CERT_FILE, _pem(cert), 0o644)
+        if side == "controller":
+            _write(directory / "agent" / TRUSTED_DIR / trusted, _pem(cert), 0o644)
+
+
+def _write_redis_conf(directory: Path, port: int) -> None:
+    redis = (directory / "redis").absolute()
+    _write(
+        redis / "redis-tls.conf",
+        f"# include from redis.conf; TLS only, every client with a certificate of the vtax CA and an ACL user\n"
+        f"port 0\ntls-port {port}\ntls-cert-file {redis}/server.crt\ntls-key-file {redis}/server.key\n"
+        f"tls-ca-cert-file {redis}/{CA_FILE}\ntls-auth-clients yes\naclfile {redis}/users.acl\nprotected-mode yes\n",
+        0o600,
+    )
 
 
 def read_env(path: Path) -> dict[str, str]:

@@ -755,6 +755,20 @@ def certs_init(
     )
 
 
+@certs_app.command("renew")
+def certs_renew(
+    old: Annotated[Path, typer.Argument(help="a directory `vtax certs init` made, with its ca/ca.key")],
+    new: Annotated[Path, typer.Argument(help="where to write the renewed deployment: a new or empty directory")],
+) -> None:
+    """Fresh keys and certificates from the same CA into NEW, the same ACL users and passwords; NEW's agents
+    trust both the old and the new controller certificate, so they can be rolled out first (rotation:
+    docs/how-to/secure-deployment.md#rotating-certificates)."""
+    from controller import certs
+
+    for what, path in certs.renew(old, new).items():
+        console.print(f"{what}: {path}")
+
+
 @certs_app.command("check")
 def certs_check(
     directory: Annotated[Path, typer.Argument(help="a directory `vtax certs init` made, or any one side's")],

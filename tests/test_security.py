@@ -228,3 +228,24 @@ def test_a_broker_misconfigured_says_what_to_do(
     done = vtax("agents", "--broker-certs", str(certs))
     assert done.returncode in (2, 3) and expected in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_renewed_agents_accept_the_old_and_the_new_controller_during_a_rotation(
+    secure: tuple[RedisServer, Agents], tmp_path: Path
+) -> None:
+    server, agents = secure
+    assert server.certs is not None
+    renewed = tmp_path / "renewed"
+    done = subprocess.run([VTAX, "certs", "renew", str(server.certs), str(renewed)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    trusted = [p.name for p in (renewed / "agent" / "trusted").iterdir()]
+    assert "controller.crt" in trusted and len(trusted) == 2  # the old controller's, and the new one's
+    agents.kill("a2")
+    env = {**server.env("agent"), "VTAX_BROKER_CERTS": str(renewed / "agent"), "XDG_STATE_HOME": str(tmp_path)}
+    agents.start("a2", server, env=env)  # its new TLS certificate is of the same CA, its password the same
+    replies = Keys(PREFIX).replies("00000000000000cc")
+    admin = server.client()
+    for request_id, controller in ((1, server.certs / "controller"), (2, renewed / "controller")):
+        ping(make_app(controller_settings(server, certs=controller), "controller"), request_id, replies, "a2")
+        reply = admin.blpop([replies], timeout=10)
+        assert reply is not None and json.loads(reply[1])["id"] == request_id and json.loads(reply[1])["ok"]

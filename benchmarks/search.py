@@ -17,7 +17,7 @@ lab up --guests 2 --agents` first) against a tbf cap and reports its trials, wal
 against the cap's expected UDP goodput. Prints one JSON object.
 
     .venv/bin/python benchmarks/search.py [--devices 200] [--noise 0.5] [--precision 1]
-    .venv/bin/python benchmarks/search.py --lab redis://198.19.255.1:6390/0 --rate 500
+    .venv/bin/python benchmarks/search.py --lab rediss://198.19.255.1:6390/0 --rate 500   # with its broker.env loaded
 """
 
 from __future__ import annotations

@@ -96,6 +96,7 @@ class ZoneAudit(TypedDict):
     zoned_vms: int
     zones: list[str]
     days: int
+    appliance_check: bool  # the policy names appliance VMs, so hosts without one are found
     policy: str | None
     findings: list[ZoneFinding]
     violations: int
@@ -121,14 +122,15 @@ def audit(
     vms: list[Vm],
     *,
     host_clusters: dict[str, str | None],
-    appliances: set[str],
+    appliances: set[str] | None,
     clusters: list[Cluster],
     migrations: list[Migration],
     policy: ZonePolicy,
     days: int,
     policy_path: str | None = None,
 ) -> ZoneAudit:
-    """Every finding on these placements, each marked allowed or not by `policy`."""
+    """Every finding on these placements, each marked allowed or not by `policy`; `appliances` None when the
+    policy names no appliance VMs (then no host is found wanting one)."""
     findings = co_residency(vms, host_clusters, appliances, policy)
     findings += rule_exposure(vms, clusters, policy)
     findings += migrations_that_mixed(vms, migrations, host_clusters, policy)
@@ -139,6 +141,7 @@ def audit(
         "zoned_vms": len(zoned),
         "zones": sorted({vm.zone for vm in zoned if vm.zone}),
         "days": days,
+        "appliance_check": appliances is not None,
         "policy": policy_path,
         "findings": findings,
         "violations": sum(not f["allowed"] for f in findings),
@@ -162,7 +165,7 @@ def _by_zone(vms: list[Vm]) -> dict[str, list[str]]:
 
 
 def co_residency(
-    vms: list[Vm], host_clusters: dict[str, str | None], appliances: set[str], policy: ZonePolicy
+    vms: list[Vm], host_clusters: dict[str, str | None], appliances: set[str] | None, policy: ZonePolicy
 ) -> list[ZoneFinding]:
     """Hosts running VMs of more than one zone now; and those of them with no powered-on appliance VM."""
     found: list[ZoneFinding] = []
@@ -186,7 +189,7 @@ def co_residency(
                 "why": rule.why if rule else "",
             }
         )
-        if not any(vm.name in appliances for vm in here):
+        if appliances is not None and not any(vm.name in appliances for vm in here):
             found.append(
                 {
                     **common,  # type: ignore[typeddict-item]

@@ -113,6 +113,8 @@ def spec_page() -> str:
         spec.VsphereSpec,
         spec.ZoneSource,
         spec.ApplianceSelector,
+        spec.ZoneWatch,
+        spec.Allowance,
         spec.Pair,
     ]
     out = [

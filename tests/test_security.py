@@ -105,15 +105,15 @@ def test_certs_init_makes_private_keys_and_check_says_what_expires(vtax: Vtax, t
     assert len(keys) >= 7 and all(path.stat().st_mode & 0o077 == 0 for path in keys)
     checked = vtax("certs", "check", str(tmp_path / "pki"), "--json")
     assert checked.returncode == 0, checked.stdout
-    found = {c["path"]: c for c in json.loads(checked.stdout)}
+    found = {Path(c["path"]).parts: c for c in json.loads(checked.stdout)}
     assert {c["status"] for c in found.values()} == {"ok"}
-    assert 396 < found["controller/vtax.crt"]["days_left"] <= 397 and found["ca/ca.crt"]["days_left"] > 3600
+    assert 396 < found[("controller", "vtax.crt")]["days_left"] <= 397 and found[("ca", "ca.crt")]["days_left"] > 3600
     soon = vtax("certs", "check", str(tmp_path / "pki"), "--warn-days", "400")
     assert soon.returncode == 1 and "expires_soon" in soon.stdout
     vtax("certs", "init", str(tmp_path / "other"), "--host", "x")
     shutil.copy(tmp_path / "other" / "controller" / "vtax.crt", tmp_path / "pki" / "agent" / "trusted" / "rogue.crt")
     rogue = json.loads(vtax("certs", "check", str(tmp_path / "pki"), "--json").stdout)
-    assert {c["path"]: c["status"] for c in rogue}["agent/trusted/rogue.crt"] == "untrusted"
+    assert {Path(c["path"]).parts: c["status"] for c in rogue}[("agent", "trusted", "rogue.crt")] == "untrusted"
     again = vtax("certs", "init", str(tmp_path / "pki"), "--host", "x")
     assert again.returncode == 2 and "never overwrites" in again.stderr
 
@@ -249,3 +249,11 @@ def test_renewed_agents_accept_the_old_and_the_new_controller_during_a_rotation(
         ping(make_app(controller_settings(server, certs=controller), "controller"), request_id, replies, "a2")
         reply = admin.blpop([replies], timeout=10)
         assert reply is not None and json.loads(reply[1])["id"] == request_id and json.loads(reply[1])["ok"]
+
+
+def test_the_secure_deployment_page_shows_the_acl_rules_the_tests_run_on() -> None:
+    from controller.certs import acl_rules
+
+    page = (Path(__file__).parents[1] / "docs" / "how-to" / "secure-deployment.md").read_text()
+    for rules in acl_rules("").values():
+        assert rules in page

@@ -61,6 +61,8 @@ def test_a_policy_allows_zones_on_the_hosts_it_names_and_a_missing_appliance_onl
     assert not co_residency(PLACED, HOSTS, appliances={"sva-h1"}, policy=elsewhere)[0]["allowed"]
     no_sva = co_residency(PLACED, HOSTS, appliances=set(), policy=policy)
     assert [(f["kind"], f["allowed"]) for f in no_sva] == [("co_resident", True), ("no_appliance", False)]
+    unnamed = co_residency(PLACED, HOSTS, appliances=None, policy=policy)  # the policy names no appliance VMs
+    assert [f["kind"] for f in unnamed] == ["co_resident"]
     relaxed = policy.model_copy(update={"require_appliance": False})
     assert all(f["allowed"] for f in co_residency(PLACED, HOSTS, appliances=set(), policy=relaxed))
 

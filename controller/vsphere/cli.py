@@ -261,7 +261,8 @@ def audit_zones(
 def print_zone_audit(found: ZoneAudit) -> None:
     console.print(
         f"{found['hosts']} hosts, {found['vms']} VMs, {found['zoned_vms']} of them in zones "
-        f"({', '.join(found['zones']) or 'none found'}); migrations of the last {found['days']} days replayed"
+        f"({', '.join(found['zones']) or 'none found'}); migrations of the last {found['days']} day(s) replayed"
+        + ("" if found["appliance_check"] else "; no appliance VMs named (appliances:), so none is looked for")
     )
     table = Table("finding", "where", "zones", "VMs", "verdict")
     for finding in found["findings"]:

@@ -704,7 +704,7 @@ def agents(
     if as_json:
         print(json.dumps(found, indent=2))
         return
-    table = Table("name", "zone", "host", "address", "cores", "kernel", "iperf3", "allow", "heartbeat")
+    table = Table("name", "zone", "host", "address", "cores", "kernel", "iperf3", "allow", "signed", "heartbeat")
     for a in found:
         age = f"{time.time() - a['heartbeat']:.0f} s ago"
         table.add_row(
@@ -716,6 +716,7 @@ def agents(
             a["kernel"],
             a["iperf3"] or "missing",
             ", ".join(a["allow"]),
+            "yes" if a.get("signed") else "no",
             age,
         )
     console.print(table if found else f"no agents registered with {config.url}")

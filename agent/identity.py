@@ -7,6 +7,7 @@ import os
 import platform
 import socket
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -22,6 +23,14 @@ def _vm_uuid() -> str | None:
     try:
         return DMI_UUID.read_text().strip().lower() or None
     except OSError:
+        return None
+
+
+def swapped_uuid(text: str) -> str | None:
+    """The same BIOS UUID with its first three fields byte-swapped (SMBIOS < 2.6 vs newer readings)."""
+    try:
+        return str(uuid.UUID(bytes=uuid.UUID(text).bytes_le))
+    except ValueError:
         return None
 
 

@@ -120,6 +120,13 @@ class MachineInfo(TypedDict):
     vtax: str | None
 
 
+class GuestVm(TypedDict):
+    """A guest a Linux/KVM hypervisor runs (its QEMU process's -uuid and -name)."""
+
+    uuid: str
+    name: str
+
+
 class AgentIdentity(MachineInfo):
     """What an agent registers about itself and its machine (the heartbeat's value in Redis)."""
 
@@ -133,6 +140,7 @@ class AgentIdentity(MachineInfo):
     started: float
     max_tasks: NotRequired[int | None]  # load tasks its process runs at once, shared by its names
     signed: NotRequired[bool]  # it runs only tasks signed by a controller certificate it trusts
+    guests: NotRequired[list[GuestVm]]  # on a Linux/KVM hypervisor: the guests it runs now (agent.guests)
     heartbeat: NotRequired[float]  # when this value was written (agent clock)
     sink: NotRequired[SinkStats | None]
 

@@ -27,6 +27,7 @@ from kombu.exceptions import ContentDisallowed, DecodeError
 
 from agent.broker import HEARTBEAT_S, HEARTBEAT_TTL_S, Keys, make_app, queue_for, redis_client
 from agent.edge import AgentHost, TaskSlots, execute
+from agent.guests import local_guests
 from agent.identity import identity
 from agent.kept import Kept
 from agent.safety import Allowlist, RateLimits
@@ -83,6 +84,9 @@ class BrokerLink:
         key = self.keys.agent(name)
         while not stop.is_set():
             beat: AgentIdentity = {**ident, "heartbeat": time.time(), "sink": sink.stats() if sink else None}
+            guests = local_guests()
+            if guests:
+                beat["guests"] = guests
             try:
                 self.redis.set(key, json.dumps(beat), ex=HEARTBEAT_TTL_S)
             except redis.RedisError as exc:

@@ -793,7 +793,60 @@ def certs_check(
     raise typer.Exit(1 if any(cert["status"] != "ok" for cert in found) else 0)
 
 
+audit_app = typer.Typer(
+    help="Audit the virtual infrastructure: where security zones share hosts.", no_args_is_help=True
+)
+
+
+@audit_app.command("zones")
+@vsphere_cli.with_vcenter_options
+def audit_zones(
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="YAML policy: where zones come from, which VMs are appliances, which co-residencies are allowed "
+            "(default: zones from the vtax.zone attribute, none allowed)",
+        ),
+    ] = None,
+    days: Annotated[int, typer.Option("--days", min=0, max=3650, help="vCenter: migration history to replay")] = 30,
+    broker: BrokerOption = None,
+    broker_certs: BrokerCertsOption = None,
+    as_json: AsJsonOption = False,
+    *,
+    vcenter_options: vsphere_cli.VcenterOptions,
+) -> None:
+    """Hosts that carry VMs of more than one security zone, those of them without an appliance, cluster rules
+    that let zones meet, and migrations of the last --days that joined zones: from vCenter, or (--broker) from
+    the agents on Linux/KVM hypervisors and in their guests. Exit 1 when the policy is violated, 0 when
+    everything found is allowed."""
+    from controller.report import print_zone_audit
+    from controller.zones import audit_agents, load_policy
+
+    rules = load_policy(policy)
+    shown = str(policy) if policy else None
+    vsphere = vsphere_cli.open_vsphere(None, vcenter_options)
+    config = broker_settings(broker, broker_certs)
+    if vsphere is not None:
+        from controller.vsphere.audit import audit_vcenter
+
+        with vsphere.vcenter:
+            found = audit_vcenter(vsphere.vcenter, rules, days=days, policy_path=shown)
+    elif config is not None:
+        from controller.distributed import registered_agents
+
+        found = audit_agents(registered_agents(config), rules, policy_path=shown)
+    else:
+        raise InputError("audit zones: give --vcenter, or --broker for the agents of Linux/KVM hypervisors")
+    if as_json:
+        print(json.dumps(found, indent=2))
+    else:
+        print_zone_audit(console, found)
+    raise typer.Exit(1 if found["violations"] else 0)
+
+
 app.add_typer(certs_app, name="certs")
+app.add_typer(audit_app, name="audit")
 app.add_typer(lab_app, name="lab")
 
 

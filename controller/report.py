@@ -25,6 +25,7 @@ from controller.soakreport import memory_lines, soak_table
 from controller.spec import SlaRule
 from controller.stats import Description
 from controller.tiles import tiles_text
+from controller.zones import ZoneAudit
 
 HEADLINE_METRICS = ("throughput_gbps", "achieved_pct", "host.cpu_pct")
 
@@ -529,3 +530,30 @@ def print_result(console: Console, result: dict[str, Any]) -> None:
                 )
             )
     console.print(f"run {result['run_id']} ({result['status']}) stored in {result['store']}")
+
+
+def print_zone_audit(console: Console, found: ZoneAudit) -> None:
+    """`vtax audit zones`: what was read, one row per finding, and each violation in words."""
+    source = f"migrations of the last {found['days']} day(s) replayed" if found["days"] else "no migration history"
+    console.print(
+        f"{found['hosts']} hosts, {found['vms']} VMs, {found['zoned_vms']} of them in zones "
+        f"({', '.join(found['zones']) or 'none found'}); {source}"
+        + ("" if found["appliance_check"] else "; no appliance VMs named (appliances:), so none is looked for")
+    )
+    table = Table("finding", "where", "zones", "VMs", "verdict")
+    for finding in found["findings"]:
+        where = finding["host"] or f"cluster {finding['cluster']}"
+        vms = "; ".join(
+            f"{zone}: {', '.join(names[:3])}{' …' if len(names) > 3 else ''}" for zone, names in finding["vms"].items()
+        )
+        verdict = "VIOLATION"
+        if finding["allowed"]:
+            verdict = f"allowed ({finding['why']})" if finding["why"] else "allowed"
+        table.add_row(finding["kind"].replace("_", " "), where, ", ".join(finding["zones"]), vms, verdict)
+    console.print(table if found["findings"] else "no host joins zones, no rule lets them meet, no migration did")
+    for finding in found["findings"]:
+        if not finding["allowed"]:
+            when = f"{finding['time'][:19]} " if "time" in finding else ""
+            console.print(f"  {when}{finding['message']}")
+    policy = found["policy"] or "the default policy (no zone shares a host)"
+    console.print(f"{found['violations']} violation(s) of {policy}")

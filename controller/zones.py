@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NotRequired, TypedDict
@@ -20,6 +21,8 @@ from typing import Literal, NotRequired, TypedDict
 import yaml
 from pydantic import Field, ValidationError
 
+from agent.identity import swapped_uuid
+from agent.wire import AgentIdentity
 from controller.errors import InputError
 from controller.spec import Allowance, ApplianceSelector, Strict, ZoneSource
 
@@ -146,6 +149,45 @@ def audit(
         "findings": findings,
         "violations": sum(not f["allowed"] for f in findings),
     }
+
+
+def audit_agents(agents: list[AgentIdentity], policy: ZonePolicy, policy_path: str | None = None) -> ZoneAudit:
+    """The audit of Linux/KVM hypervisors, from the agents registered on a broker: each hypervisor agent names
+    the guests it runs (by QEMU's -uuid), each guest agent its BIOS UUID and zone. Guests without an agent have
+    no zone; appliance VMs are picked by name (`name_pattern`, `vms`). No cluster rules, no migration history."""
+    zone_of: dict[str, str | None] = {}
+    for agent in agents:
+        if agent.get("vm_uuid"):
+            zone_of[str(agent["vm_uuid"]).lower()] = agent.get("zone")
+    placed: dict[tuple[str, str], Vm] = {}  # one process serving several agent names reports its guests for each
+    for agent in agents:
+        for guest in agent.get("guests") or []:
+            zone = zone_of.get(guest["uuid"]) or zone_of.get(swapped_uuid(guest["uuid"]) or "")
+            placed[(agent["hostname"], guest["uuid"])] = Vm(name=guest["name"], host=agent["hostname"], zone=zone)
+    vms = list(placed.values())
+    hosts: dict[str, str | None] = {vm.host: None for vm in vms if vm.host}
+    if policy.appliances.attribute:
+        raise InputError(
+            "appliances.attribute: a KVM guest has no custom attributes; pick appliances by name_pattern or vms"
+        )
+    return audit(
+        vms,
+        host_clusters=hosts,
+        appliances=appliance_names(policy.appliances, [vm.name for vm in vms]),
+        clusters=[],
+        migrations=[],
+        policy=policy,
+        days=0,
+        policy_path=policy_path,
+    )
+
+
+def appliance_names(selector: ApplianceSelector, names: list[str]) -> set[str] | None:
+    """The names the selector picks by name, or None when it names no appliance (then none is looked for)."""
+    if not (selector.name_pattern or selector.vms):
+        return None
+    pattern = re.compile(selector.name_pattern) if selector.name_pattern else None
+    return {name for name in names if name in selector.vms or (pattern is not None and pattern.search(name))}
 
 
 def _allowance(policy: ZonePolicy, zones: set[str], host: str | None) -> Allowance | None:

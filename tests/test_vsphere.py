@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from agent.identity import swapped_uuid
 from agent.wire import HostSample, TrialTags
 from controller.hostsources import TrialWindow
 from controller.spec import ApplianceSelector, VsphereAction, VsphereSpec
 from controller.store import Store
 from controller.vsphere.actions import run_action
 from controller.vsphere.connection import Vcenter, VcenterConfig
-from controller.vsphere.inventory import swapped_uuid
 from controller.vsphere.perf import HISTORICAL_INTERVAL_S, PerfReader, convert
 from controller.vsphere.session import Vsphere
 from controller.vsphere.source import VsphereHostSource

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from controller.spec import VsphereAction, VsphereSpec
 from controller.vsphere.actions import run_action
 from controller.vsphere.connection import Vcenter, VcenterConfig
 from controller.vsphere.session import Vsphere
+from tests.cluster import Agents, RedisServer
 from tests.conftest import VTAX, Vtax
 from tests.vcsim import VCSIM_SCRIPT, VcSim
 
@@ -60,11 +63,12 @@ def sim() -> Iterator[VcSim]:
         yield server
 
 
-def zones_audit(vtax: Vtax, sim: VcSim, *extra: str) -> tuple[int, dict]:
+def zones_audit(vtax: Vtax, sim: VcSim | None, *extra: str) -> tuple[int, dict]:
+    vcenter = ["--vcenter", sim.url, "--vcenter-user", sim.user, "--vcenter-insecure"] if sim else []
+    password = {"VTAX_VCENTER_PASSWORD": sim.password} if sim else {}
     done = subprocess.run(
-        [VTAX, "audit", "zones", "--vcenter", sim.url, "--vcenter-user", sim.user, "--vcenter-insecure", *extra],
-        capture_output=True, text=True, env={**vtax.env, "VTAX_VCENTER_PASSWORD": sim.password}, timeout=60,
-        check=False,
+        [VTAX, "audit", "zones", *vcenter, *extra],
+        capture_output=True, text=True, env={**vtax.env, **password}, timeout=60, check=False,
     )  # fmt: skip
     assert "Traceback" not in done.stderr, done.stderr
     return done.returncode, json.loads(done.stdout) if "--json" in extra else {"text": done.stdout}
@@ -171,3 +175,40 @@ def test_a_migration_mid_trial_that_joins_zones_flags_that_trial(vtax: Vtax, sim
     assert f"DRS moved {VM[4]} (zone db) from {H2} to {H1}, which then ran zone(s) web" in mixed[0]["message"]
     at_start = result["vsphere"]["zones"]
     assert {(f["kind"], f["host"]) for f in at_start["findings"]} >= {("co_resident", H0), ("no_appliance", H0)}
+
+
+@pytest.fixture
+def qemu_guests() -> Iterator[dict[str, str]]:
+    """Processes with the command line libvirt gives QEMU (this machine runs no KVM guests): two zone guests and
+    an appliance, as a hypervisor agent finds them in /proc. Name → UUID."""
+    guests = {"web1": str(uuid.uuid4()), "db1": str(uuid.uuid4()), "sva-1": str(uuid.uuid4())}
+    command = (
+        'exec -a qemu-system-x86_64 {python} -c "import time; time.sleep(120)" -name guest={name},x=on -uuid {uuid}'
+    )
+    procs = [
+        subprocess.Popen(["bash", "-c", command.format(python=sys.executable, name=name, uuid=value)])
+        for name, value in guests.items()
+    ]
+    yield guests
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_kvm_hosts_are_audited_from_the_agents_on_the_hypervisor_and_in_its_guests(
+    vtax: Vtax, broker: RedisServer, agents: Agents, qemu_guests: dict[str, str], tmp_path: Path
+) -> None:
+    """A hypervisor agent registers the guests it runs; guest agents, their BIOS UUID and zone (here all on one
+    machine, as in the lab)."""
+    agents.start("kvm1", broker)
+    for name, zone in (("web1", "web"), ("db1", "db")):
+        agents.start(name, broker, zone=zone, env={"VTAX_VM_UUID": qemu_guests[name].upper()})
+    policy = tmp_path / "kvm.yaml"
+    policy.write_text('appliances: {name_pattern: "^sva-"}\n')
+    code, found = zones_audit(vtax, None, "--broker", broker.url, "--policy", str(policy), "--json")
+    assert code == 1, found
+    [finding] = found["findings"]
+    assert finding["kind"] == "co_resident" and finding["vms"] == {"db": ["db1"], "web": ["web1"]}
+    assert found["appliance_check"] and found["vms"] == 3  # the appliance guest is on the host: none is wanting
+    policy.write_text('appliances: {name_pattern: "^sva-"}\nallow: [{zones: [web, db]}]\n')
+    assert zones_audit(vtax, None, "--broker", broker.url, "--policy", str(policy), "--json")[0] == 0

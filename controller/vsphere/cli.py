@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # pyVmomi, Celery and scipy load only in the commands that us
     from controller.hostsources import HostCounterSource
     from controller.runloop import Placer
     from controller.vsphere.session import Vsphere
-    from controller.zones import ZoneAudit
 
 NO_VCENTER = "--vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)"
 
@@ -227,73 +226,7 @@ def _print_inventory(vsphere: Vsphere, placed: dict[str, Any], rows: list[dict[s
     console.print(appliances if placed["appliances"] else "no appliance VMs on these hosts (vsphere.appliances)")
 
 
-def audit_zones(
-    policy: Annotated[
-        Path | None,
-        typer.Option(
-            "--policy",
-            help="YAML policy: where zones come from, which VMs are appliances, which co-residencies are allowed "
-            "(default: zones from the vtax.zone attribute, none allowed)",
-        ),
-    ] = None,
-    days: Annotated[int, typer.Option("--days", min=0, max=3650, help="migration history to replay")] = 30,
-    as_json: AsJsonOption = False,
-    *,
-    vcenter_options: VcenterOptions,
-) -> None:
-    """Hosts that carry VMs of more than one security zone, those of them without an appliance, cluster rules
-    that let zones meet, and migrations of the last --days that joined zones. Exit 1 when the policy is
-    violated, 0 when everything found is allowed."""
-    from controller.vsphere.audit import audit_vcenter
-    from controller.zones import load_policy
-
-    rules = load_policy(policy)
-    vsphere = _required(None, vcenter_options)
-    with vsphere.vcenter:
-        found = audit_vcenter(vsphere.vcenter, rules, days=days, policy_path=str(policy) if policy else None)
-    if as_json:
-        print(json.dumps(found, indent=2))
-    else:
-        print_zone_audit(found)
-    raise typer.Exit(1 if found["violations"] else 0)
-
-
-def print_zone_audit(found: ZoneAudit) -> None:
-    console.print(
-        f"{found['hosts']} hosts, {found['vms']} VMs, {found['zoned_vms']} of them in zones "
-        f"({', '.join(found['zones']) or 'none found'}); migrations of the last {found['days']} day(s) replayed"
-        + ("" if found["appliance_check"] else "; no appliance VMs named (appliances:), so none is looked for")
-    )
-    table = Table("finding", "where", "zones", "VMs", "verdict")
-    for finding in found["findings"]:
-        where = finding["host"] or f"cluster {finding['cluster']}"
-        vms = "; ".join(
-            f"{zone}: {', '.join(names[:3])}{' …' if len(names) > 3 else ''}" for zone, names in finding["vms"].items()
-        )
-        verdict = (
-            f"allowed ({finding['why']})"
-            if finding["allowed"] and finding["why"]
-            else "allowed"
-            if finding["allowed"]
-            else "VIOLATION"
-        )
-        table.add_row(finding["kind"].replace("_", " "), where, ", ".join(finding["zones"]), vms, verdict)
-    console.print(table if found["findings"] else "no host joins zones, no rule lets them meet, no migration did")
-    for finding in found["findings"]:
-        if not finding["allowed"]:
-            when = f"{finding['time'][:19]} " if "time" in finding else ""
-            console.print(f"  {when}{finding['message']}")
-    console.print(
-        f"{found['violations']} violation(s) of {found['policy'] or 'the default policy (no zone shares a host)'}"
-    )
-
-
 def register(app: typer.Typer) -> None:
     """Add the wing's commands to the `vtax` app."""
     app.command("collect")(with_vcenter_options(collect))
     app.command("inventory")(with_vcenter_options(inventory))
-    audit = typer.Typer(
-        help="Audit the virtual infrastructure: which security zones share hosts.", no_args_is_help=True
-    )
-    audit.command("zones")(with_vcenter_options(audit_zones))
-    app.add_typer(audit, name="audit")

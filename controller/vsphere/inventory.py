@@ -16,6 +16,7 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
+from agent.identity import swapped_uuid
 from controller.spec import ApplianceSelector, ZoneSource
 from controller.vsphere.connection import Vcenter
 
@@ -96,14 +97,6 @@ def migration_events(vcenter: Vcenter, begin: datetime, end: datetime) -> list[A
         return sorted((e for e in found if begin <= e.createdTime <= end), key=lambda e: e.createdTime)
     finally:
         collector.DestroyCollector()
-
-
-def swapped_uuid(text: str) -> str | None:
-    """The same BIOS UUID with its first three fields byte-swapped (SMBIOS < 2.6 vs newer readings)."""
-    try:
-        return str(uuid.UUID(bytes=uuid.UUID(text).bytes_le))
-    except ValueError:
-        return None
 
 
 def _is_uuid(text: str) -> bool:

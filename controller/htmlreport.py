@@ -431,6 +431,7 @@ def render(store: Store, study: dict[str, Any], runs: list[dict[str, Any]], cata
         sections=sections,
         series=series,
         provenance=[(run["run_id"], _provenance(run), yaml.safe_dump(run["spec"], sort_keys=False)) for run in runs],
+        zones=[(run["run_id"], run["vsphere"]["zones"]) for run in runs if (run.get("vsphere") or {}).get("zones")],
         result_json=json.dumps({k: study[k] for k in ("run_id", "baseline", "conditions")}),
     )
 

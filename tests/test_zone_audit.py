@@ -175,6 +175,10 @@ def test_a_migration_mid_trial_that_joins_zones_flags_that_trial(vtax: Vtax, sim
     assert f"DRS moved {VM[4]} (zone db) from {H2} to {H1}, which then ran zone(s) web" in mixed[0]["message"]
     at_start = result["vsphere"]["zones"]
     assert {(f["kind"], f["host"]) for f in at_start["findings"]} >= {("co_resident", H0), ("no_appliance", H0)}
+    page = vtax.workdir / "report.html"
+    assert vtax("report", result["run_id"], "-o", str(page)).returncode == 0
+    html = page.read_text()
+    assert 'id="zones">Security zones' in html and f"host {H0} runs VMs of zones web (1), db (1)" in html
 
 
 @pytest.fixture

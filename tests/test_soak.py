@@ -139,6 +139,7 @@ def test_the_same_soak_without_the_neighbour_killed_and_resumed_shows_no_change(
     time.sleep(SEGMENT_S / 2)  # into the next segment, past its first sample
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    time.sleep(SEGMENT_S)  # away for at least a segment, however fast the resume starts: a gap, not jitter
     before = _stored(vtax)
     [run] = json.loads(vtax("runs", "--json").stdout)
     assert run["status"] == "interrupted"

@@ -45,6 +45,11 @@ def _addresses() -> list[str]:
     return found
 
 
+def version() -> str | None:
+    """This vtax's version, as the agents report it and the controller compares it."""
+    return _version("vtax")
+
+
 def _version(distribution: str) -> str | None:
     import importlib.metadata  # 50 ms: only when a run reports its versions, not at every command's start
 
@@ -93,7 +98,7 @@ def machine() -> MachineInfo:
         "python": platform.python_version(),
         "iperf3": iperf3.version(),
         "locust": _version("locust"),
-        "vtax": _version("vtax"),
+        "vtax": version(),
     }
 
 

@@ -30,6 +30,7 @@ from controller.options import (
     InfluxConfigOption,
     InfluxOption,
     JsonOption,
+    MixedVersionsOption,
     StoreOption,
     VerboseOption,
     broker_settings,
@@ -83,7 +84,12 @@ def _main(
 INTERRUPTED = 130
 
 
-def _engine(experiment: spec_module.Experiment, broker: BrokerConfig | None, influx: InfluxConfig | None) -> Engine:
+def _engine(
+    experiment: spec_module.Experiment,
+    broker: BrokerConfig | None,
+    influx: InfluxConfig | None,
+    mixed_versions: bool = False,
+) -> Engine:
     from controller.distributed import CeleryEngine
     from controller.engine import EmbeddedEngine
 
@@ -94,7 +100,12 @@ def _engine(experiment: spec_module.Experiment, broker: BrokerConfig | None, inf
                 f"condition {relayed[0]!r}: the built-in relay runs on the controller's loopback and serves only "
                 "the embedded engine; with --broker, put a real appliance in the path with setup hooks"
             )
-        return CeleryEngine(broker, [a.name for a in experiment.agents], lost_after=experiment.agent_lost_after)
+        return CeleryEngine(
+            broker,
+            [a.name for a in experiment.agents],
+            lost_after=experiment.agent_lost_after,
+            mixed_versions=mixed_versions,
+        )
     return EmbeddedEngine.for_experiment(experiment, influx)
 
 
@@ -107,6 +118,7 @@ def _measure(
     vsphere: Vsphere | None = None,
     verbose: bool = False,
     resume: str | None = None,
+    mixed_versions: bool = False,
 ) -> dict:
     """Run the experiment with the live display and return its analysed result (sent to InfluxDB too);
     `resume` takes a stopped soak up again instead."""
@@ -136,7 +148,7 @@ def _measure(
             f"[bold]{experiment.name}[/]: {len(experiment.conditions)} conditions × {experiment.repetitions} "
             f"repetitions = {plan_size} trials of {experiment.timing.duration:g} s, {experiment.order} order"
         )
-    engine = _engine(experiment, broker, influx)
+    engine = _engine(experiment, broker, influx, mixed_versions)
     wired = vsphere_cli.wiring(vsphere, experiment, store) if vsphere is not None else None
     loop = RunLoop(
         experiment,
@@ -181,11 +193,12 @@ def _execute(
     vsphere: Vsphere | None = None,
     verbose: bool = False,
     resume: str | None = None,
+    mixed_versions: bool = False,
 ) -> None:
     from controller.report import print_result
 
     check_writable(json_path)
-    result = _measure(experiment, spec_path, store_path, broker, influx, vsphere, verbose, resume)
+    result = _measure(experiment, spec_path, store_path, broker, influx, vsphere, verbose, resume, mixed_versions)
     print_result(console, result)
     write_json(json_path, result)
     raise typer.Exit(0 if result["passed"] else 1)
@@ -206,6 +219,7 @@ def run(
         str | None,
         typer.Option("--resume", help="a stopped soak's run id: go on at the segment after the last one stored"),
     ] = None,
+    allow_mixed_versions: MixedVersionsOption = False,
     *,
     vcenter_options: vsphere_cli.VcenterOptions,
 ) -> None:
@@ -229,6 +243,7 @@ def run(
             vsphere,
             verbose,
             resume,
+            allow_mixed_versions,
         )
     finally:
         if vsphere is not None:
@@ -288,6 +303,7 @@ def calibrate(
     store: StoreOption = DEFAULT_PATH,
     broker: BrokerOption = None,
     broker_certs: BrokerCertsOption = None,
+    allow_mixed_versions: MixedVersionsOption = False,
     verbose: VerboseOption = False,
 ) -> None:
     """The reference test of the test bed without the device (RFC 9411): the spec's baseline as an A/A pair,
@@ -300,7 +316,8 @@ def calibrate(
     check_writable(json_path)
     given = spec_module.load(spec)
     experiment = calibration_experiment(given, repetitions or max(2, given.repetitions), inject_rate)
-    result = _measure(experiment, str(spec), store, broker_settings(broker, broker_certs), None, None, verbose)
+    config = broker_settings(broker, broker_certs)
+    result = _measure(experiment, str(spec), store, config, None, None, verbose, mixed_versions=allow_mixed_versions)
     print_result(console, result)
     found = read_calibration(result, experiment, inject_rate)
     for line in calibration_text(found):
@@ -598,11 +615,15 @@ def import_(
 
 @app.command()
 def agent(
-    broker: BrokerOption,
+    broker: BrokerOption = None,
     name: Annotated[
-        list[str],
-        typer.Option("--name", envvar="VTAX_AGENT_NAME", help="this agent's name, as specs refer to it (repeatable)"),
-    ],
+        list[str] | None,
+        typer.Option(
+            "--name",
+            envvar="VTAX_AGENT_NAME",
+            help="this agent's name, as specs refer to it (repeatable); default: guestinfo.vtax.name",
+        ),
+    ] = None,
     zone: Annotated[str | None, typer.Option("--zone", envvar="VTAX_ZONE", help="security zone of this VM")] = None,
     allow: Annotated[
         list[str] | None,
@@ -658,10 +679,23 @@ def agent(
     influx_config: InfluxConfigOption = None,
 ) -> None:
     """Run an agent: a Celery worker that executes load tasks from its own queue on the broker."""
+    from agent.guestinfo import guestinfo
     from agent.safety import RateLimits
     from agent.worker import run_agent
     from controller.distributed import connect
 
+    given = guestinfo()  # what `vtax deploy` wrote into this VM's configuration; flags and VTAX_* win
+    broker = broker or given.get("broker")
+    name = name or ([given["name"]] if "name" in given else None)
+    zone = zone or given.get("zone")
+    allow = allow or given.get("allow", "").split() or None
+    address = address or given.get("address")
+    influx = influx or given.get("influx")
+    if not broker or not name:
+        missing = "--broker" if not broker else "--name"
+        raise InputError(
+            f"{missing}: missing; give it, its VTAX_* variable, or guestinfo.vtax.{missing[2:]} (vtax deploy)"
+        )
     for each in name:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", each):
             raise InputError(f"--name: {each!r} is not a valid agent name (letters, digits, _ . -)")
@@ -670,7 +704,7 @@ def agent(
     if vm_uuid is not None and not re.fullmatch(r"[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}", vm_uuid):
         raise InputError(f"--vm-uuid: {vm_uuid!r} is not a UUID (8-4-4-4-12 hex digits)")
     config = broker_settings(broker, broker_certs)
-    assert config is not None  # --broker is required here
+    assert config is not None
     connect(config, "agent")
     try:
         run_agent(

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from agent.broker import Keys, make_app, queue_for, redis_client
+from agent.identity import version
 from agent.settings import BrokerConfig
 from agent.trust import Side
 from agent.urls import redact
@@ -100,11 +101,13 @@ class CeleryEngine(Engine):
         *,
         on_progress: ProgressCallback | None = None,
         lost_after: float = LOST_AFTER_S,
+        mixed_versions: bool = False,
     ) -> None:
         super().__init__(on_progress=on_progress)
         self.broker = broker
         self._names = agents
         self._lost_after = lost_after
+        self._mixed_versions = mixed_versions
         self._keys = Keys(broker.prefix)
         self._reply_key = self._keys.replies(secrets.token_hex(8))
         self._stop = threading.Event()
@@ -132,6 +135,7 @@ class CeleryEngine(Engine):
             )
         self.identities = {name: live[name] for name in self._names}
         self._check_signing()
+        self._check_versions()
         now = time.monotonic()
         self._last_seen = dict.fromkeys(self._names, now)
         for thread in self._threads:
@@ -153,6 +157,19 @@ class CeleryEngine(Engine):
             raise InputError(
                 f"agents {', '.join(trusting)} do not verify signatures (started without --broker-certs): "
                 "start them with the agent's certificate directory, so that only this controller can make them load"
+            )
+
+    def _check_versions(self) -> None:
+        """Refuse agents that run another vtax than this controller (exit 3): they may check, measure or
+        report differently, and a fleet is kept in step. `--allow-mixed-versions` runs anyway, with a warning
+        in the result."""
+        mine = version()
+        differ = {name: ident.get("vtax") for name, ident in self.identities.items() if ident.get("vtax") != mine}
+        if differ and not self._mixed_versions:
+            listed = ", ".join(f"{name} ({found or 'unknown'})" for name, found in sorted(differ.items()))
+            raise InfrastructureError(
+                f"agents run another vtax than this controller ({mine}): {listed}; install {mine} on them, "
+                "or run with --allow-mixed-versions"
             )
 
     def identity(self, agent: str) -> AgentIdentity | None:

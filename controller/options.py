@@ -45,6 +45,13 @@ InfluxConfigOption = Annotated[
     Path | None,
     typer.Option("--influx-config", envvar="VTAX_INFLUX_CONFIG", help="YAML file of InfluxDB settings"),
 ]
+MixedVersionsOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-mixed-versions",
+        help="run with agents whose vtax version differs from the controller's (they may measure differently)",
+    ),
+]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="write the run's result object to this file")]
 AsJsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 VerboseOption = Annotated[

@@ -115,8 +115,12 @@ class Agents:
         address: str = "127.0.0.1",
         netns: str | None = None,
         env: dict[str, str] | None = None,
+        extra_names: list[str] | None = None,
     ) -> subprocess.Popen[bytes]:
+        """Start one agent process (serving `name` and `extra_names`) and wait until `name` has registered."""
         cmd = agent_command(broker.url, name, zone=zone, allow=allow or ["127.0.0.0/8"], address=address)
+        for extra in extra_names or []:
+            cmd += ["--name", extra]
         if netns:
             cmd = ["ip", "netns", "exec", netns, *cmd]
         with self.log(name).open("ab") as log:

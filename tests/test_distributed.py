@@ -385,3 +385,21 @@ def test_no_trial_outlasts_the_brokers_visibility_timeout() -> None:
     grace = max(f.le for f in Timing.model_fields["grace"].metadata if hasattr(f, "le"))
     assert conf.broker_transport_options["visibility_timeout"] > longest + 3 * 3600 + grace
     assert conf.task_acks_late is False
+
+
+def test_agents_of_another_vtax_are_refused_unless_mixed_versions_are_allowed(vtax: Vtax, broker: RedisServer) -> None:
+    """The fleet is kept in step: an agent that registers another version stops the run before anything is sent
+    (exit 3, naming it); --allow-mixed-versions goes on (and the result warns, `version_mismatch`)."""
+    from agent.identity import version
+    from agent.settings import BrokerConfig
+    from controller.distributed import CeleryEngine
+
+    client = redis.Redis.from_url(broker.url)
+    for name, found in (("c", "0.0.1.dev1+gold"), ("s", version())):
+        client.set(f"vtax:agent:{name}", json.dumps({"name": name, "vtax": found, "heartbeat": time.time()}), ex=60)
+    done = vtax("run", str(vtax.spec(pair_spec())), "--broker", broker.url)
+    assert done.returncode == 3, done.stderr
+    assert f"agents run another vtax than this controller ({version()}): c (0.0.1.dev1+gold);" in done.stderr
+    assert "--allow-mixed-versions" in done.stderr and "Traceback" not in done.stderr
+    with CeleryEngine(BrokerConfig(url=broker.url), ["c", "s"], mixed_versions=True) as engine:
+        assert engine.identity("c")["vtax"] == "0.0.1.dev1+gold"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import time
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from controller.errors import InputError
+from controller.errors import InfrastructureError, InputError
 from controller.options import (
     AsJsonOption,
     BrokerCertsOption,
@@ -226,7 +227,184 @@ def _print_inventory(vsphere: Vsphere, placed: dict[str, Any], rows: list[dict[s
     console.print(appliances if placed["appliances"] else "no appliance VMs on these hosts (vsphere.appliances)")
 
 
+def deploy(
+    ctx: typer.Context,
+    template: Annotated[str | None, typer.Option("--template", help="VM or template to clone the agents from")] = None,
+    count: Annotated[int, typer.Option("--count", min=1, max=10_000, help="agent VMs to make")] = 1,
+    hosts: Annotated[
+        str | None, typer.Option("--hosts", help="shell-style pattern of the hosts to spread them over")
+    ] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", help="spread them over this cluster's hosts")] = None,
+    zone: Annotated[str, typer.Option("--zone", help="their security zone (in their names and settings)")] = "lab",
+    network: Annotated[str | None, typer.Option("--network", help="port group to connect their NICs to")] = None,
+    datastore: Annotated[str | None, typer.Option("--datastore", help="datastore for their disks")] = None,
+    linked_clone: Annotated[
+        bool, typer.Option("--linked-clone", help="linked clones from the template's current snapshot")
+    ] = False,
+    allow: Annotated[
+        list[str] | None, typer.Option("--allow", help="network their agents may send load to (repeatable)")
+    ] = None,
+    influx: Annotated[str | None, typer.Option("--influx", help="InfluxDB URL their agents stream to")] = None,
+    deployment: Annotated[
+        str, typer.Option("--deployment", help="this fleet's name: the value of its VMs' vtax.deployment attribute")
+    ] = "vtax",
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="clones at once")] = 8,
+    wait: Annotated[
+        float, typer.Option("--wait", min=0, help="seconds to wait for every agent to register (0: do not wait)")
+    ] = 600.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, make nothing")] = False,
+    broker: BrokerOption = None,
+    broker_certs: BrokerCertsOption = None,
+    *,
+    vcenter_options: VcenterOptions,
+) -> None:
+    """Clone agent VMs from a template, spread evenly over hosts, each given its agent settings through
+    guestinfo (name, zone, broker, allowlist), marked as this deployment's and powered on; then wait until
+    every agent has registered. Exit 3 when some VM did not come up (the others stay)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from controller.vsphere.deploy import Deployer, choose_hosts, plan, settings
+
+    if template is None:
+        raise InputError("deploy: --template is required (the VM or template to clone the agents from)")
+    config = broker_settings(broker, broker_certs)
+    if config is None:
+        raise InputError("deploy: --broker is required: the agents register there (or VTAX_BROKER)")
+    vsphere = _required(None, vcenter_options)
+    with vsphere.vcenter:
+        deployer = Deployer(vsphere.vcenter, deployment)
+        chosen = [h.name for h in choose_hosts(deployer.inventory, pattern=hosts, cluster=cluster)]
+        clones = plan(chosen, count, zone, taken=set(deployer.inventory._by_name))
+        table = Table("VM", "host")
+        for clone in clones:
+            table.add_row(clone.name, clone.host)
+        console.print(table)
+        console.print(f"{len(clones)} clone(s) of {template} over {len(chosen)} host(s), deployment {deployment!r}")
+        if dry_run:
+            return
+        deployer.template(template)  # an unknown template is an error before anything is made
+        made = _with_progress(
+            "cloning",
+            len(clones),
+            lambda step: deployer.create(
+                clones,
+                template=template,
+                guestinfo=lambda c: settings(c, zone=zone, broker=config.url, allow=allow or [], influx=influx),
+                network=network,
+                datastore=datastore,
+                linked=linked_clone,
+                parallel=parallel,
+                on_done=lambda created: step(1),
+            ),
+        )
+    failed = [c for c in made if not c["ok"]]
+    for created in failed:
+        errors.print(f"vtax: {created['vm']} on {created['host']}: not made: {created['reason']}")
+    up = [c["vm"] for c in made if c["ok"]]
+    if not wait:
+        console.print(f"{len(up)} of {len(clones)} agent VM(s) made and powered on (--wait 0: not waiting for agents)")
+    missing = _await_agents(config, up, wait) if wait and up else []
+    for name in missing:
+        errors.print(f"vtax: {name}: its agent did not register within {wait:g} s")
+    if wait:
+        console.print(f"{len(up) - len(missing)} of {len(clones)} agent VM(s) up and registered")
+    if failed or missing:
+        raise InfrastructureError(f"deploy: {len(failed) + len(missing)} of {len(clones)} agent VM(s) did not come up")
+
+
+def _with_progress(what: str, total: int, work: Callable[[Callable[[int], None]], Any]) -> Any:
+    """`work(advance)` under a progress bar of `total` steps; `advance(n)` counts n done."""
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        return work(lambda n=1: progress.advance(task, n))
+
+
+def _await_agents(config: Any, names: list[str], timeout: float) -> list[str]:
+    """The names whose agent has not registered within `timeout` seconds."""
+    from controller.distributed import registered_agents
+
+    wanted = set(names)
+    give_up = time.monotonic() + timeout
+
+    def wait(advance: Callable[[int], None]) -> set[str]:
+        seen: set[str] = set()
+        while seen != wanted and time.monotonic() < give_up:
+            now = {a["name"] for a in registered_agents(config)} & wanted
+            advance(len(now - seen))
+            seen |= now
+            if seen != wanted:
+                time.sleep(1.0)
+        return seen
+
+    return sorted(wanted - _with_progress("agents registered", len(wanted), wait))
+
+
+def deploy_destroy(
+    deployment: Annotated[str, typer.Option("--deployment", help="the fleet to remove")] = "vtax",
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=64, help="deletions at once")] = 8,
+    *,
+    vcenter_options: VcenterOptions,
+) -> None:
+    """Power off and delete exactly the VMs this deployment made: those whose vtax.deployment attribute names
+    it (never by name alone)."""
+    from controller.vsphere.deploy import Deployer
+
+    vsphere = _required(None, vcenter_options)
+    with vsphere.vcenter:
+        deployer = Deployer(vsphere.vcenter, deployment)
+        count = len(deployer.mine())
+        removed = _with_progress("removing", count, lambda step: deployer.destroy(parallel, on_done=lambda _: step(1)))
+    console.print(
+        f"removed {len(removed)} VM(s) of deployment {deployment!r}" + (f": {', '.join(removed)}" if removed else "")
+    )
+
+
+def deploy_status(
+    deployment: Annotated[str, typer.Option("--deployment", help="the fleet to list")] = "vtax",
+    broker: BrokerOption = None,
+    broker_certs: BrokerCertsOption = None,
+    as_json: AsJsonOption = False,
+    *,
+    vcenter_options: VcenterOptions,
+) -> None:
+    """The VMs of a deployment: host, power, and (with --broker) their agent's heartbeat."""
+    from controller.distributed import registered_agents
+    from controller.vsphere.deploy import Deployer
+
+    config = broker_settings(broker, broker_certs)
+    beats = {a["name"]: a for a in registered_agents(config)} if config else {}
+    vsphere = _required(None, vcenter_options)
+    with vsphere.vcenter:
+        deployer = Deployer(vsphere.vcenter, deployment)
+        hosts = deployer.inventory.hosts
+        rows = [
+            {
+                "vm": vm.name,
+                "host": hosts[vm.host].name if vm.host in hosts else None,
+                "power": vm.power,
+                "agent": vm.name in beats,
+                "heartbeat_age_s": round(time.time() - beats[vm.name]["heartbeat"], 1) if vm.name in beats else None,
+            }
+            for vm in sorted(deployer.mine(), key=lambda v: v.name)
+        ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("VM", "host", "power", "agent")
+    for row in rows:
+        agent = f"{row['heartbeat_age_s']:.0f} s ago" if row["agent"] else ("not registered" if config else "")
+        table.add_row(row["vm"], row["host"] or "", row["power"], agent)
+    console.print(table if rows else f"no VM of deployment {deployment!r}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the wing's commands to the `vtax` app."""
     app.command("collect")(with_vcenter_options(collect))
     app.command("inventory")(with_vcenter_options(inventory))
+    fleet = typer.Typer(help="Agent VMs cloned from a template, and removed again.")
+    fleet.callback(invoke_without_command=True)(with_vcenter_options(deploy))
+    fleet.command("destroy")(with_vcenter_options(deploy_destroy))
+    fleet.command("status")(with_vcenter_options(deploy_status))
+    app.add_typer(fleet, name="deploy")

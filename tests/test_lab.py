@@ -250,7 +250,10 @@ def test_a_udp_search_finds_an_injected_rate_cap(lab: tuple[Vtax, str]) -> None:
     assert capped["finals_passed"] == 2 and capped["achieved"]["n"] == 2
     assert capped["overhead"] is not None and capped["overhead"]["pct"] < -15  # 0.486 against the bound 0.6
     assert [t["load"] for t in capped["tried"]][:2] == [0.6, 0.4]  # the bounds first
-    assert any(not t["passed"] and "udp.loss_pct" in t["broken"][0] for t in capped["tried"])
+    # Above the cap the path drops (loss), or on veth holds the sender back instead (a queued packet stays charged
+    # to its socket): on this machine it has done either from one day to the next. Each fails the trial.
+    failed = [t["broken"][0] for t in capped["tried"] if not t["passed"]]
+    assert failed and all("udp.loss_pct" in why or "the path held it back" in why for why in failed), failed
     assert "capacity of udp" in done.stdout and "Gbit/s [" in done.stdout
     made = vtax("report", result["run_id"], "-o", "capacity.html")
     assert made.returncode == 0, made.stderr

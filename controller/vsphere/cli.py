@@ -299,13 +299,15 @@ def deploy(
         )
     failed = [c for c in made if not c["ok"]]
     for created in failed:
-        errors.print(f"vtax: {created['vm']} on {created['host']}: not made: {created['reason']}")
+        errors.print(
+            f"vtax: {created['vm']} on {created['host']}: not made: {created['reason']}", soft_wrap=True, markup=False
+        )
     up = [c["vm"] for c in made if c["ok"]]
     if not wait:
         console.print(f"{len(up)} of {len(clones)} agent VM(s) made and powered on (--wait 0: not waiting for agents)")
     missing = _await_agents(config, up, wait) if wait and up else []
     for name in missing:
-        errors.print(f"vtax: {name}: its agent did not register within {wait:g} s")
+        errors.print(f"vtax: {name}: its agent did not register within {wait:g} s", soft_wrap=True, markup=False)
     if wait:
         console.print(f"{len(up) - len(missing)} of {len(clones)} agent VM(s) up and registered")
     if failed or missing:

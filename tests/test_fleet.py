@@ -176,3 +176,16 @@ def test_a_clones_agent_starts_from_its_guestinfo_alone(
     listed = {a["name"]: a for a in json.loads(vtax("agents", "--broker", broker.url, "--json").stdout)}
     assert listed[clone["name"]]["zone"] == "db" and listed[clone["name"]]["allow"] == ["127.0.0.0/8"]
     assert deploy(vtax, sim, "destroy", "--deployment", "one").returncode == 0
+
+
+def test_the_plan_spreads_round_robin_names_by_the_hosts_first_label_and_skips_taken_names() -> None:
+    from controller.vsphere.deploy import plan
+
+    made = plan(["esx-01.lab.example", "esx-02.lab.example"], 5, "dmz_a", taken={"vtax-dmz-a-esx-01-1"})
+    assert [(c.name, c.host) for c in made] == [
+        ("vtax-dmz-a-esx-01-2", "esx-01.lab.example"),
+        ("vtax-dmz-a-esx-02-1", "esx-02.lab.example"),
+        ("vtax-dmz-a-esx-01-3", "esx-01.lab.example"),
+        ("vtax-dmz-a-esx-02-2", "esx-02.lab.example"),
+        ("vtax-dmz-a-esx-01-4", "esx-01.lab.example"),
+    ]

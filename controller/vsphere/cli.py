@@ -274,7 +274,7 @@ def deploy(
     with vsphere.vcenter:
         deployer = Deployer(vsphere.vcenter, deployment)
         chosen = [h.name for h in choose_hosts(deployer.inventory, pattern=hosts, cluster=cluster)]
-        clones = plan(chosen, count, zone, taken=set(deployer.inventory._by_name))
+        clones = plan(chosen, count, zone, taken={vm.name for vm in deployer.inventory.vms.values()})
         table = Table("VM", "host")
         for clone in clones:
             table.add_row(clone.name, clone.host)

@@ -42,9 +42,12 @@ class Created(TypedDict):
 
 
 def vm_name(zone: str, host: str, n: int) -> str:
-    """`vtax-<zone>-<host>-<n>`: letters, digits and dashes, so it is also a valid agent name."""
-    short = re.sub(r"[^A-Za-z0-9-]+", "-", host.split(".")[0]).strip("-")
-    return f"vtax-{zone}-{short}-{n}"
+    """`vtax-<zone>-<host>-<n>` (the host's first label): letters, digits and dashes, so also a valid agent name."""
+
+    def clean(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9-]+", "-", text).strip("-")
+
+    return f"vtax-{clean(zone)}-{clean(host.split('.')[0])}-{n}"
 
 
 def plan(hosts: list[str], count: int, zone: str, taken: Collection[str] = ()) -> list[Clone]:

@@ -46,8 +46,15 @@ def _addresses() -> list[str]:
 
 
 def version() -> str | None:
-    """This vtax's version, as the agents report it and the controller compares it."""
-    return _version("vtax")
+    """This vtax's version, as the agents report it and the controller compares it: the one installed in this
+    interpreter's environment. (A vtax.egg-info that a build left in a checkout is on sys.path too when an agent
+    is started there with `python -m`, and would stand in for it with a stale version.)"""
+    import importlib.metadata
+    import sysconfig
+
+    installed = importlib.metadata.distributions(name="vtax", path=[sysconfig.get_paths()["purelib"]])
+    found = next(iter(installed), None)
+    return found.version if found is not None else _version("vtax")
 
 
 def _version(distribution: str) -> str | None:

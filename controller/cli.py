@@ -62,9 +62,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        import importlib.metadata  # 50 ms: only when asked
+        from agent.identity import version  # 50 ms: only when asked
 
-        console.print(f"vtax {importlib.metadata.version('vtax')}")
+        console.print(f"vtax {version()}")
         raise typer.Exit()
 
 

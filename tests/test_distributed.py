@@ -297,12 +297,13 @@ def _reply_list_of_the_run(client: redis.Redis) -> str:
 
 def test_a_reply_of_the_wrong_shape_fails_only_that_agents_call(broker: RedisServer) -> None:
     """An agent that answers with a result its task cannot have (an unknown status) is an error of that agent."""
+    from agent.identity import version
     from agent.settings import BrokerConfig
     from controller.distributed import CeleryEngine
     from controller.errors import InfrastructureError
 
     client = redis.Redis.from_url(broker.url)
-    client.set("vtax:agent:fake", json.dumps({"name": "fake", "heartbeat": time.time()}))
+    client.set("vtax:agent:fake", json.dumps({"name": "fake", "vtax": version(), "heartbeat": time.time()}))
     with CeleryEngine(BrokerConfig(url=broker.url), ["fake"]) as engine:
         future = engine.call("fake", "vtax.run_workload", {})  # type: ignore[typeddict-item]
         reply = {

@@ -3,7 +3,6 @@ not answer is said at the start and costs the run no long wait at its end."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import platform
 import socket
@@ -12,6 +11,7 @@ import time
 
 import pytest
 
+from agent.identity import version
 from agent.urls import redact
 from controller.spec import Experiment
 from tests.conftest import VTAX, Vtax
@@ -147,7 +147,7 @@ def test_a_result_file_alone_can_reproduce_its_run_and_be_lined_up_with_grafana(
     done, result = vtax.run_json(spec)
     assert result is not None, done.stderr
     assert result["format_version"] == 1
-    assert result["vtax_version"] == importlib.metadata.version("vtax")
+    assert result["vtax_version"] == version()
     assert Experiment.model_validate(result["spec"]).name == "inputs"  # the spec itself, runnable again
     controller = result["environment"]["controller"]
     assert controller["kernel"] == platform.release() and controller["cores"] >= 1 and controller["cpu_model"]

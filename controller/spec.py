@@ -417,6 +417,20 @@ class ApplianceSelector(Strict):
             raise ValueError("expected NAME=VALUE")
         return value
 
+    @property
+    def names_any(self) -> bool:
+        """Whether any rule is given: without one no VM is an appliance, and none is looked for."""
+        return bool(self.name_pattern or self.attribute or self.vms)
+
+    def picks(self, name: str, attributes: dict[str, str]) -> bool:
+        """Whether a VM of this name and these custom attributes is an appliance."""
+        key, _, value = (self.attribute or "").partition("=")
+        return (
+            name in self.vms
+            or (self.name_pattern is not None and re.search(self.name_pattern, name) is not None)
+            or (bool(key) and attributes.get(key) == value)
+        )
+
 
 class Allowance(Strict):
     """Zones that may share a host (all of them at once, or any subset), on the hosts matching `hosts`."""

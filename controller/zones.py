@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NotRequired, TypedDict
@@ -173,21 +172,15 @@ def audit_agents(agents: list[AgentIdentity], policy: ZonePolicy, policy_path: s
     return audit(
         vms,
         host_clusters=hosts,
-        appliances=appliance_names(policy.appliances, [vm.name for vm in vms]),
+        appliances={vm.name for vm in vms if policy.appliances.picks(vm.name, {})}
+        if policy.appliances.names_any
+        else None,
         clusters=[],
         migrations=[],
         policy=policy,
         days=0,
         policy_path=policy_path,
     )
-
-
-def appliance_names(selector: ApplianceSelector, names: list[str]) -> set[str] | None:
-    """The names the selector picks by name, or None when it names no appliance (then none is looked for)."""
-    if not (selector.name_pattern or selector.vms):
-        return None
-    pattern = re.compile(selector.name_pattern) if selector.name_pattern else None
-    return {name for name in names if name in selector.vms or (pattern is not None and pattern.search(name))}
 
 
 def _allowance(policy: ZonePolicy, zones: set[str], host: str | None) -> Allowance | None:

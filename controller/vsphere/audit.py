@@ -34,8 +34,8 @@ def audit_inventory(
 ) -> ZoneAudit:
     """The zone audit of a read inventory; migrations from `since` (default: `days` ago) until now."""
     selector = policy.appliances
-    named = bool(selector.name_pattern or selector.attribute or selector.vms)
-    appliances = {vm.name for vm in inventory.appliances(selector) if vm.power == "poweredOn"} if named else None
+    on = {vm.name for vm in inventory.appliances(selector) if vm.power == "poweredOn"}
+    appliances = on if selector.names_any else None
     begin = since or datetime.now(UTC) - timedelta(days=days)
     events = migration_events(inventory.vcenter, begin, datetime.now(UTC) + timedelta(minutes=1))
     return audit(

@@ -206,17 +206,11 @@ class Inventory:
 
     def appliances(self, selector: ApplianceSelector, hosts: set[str] | None = None) -> list[VmInfo]:
         """Appliance VMs, optionally only those on the given host moids."""
-        pattern = re.compile(selector.name_pattern) if selector.name_pattern else None
-        key, _, value = (selector.attribute or "").partition("=")
-        found = []
-        for vm in self.vms.values():
-            chosen = (
-                vm.name in selector.vms
-                or (pattern is not None and pattern.search(vm.name) is not None)
-                or (bool(key) and vm.attributes.get(key) == value)
-            )
-            if chosen and (hosts is None or vm.host in hosts):
-                found.append(vm)
+        found = [
+            vm
+            for vm in self.vms.values()
+            if selector.picks(vm.name, vm.attributes) and (hosts is None or vm.host in hosts)
+        ]
         return sorted(found, key=lambda v: v.name)
 
     def select(self, patterns: list[str]) -> list[VmInfo]:

@@ -19,7 +19,7 @@ import redis
 from celery import Celery
 
 from agent.settings import BrokerConfig
-from agent.trust import Side, side_files
+from agent.trust import Side, SideFiles, side_files
 
 HEARTBEAT_S = 2.0
 HEARTBEAT_TTL_S = 15
@@ -54,14 +54,17 @@ def queue_for(agent: str) -> str:
     return f"vtax.agent.{agent}"
 
 
-def _tls(config: BrokerConfig, side: Side) -> dict[str, Any]:
+def _tls(files: SideFiles | None) -> dict[str, Any]:
     """TLS settings for both kombu and redis-py: the broker's certificate is always verified (against the CA of
     the certificate directory, or the system's), and this side's certificate is offered where Redis asks."""
     options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-    if config.certs is not None:
-        files = side_files(config.certs, side)
+    if files is not None:
         options.update(ssl_ca_certs=str(files.ca), ssl_certfile=str(files.cert), ssl_keyfile=str(files.key))
     return options
+
+
+def _files(config: BrokerConfig, side: Side) -> SideFiles | None:
+    return side_files(config.certs, side) if config.certs is not None else None
 
 
 def redis_client(config: BrokerConfig, side: Side, *, connect_timeout: float = 5.0) -> redis.Redis:
@@ -73,7 +76,7 @@ def redis_client(config: BrokerConfig, side: Side, *, connect_timeout: float = 5
         password=secret,
         socket_timeout=5,
         socket_connect_timeout=connect_timeout,
-        **(_tls(config, side) if config.tls else {}),
+        **(_tls(_files(config, side)) if config.tls else {}),
     )
 
 
@@ -104,10 +107,10 @@ def make_app(config: BrokerConfig, side: Side) -> Celery:
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
+    files = _files(config, side)  # read and checked once: TLS and signing use the same directory
     if config.tls:
-        app.conf.broker_use_ssl = _tls(config, side)
-    if config.certs is not None:
-        files = side_files(config.certs, side)
+        app.conf.broker_use_ssl = _tls(files)
+    if files is not None:
         app.conf.update(
             task_serializer="auth",
             accept_content=["auth"],  # an agent verifies every task; unsigned or wrongly signed ones are refused

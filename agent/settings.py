@@ -101,6 +101,7 @@ def load_config(url: str | None, config_file: Path | None) -> InfluxConfig | Non
 # the broker's TLS certificate, this side's key and certificate (its TLS client certificate; the controller's also
 # signs every task), and, on an agent, the controllers' certificates whose signatures it accepts.
 CA_FILE, CERT_FILE, KEY_FILE, TRUSTED_DIR = "ca.crt", "vtax.crt", "vtax.key", "trusted"
+PREFIX_PATTERN = r"^[A-Za-z0-9_.:-]{0,64}$"  # an installation's key prefix
 
 
 class BrokerConfig(BaseModel):
@@ -122,7 +123,7 @@ class BrokerConfig(BaseModel):
     )
     prefix: str = Field(
         "",
-        pattern=r"^[A-Za-z0-9_.:-]{0,64}$",
+        pattern=PREFIX_PATTERN,
         description="prefix of every Redis key and queue, so that several vtax installations share one Redis",
     )
 
@@ -144,10 +145,6 @@ class BrokerConfig(BaseModel):
     @property
     def tls(self) -> bool:
         return self.url.startswith("rediss://")
-
-    def certs_file(self, name: str) -> Path | None:
-        """One file of the certificate directory, None without one."""
-        return None if self.certs is None else self.certs / name
 
     def url_with_credentials(self) -> str:
         """The URL kombu connects with: the user and password put back. Never shown, logged or stored."""

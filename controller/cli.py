@@ -778,9 +778,10 @@ def certs_init(
 ) -> None:
     """Make a CA, the broker's TLS certificate, the controller's signing certificate, the agents' trust, a
     Redis ACL file and each side's environment file (docs/how-to/secure-deployment.md)."""
+    from agent.settings import PREFIX_PATTERN
     from controller import certs
 
-    if not re.fullmatch(r"[A-Za-z0-9_.:-]{0,64}", prefix):
+    if not re.fullmatch(PREFIX_PATTERN, prefix):
         raise InputError(f"--prefix: {prefix!r}: expected up to 64 letters, digits, _ . : -")
     made = certs.init(directory, hosts=host, prefix=prefix, broker_url=f"rediss://{host[0]}:{port}/0", port=port)
     for what, path in made.items():

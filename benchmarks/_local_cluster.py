@@ -54,11 +54,7 @@ def local_cluster(workers: list[list[str]], *, secure: bool = False) -> Iterator
         certs.init(logs / "certs", hosts=["127.0.0.1"], broker_url=url, port=port)
         config = logs / "certs" / "redis" / "redis-tls.conf"
         agent_env = certs.read_env(logs / "certs" / "agent" / "broker.env")
-        side = certs.read_env(logs / "certs" / "controller" / "broker.env")
-        controller = BrokerConfig(
-            url=url, username=side["VTAX_BROKER_USERNAME"], password=side["VTAX_BROKER_PASSWORD"],
-            certs=Path(side["VTAX_BROKER_CERTS"]),
-        )  # fmt: skip
+        controller = certs.side_settings(logs / "certs" / "controller")
     procs = [subprocess.Popen(redis_command(program, "127.0.0.1", port, config), stdout=subprocess.DEVNULL)]
     try:
         client = wait_for_broker(controller)

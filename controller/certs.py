@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.broker import Keys
-from agent.settings import CA_FILE, CERT_FILE, KEY_FILE, TRUSTED_DIR
+from agent.settings import CA_FILE, CERT_FILE, KEY_FILE, TRUSTED_DIR, BrokerConfig
 from agent.trust import expires_in_days, read_certificate
 from controller.errors import InputError
 
@@ -186,6 +186,18 @@ def read_env(path: Path) -> dict[str, str]:
     """The settings of a side's broker.env, as its service would see them."""
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
     return {key: value for key, value in pairs}
+
+
+def side_settings(side_dir: Path) -> BrokerConfig:
+    """The broker settings a side's broker.env gives (DIR/controller or DIR/agent), as loading it would."""
+    env = read_env(side_dir / "broker.env")
+    return BrokerConfig(
+        url=env["VTAX_BROKER"],
+        username=env["VTAX_BROKER_USERNAME"],
+        password=env["VTAX_BROKER_PASSWORD"],
+        certs=Path(env["VTAX_BROKER_CERTS"]),
+        prefix=env.get("VTAX_BROKER_PREFIX", ""),
+    )
 
 
 def check(directory: Path, *, warn_days: float = WARN_DAYS) -> list[CertStatus]:

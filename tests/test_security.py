@@ -18,6 +18,7 @@ import pytest
 
 from agent.broker import Keys, make_app, queue_for
 from agent.settings import BrokerConfig
+from controller.certs import side_settings
 from tests.cluster import Agents, RedisServer
 from tests.conftest import VTAX, Vtax
 
@@ -46,15 +47,8 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServ
 
 
 def controller_settings(server: RedisServer, **changes: Any) -> BrokerConfig:
-    side = server.env("controller")
-    settings = BrokerConfig(
-        url=side["VTAX_BROKER"],
-        username=side["VTAX_BROKER_USERNAME"],
-        password=side["VTAX_BROKER_PASSWORD"],
-        certs=Path(side["VTAX_BROKER_CERTS"]),
-        prefix=PREFIX,
-    )
-    return settings.model_copy(update=changes)
+    assert server.certs is not None
+    return side_settings(server.certs / "controller").model_copy(update=changes)
 
 
 def intruder(server: RedisServer, signed_by: Path | None) -> Any:

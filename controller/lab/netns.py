@@ -160,7 +160,6 @@ def _start_agents(state: dict[str, Any], port: int) -> None:
     """A broker as the secure-deployment guide sets one up (TLS only, an ACL user per side, signed tasks; its
     key material in STATE_DIR/certs) and one agent per guest."""
     from agent.broker import Keys
-    from agent.settings import load_broker
     from controller import certs
     from controller.distributed import list_agents, wait_for_broker
 
@@ -176,12 +175,7 @@ def _start_agents(state: dict[str, Any], port: int) -> None:
     config = material / "redis" / "redis-tls.conf"
     state["pids"]["redis"] = _spawn(redis_command(redis_server, f"{MGMT_NET}.1", port, config), STATE_DIR / "redis.log")
     _save(state)
-    controller = certs.read_env(material / "controller" / "broker.env")
-    settings = load_broker(
-        broker, certs=Path(controller["VTAX_BROKER_CERTS"]), username=controller["VTAX_BROKER_USERNAME"],
-        password=controller["VTAX_BROKER_PASSWORD"],
-    )  # fmt: skip
-    assert settings is not None
+    settings = certs.side_settings(material / "controller")
     client = wait_for_broker(settings)
     agent_env = certs.read_env(material / "agent" / "broker.env")
     for i in range(1, state["guests"] + 1):

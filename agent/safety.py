@@ -65,9 +65,13 @@ class RateLimits:
     max_gbps: float | None = None
     max_rps: float | None = None
 
+    @property
+    def unlimited(self) -> bool:
+        return self.max_gbps is None and self.max_rps is None
+
     def check(self, kind: str, params: WorkloadParams) -> None:
         offered = getattr(workloads.get(kind), "offered_load", None)
-        if offered is None or (self.max_gbps is None and self.max_rps is None):
+        if offered is None or self.unlimited:
             return
         load = offered(params)
         for key, limit, flag, unit, pace in (

@@ -216,7 +216,7 @@ class RefusingConsumer(Consumer):
         headers = message.headers if isinstance(message.headers, dict) else {}
         log.error(
             "refused a message (%s: %s): task %s, id %s, claimed origin %s, content type %s",
-            "unsigned or of another content type" if isinstance(exc, ContentDisallowed) else "bad signature",
+            _why_refused(exc),
             exc,
             headers.get("task"),
             headers.get("id"),
@@ -224,6 +224,12 @@ class RefusingConsumer(Consumer):
             message.content_type,
         )
         message.ack()
+
+
+def _why_refused(exc: Exception) -> str:
+    if isinstance(exc, ContentDisallowed):
+        return "unsigned or of another content type"
+    return "bad signature" if isinstance(exc, SecurityError) else "not decodable"
 
 
 class SeenRequests:

@@ -282,7 +282,6 @@ def deploy(
         console.print(f"{len(clones)} clone(s) of {template} over {len(chosen)} host(s), deployment {deployment!r}")
         if dry_run:
             return
-        deployer.template(template)  # an unknown template is an error before anything is made
         made = _with_progress(
             "cloning",
             len(clones),

@@ -20,7 +20,7 @@ from pyVmomi import vim
 
 from controller.errors import InputError
 from controller.vsphere.connection import Vcenter, describe_fault
-from controller.vsphere.inventory import HostInfo, Inventory, VmInfo
+from controller.vsphere.inventory import HostInfo, Inventory, VmInfo, retrieve
 
 MARK = "vtax.deployment"  # custom attribute whose value names the deployment a VM belongs to
 GUESTINFO = "guestinfo.vtax."  # extraConfig keys the agent reads at start (agent.guestinfo)
@@ -188,16 +188,18 @@ class Deployer:
         return _wait(task)
 
     def _network(self, name: str) -> Any:
-        found = [n for n in _all(self.vcenter, vim.Network) if n.name == name]
-        if not found:
-            raise InputError(f"--network: no port group named {name!r}")
-        return found[0]
+        return self._named(vim.Network, name, "--network: no port group")
 
     def _datastore(self, name: str) -> Any:
-        found = [d for d in _all(self.vcenter, vim.Datastore) if d.name == name]
-        if not found:
-            raise InputError(f"--datastore: no datastore named {name!r}")
-        return found[0]
+        return self._named(vim.Datastore, name, "--datastore: no datastore")
+
+    def _named(self, kind: type, name: str, missing: str) -> Any:
+        found = next(
+            (obj for obj, props in retrieve(self.vcenter.content, kind, ["name"]) if props.get("name") == name), None
+        )
+        if found is None:
+            raise InputError(f"{missing} named {name!r}")
+        return found
 
 
 class _Failed(Exception):
@@ -238,14 +240,6 @@ def _mark_field(vcenter: Vcenter) -> int:
         if field.name == MARK and field.managedObjectType in (None, vim.VirtualMachine):
             return int(field.key)
     return int(manager.AddCustomFieldDef(name=MARK, moType=vim.VirtualMachine).key)
-
-
-def _all(vcenter: Vcenter, kind: type) -> list[Any]:
-    view = vcenter.content.viewManager.CreateContainerView(vcenter.content.rootFolder, [kind], True)
-    try:
-        return list(view.view)
-    finally:
-        view.Destroy()
 
 
 def _nics_to(source: Any, network: Any) -> list[Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pyVmomi import vim
 
-from controller.spec import ZoneSource
+from controller.spec import VsphereSpec, ZoneSource
 from controller.vsphere.connection import Vcenter
 from controller.vsphere.inventory import Inventory, migration_events, retrieve
 from controller.zones import Cluster, HostRule, Migration, Vm, ZoneAudit, ZonePolicy, audit
@@ -48,6 +48,12 @@ def audit_inventory(
         days=days,
         policy_path=policy_path,
     )
+
+
+def watch_policy(spec: VsphereSpec) -> ZonePolicy:
+    """The zone policy a run's `vsphere.watch_zones` stands for: the spec's zones and appliances, its allowances."""
+    assert spec.zones is not None and spec.watch_zones is not None  # the spec's validator sees to it
+    return ZonePolicy(zones=spec.zones, appliances=spec.appliances, allow=spec.watch_zones.allow)
 
 
 def placements(inventory: Inventory, zones: ZoneSource, now: dict[str, str | None] | None = None) -> list[Vm]:

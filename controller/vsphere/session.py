@@ -10,11 +10,10 @@ from agent.wire import AgentIdentity
 from controller.errors import InputError
 from controller.runloop import Placement, Placer
 from controller.spec import Experiment, VsphereSpec
-from controller.vsphere.audit import audit_inventory
+from controller.vsphere.audit import audit_inventory, watch_policy
 from controller.vsphere.connection import Vcenter
 from controller.vsphere.inventory import AgentVm, Inventory, VmInfo, map_agents
 from controller.vsphere.perf import PerfReader
-from controller.zones import ZonePolicy
 
 
 class Vsphere:
@@ -66,11 +65,8 @@ class Vsphere:
             for vm in self.appliance_vms(on)
         ]
         described = {"server": self.vcenter.about, "agents": agents, "appliances": appliances}
-        if self.spec.watch_zones is not None and self.spec.zones is not None:
-            policy = ZonePolicy(
-                zones=self.spec.zones, appliances=self.spec.appliances, allow=self.spec.watch_zones.allow
-            )
-            described["zones"] = audit_inventory(self.inventory, policy, days=1)  # as the run starts
+        if self.spec.watch_zones is not None:
+            described["zones"] = audit_inventory(self.inventory, watch_policy(self.spec), days=1)  # as the run starts
         return described
 
     def agent_vms(self) -> list[VmInfo]:

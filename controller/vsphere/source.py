@@ -25,13 +25,13 @@ from controller.errors import InputError
 from controller.hostsources import HostCounterSource, RecordHandler, SampleHandler, TrialWindow, WindowEnd
 from controller.metrics import HOST_METRICS
 from controller.store import Store
-from controller.vsphere.audit import host_clusters, migrations, placements
+from controller.vsphere.audit import host_clusters, migrations, placements, watch_policy
 from controller.vsphere.connection import VcenterError, describe_fault
 from controller.vsphere.inventory import migration_events
 from controller.vsphere.metrics import HOST_MAXIMA, summaries
 from controller.vsphere.perf import PerfSample
 from controller.vsphere.session import Vsphere
-from controller.zones import ZonePolicy, migrations_that_mixed
+from controller.zones import migrations_that_mixed
 from workloads.base import combine
 
 log = logging.getLogger("vtax.vsphere")
@@ -294,13 +294,11 @@ class VsphereHostSource(HostCounterSource):
 
     def _check_zones(self, window: _Window, events: list[Any]) -> None:
         """Flag the trial when one of its migrations, of any VM, put VMs of two zones on one host."""
-        spec = self.vsphere.spec
-        assert spec.zones is not None and spec.watch_zones is not None  # the spec's validator sees to it
+        policy = watch_policy(self.vsphere.spec)
         inventory = self.vsphere.inventory
         now = inventory.current_hosts(list(inventory.vms.values()))
-        policy = ZonePolicy(zones=spec.zones, allow=spec.watch_zones.allow)
         mixed = migrations_that_mixed(
-            placements(inventory, spec.zones, now), migrations(events), host_clusters(inventory), policy
+            placements(inventory, policy.zones, now), migrations(events), host_clusters(inventory), policy
         )
         for finding in mixed:
             if not finding["allowed"]:

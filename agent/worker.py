@@ -229,7 +229,9 @@ class RefusingConsumer(Consumer):
 def _why_refused(exc: Exception) -> str:
     if isinstance(exc, ContentDisallowed):
         return "unsigned or of another content type"
-    return "bad signature" if isinstance(exc, SecurityError) else "not decodable"
+    # kombu hands a serializer's failure on as DecodeError(that exception): the auth serializer's is SecurityError
+    cause = exc.args[0] if isinstance(exc, DecodeError) and exc.args else exc
+    return "bad signature" if isinstance(cause, SecurityError) else "not decodable"
 
 
 class SeenRequests:

@@ -4,6 +4,7 @@ placement), and passes them to the run loop, which knows none of them."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
 import re
@@ -11,6 +12,7 @@ import shutil
 import sqlite3
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -220,6 +222,9 @@ def run(
         typer.Option("--resume", help="a stopped soak's run id: go on at the segment after the last one stored"),
     ] = None,
     allow_mixed_versions: MixedVersionsOption = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="keep the agent VMs of the spec's `deploy` block after the run")
+    ] = False,
     *,
     vcenter_options: vsphere_cli.VcenterOptions,
 ) -> None:
@@ -232,22 +237,39 @@ def run(
     """
     experiment, spec_path, resume = _run_spec(spec, resume, store)
     vsphere = vsphere_cli.open_vsphere(experiment, vcenter_options)
+    config = broker_settings(broker, broker_certs)
     try:
-        _execute(
-            experiment,
-            spec_path,
-            store,
-            json_path,
-            broker_settings(broker, broker_certs),
-            influx_settings(influx, influx_config),
-            vsphere,
-            verbose,
-            resume,
-            allow_mixed_versions,
-        )
+        if experiment.deploy is not None and resume is None and vsphere is not None:
+            fleet = vsphere_cli.run_deployment(vsphere, experiment, config, source=str(spec_path), keep=keep)
+        else:  # a resumed soak runs on the agents its spec was given when it started
+            fleet = contextlib.nullcontext(experiment)
+        with _interruptible(), fleet as deployed:
+            _execute(
+                deployed,
+                spec_path,
+                store,
+                json_path,
+                config,
+                influx_settings(influx, influx_config),
+                vsphere,
+                verbose,
+                resume,
+                allow_mixed_versions,
+            )
     finally:
         if vsphere is not None:
             vsphere.vcenter.close()
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C outside the trials (while a run's agent VMs are made or removed): exit 130 in one line, after
+    whatever cleans up has run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        errors.print("vtax: interrupted")
+        raise typer.Exit(INTERRUPTED) from None
 
 
 vsphere_cli.register(app)
@@ -315,6 +337,11 @@ def calibrate(
 
     check_writable(json_path)
     given = spec_module.load(spec)
+    if given.deploy is not None:
+        raise InputError(
+            f"{spec}: deploy: calibrate runs on agents that are up; make them first (`vtax deploy`, or a "
+            "`vtax run --keep` of this spec) and list them under `agents`"
+        )
     experiment = calibration_experiment(given, repetitions or max(2, given.repetitions), inject_rate)
     config = broker_settings(broker, broker_certs)
     result = _measure(experiment, str(spec), store, config, None, None, verbose, mixed_versions=allow_mixed_versions)

@@ -38,6 +38,17 @@ from workloads.base import HostName, MetricInfo, StrictModel, WorkloadParams
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
 
+def _network(cidr: str) -> str:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"not a network: {exc}") from None
+    return cidr
+
+
+Network = Annotated[str, AfterValidator(_network)]  # an allowlist entry: 10.0.0.0/8, 192.0.2.7, ::1/128
+
+
 def _compiles(value: str) -> str:
     try:
         re.compile(value)
@@ -70,7 +81,7 @@ class AgentSpec(Strict):
         "then a VM named like the agent, then one with the agent's address",
     )
     labels: dict[str, str] = Field(default_factory=dict, description="free labels, selectable as label:KEY=VALUE")
-    allow: list[str] = Field(
+    allow: list[Network] = Field(
         ["127.0.0.0/8", "::1/128"],
         description="embedded engine: networks this agent may send load to (distributed agents take --allow)",
     )
@@ -87,16 +98,6 @@ class AgentSpec(Strict):
         description="hypervisor agents: a regular expression searched for in each process's name and command line; "
         "the matching processes' CPU is appliance.host_cpu_pct (e.g. 'qemu.*guest=fw01' for a KVM appliance VM)",
     )
-
-    @field_validator("allow")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"not a network: {exc}") from None
-        return value
 
 
 class Action(Strict):
@@ -516,12 +517,53 @@ class SoakSpec(Strict):
         return self
 
 
+class DeployGroup(Strict):
+    """Agent VMs of one zone, cloned for the run and spread evenly over the chosen hosts."""
+
+    count: int = Field(ge=1, le=1000, description="agent VMs in this group")
+    zone: Name = Field("lab", description="their security zone, in their names (vtax-<zone>-<host>-<n>) and agents")
+    hosts: str | None = Field(None, description="shell-style pattern of the hosts to spread them over (default: all)")
+    cluster: str | None = Field(None, description="only this cluster's hosts")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="labels of their agents, for label:KEY=VALUE selectors; every deployed agent also has "
+        "`deployment`, `host` (the host it was placed on) and `group` (this group's index, from 0)",
+    )
+
+
+class DeploySpec(Strict):
+    """Agent VMs this run clones from a template before its first trial and removes after its last, also when it
+    fails or is stopped (`vtax run --keep` keeps them). Workloads reach them by zone: and label: selectors, or by
+    their names, which follow the plan (how-to: across VMs)."""
+
+    template: str = Field(description="the VM or template the agent VMs are cloned from (deploy/prepare-template.sh)")
+    groups: list[DeployGroup] = Field(min_length=1, description="the agent VMs, by zone and hosts")
+    name: Name | None = Field(
+        None,
+        description="the deployment's name, its VMs' vtax.deployment attribute; default: the experiment's name and "
+        "six random hex digits, new for each run",
+    )
+    allow: list[Network] = Field(min_length=1, description="networks the deployed agents may send load to")
+    broker: str | None = Field(None, description="the broker URL as the agent VMs reach it (default: --broker's)")
+    influx: str | None = Field(None, description="InfluxDB URL the deployed agents stream to")
+    network: str | None = Field(None, description="port group to connect their NICs to (default: the template's)")
+    datastore: str | None = Field(None, description="datastore for their disks (default: the template's)")
+    linked_clone: bool = Field(False, description="linked clones from the template's current snapshot")
+    parallel: int = Field(8, ge=1, le=64, description="clones at once")
+    wait: float = Field(600.0, gt=0, le=3600, description="seconds to wait for every agent to register")
+
+
 class Experiment(Strict):
     """An experiment: who runs what load, under which conditions, how often, in which order."""
 
     name: Name = Field(description="names the run in results, the store and InfluxDB")
     description: str | None = Field(None, description="free text")
-    agents: list[AgentSpec] = Field(min_length=1, description="where load runs; names unique")
+    agents: list[AgentSpec] = Field(
+        default_factory=list, description="where load runs; names unique; at least one, or a `deploy` block"
+    )
+    deploy: DeploySpec | None = Field(
+        None, description="agent VMs cloned for this run and removed after it (with --vcenter and --broker)"
+    )
     conditions: list[ConditionSpec] = Field(
         min_length=1, description="the states compared; names unique, exactly one `baseline: true`"
     )
@@ -622,7 +664,12 @@ class Experiment(Strict):
     def mentions_vsphere(self) -> bool:
         """The spec says something of vSphere (a vsphere section, an agent's VM, a vSphere hook): it is meant
         to be run with --vcenter."""
-        return "vsphere" in self.model_fields_set or any(a.vm for a in self.agents) or bool(self.vsphere_actions())
+        return (
+            "vsphere" in self.model_fields_set
+            or self.deploy is not None
+            or any(a.vm for a in self.agents)
+            or bool(self.vsphere_actions())
+        )
 
 
 def metric_catalogue(experiment: Experiment) -> dict[str, MetricInfo]:
@@ -686,8 +733,16 @@ def parse(text: str, source: str = "<spec>") -> Experiment:
         experiment = Experiment.model_validate(data)
     except ValidationError as exc:
         raise _spec_error(source, exc) from None
-    _check_references(source, experiment)
+    _check_references(source, experiment, planned=experiment.deploy is None)
     return experiment
+
+
+def with_agents(experiment: Experiment, agents: list[AgentSpec], source: str) -> Experiment:
+    """The experiment with `agents` added (a deployment's, once planned), checked again: the names a workload
+    gives are known only now."""
+    grown = experiment.model_copy(update={"agents": [*experiment.agents, *agents]})
+    _check_references(source, grown, planned=True)
+    return grown
 
 
 def _yaml(text: str, source: str) -> Any:
@@ -890,8 +945,11 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _check_references(source: str, experiment: Experiment) -> None:
-    """Cross-field rules pydantic's per-field validation cannot see."""
+def _check_references(source: str, experiment: Experiment, *, planned: bool) -> None:
+    """Cross-field rules pydantic's per-field validation cannot see. Until a `deploy` block is `planned`, a
+    workload may name agents that are not defined yet."""
+    if not experiment.agents and experiment.deploy is None:
+        raise SpecError(source, "agents", "required: at least one agent (or a `deploy` block that makes them)")
     for collection, items in (("agents", experiment.agents), ("conditions", experiment.conditions)):
         _unique(source, collection, [item.name for item in items])
     _unique(source, "workloads", [entry.label for entry in experiment.workloads], key="name")
@@ -915,7 +973,7 @@ def _check_references(source: str, experiment: Experiment) -> None:
 
     known = [a.name for a in experiment.agents]
     for i, entry in enumerate(experiment.workloads):
-        _check_workload(source, f"workloads[{i}]", entry, known)
+        _check_workload(source, f"workloads[{i}]", entry, known if planned else None)
 
     relayed = [c for c in experiment.conditions if c.appliance == "relay"]
     for i, entry in enumerate(experiment.workloads):
@@ -1054,8 +1112,9 @@ _TOPOLOGY_FIELDS = {
 }
 
 
-def _check_workload(source: str, where: str, entry: WorkloadEntry, known: list[str]) -> None:
-    """Topology fields present and consistent, named agents defined, servers where the kind needs them."""
+def _check_workload(source: str, where: str, entry: WorkloadEntry, known: list[str] | None) -> None:
+    """Topology fields present and consistent, named agents defined (unless `known` is None: not yet),
+    servers where the kind needs them."""
     module = workloads.get(entry.kind)
     external = module.external_target(entry.params)
     for field in set().union(*_TOPOLOGY_FIELDS.values()) - _TOPOLOGY_FIELDS[entry.topology]:
@@ -1088,7 +1147,7 @@ def _check_workload(source: str, where: str, entry: WorkloadEntry, known: list[s
     for j, pair in enumerate(entry.pairs):
         named += [(f"{where}.pairs[{j}].client", pair.client), (f"{where}.pairs[{j}].server", pair.server)]
     for field, name in named:
-        if ":" not in name:
+        if ":" not in name and known is not None:
             _known_agent(source, field, name, known)
 
 

@@ -10,6 +10,7 @@ Edit the models' docstrings and field descriptions, the metric tables or the com
 from __future__ import annotations
 
 import enum
+import inspect
 import sys
 import types
 import typing
@@ -82,7 +83,7 @@ def _bounds(field: FieldInfo) -> str:
 
 
 def _model_table(model: type[BaseModel], *, skip: tuple[str, ...] = ()) -> list[str]:
-    doc = (model.__doc__ or "").strip()
+    doc = inspect.cleandoc(model.__doc__ or "")
     lines = [f"## {_title(model)}", "", doc, "", "| field | type | default | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         if name in skip:
@@ -99,6 +100,8 @@ def spec_page() -> str:
     models: list[type[BaseModel]] = [
         spec.Experiment,
         spec.AgentSpec,
+        spec.DeploySpec,
+        spec.DeployGroup,
         spec.ConditionSpec,
         spec.VsphereAction,
         spec.Timing,
@@ -142,7 +145,7 @@ def spec_page() -> str:
         params = module.Params
         table = _model_table(params)
         table[0] = f"## `{kind}` params"
-        out += table if params.model_fields else [table[0], "", (params.__doc__ or "").strip(), ""]
+        out += table if params.model_fields else [table[0], "", inspect.cleandoc(params.__doc__ or ""), ""]
     return "\n".join(out).rstrip() + "\n"
 
 

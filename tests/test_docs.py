@@ -1,5 +1,6 @@
 """The documentation: the README stays short, every link resolves, nothing cites a file that is not in the tree,
-the generated reference pages are current, and the development page's map names every module there is."""
+the generated reference pages are current, the development page's map names every module there is, and every
+example spec is valid."""
 
 from __future__ import annotations
 
@@ -91,3 +92,10 @@ def test_the_development_page_names_every_module() -> None:
     ]
     unnamed = [str(p.relative_to(ROOT)) for p in modules if p.parent.name != "workloads" and p.stem not in page]
     assert not unnamed, f"docs/development.md does not mention: {', '.join(unnamed)}"
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_spec_is_valid(example: Path) -> None:
+    from controller.spec import load
+
+    load(example)

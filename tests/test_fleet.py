@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -189,3 +190,181 @@ def test_the_plan_spreads_round_robin_names_by_the_hosts_first_label_and_skips_t
         ("vtax-dmz-a-esx-02-2", "esx-02.lab.example"),
         ("vtax-dmz-a-esx-01-4", "esx-01.lab.example"),
     ]
+
+
+RUN_SPEC = """\
+name: fleet-run
+deploy:
+  template: DC0_C0_RP0_VM0
+  NAME
+  allow: [127.0.0.0/8]
+  wait: 60
+  groups:
+    - {count: 2, zone: web, hosts: DC0_C0_H0, labels: {role: client}}
+    - {count: 1, zone: db, cluster: DC0_C0, hosts: DC0_C0_H1}
+conditions: [{name: base, baseline: true, setup: "touch trial-started"}]
+workloads: [{kind: noop, agents: ["label:role=client", SERVER]}]
+timing: {warmup: 0, steady: STEADY, cooldown: 0, lead: 0.3}
+repetitions: 2
+"""
+
+
+def run_spec(vtax: Vtax, *, steady: float, name: str | None, server: str = "vtax-db-DC0-C0-H1-1") -> Path:
+    text = RUN_SPEC.replace("STEADY", f"{steady:g}").replace("SERVER", server)
+    return vtax.spec(text.replace("NAME", f"name: {name}" if name else ""))
+
+
+def marked(sim: VcSim) -> dict[str, str]:
+    """Every VM that carries the deployment attribute, with its value."""
+    with vcenter(sim) as connection:
+        return {
+            vm.name: vm.attributes[MARK] for vm in Inventory(vcenter=connection).vms.values() if MARK in vm.attributes
+        }
+
+
+def start_run(vtax: Vtax, sim: VcSim, spec: Path, broker: RedisServer, *extra: str) -> subprocess.Popen[str]:
+    env = {**vtax.env, "VTAX_VCENTER_PASSWORD": sim.password}
+    command = [VTAX, "run", str(spec), "--broker", broker.url, "--vcenter", sim.url, "--vcenter-user", sim.user,
+               "--vcenter-insecure", *extra]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=vtax.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def stand_in_for_clones(
+    sim: VcSim, proc: subprocess.Popen[str], agents: Agents, broker: RedisServer, count: int
+) -> None:
+    """Once the run's clones are powered on, start the agents they would run: one process per zone, with the names
+    and zones their guestinfo gives."""
+    give_up = time.monotonic() + 60
+    while True:
+        made = [vm for vm in deployed_anywhere(sim) if vm["power"] == "poweredOn"]
+        if len(made) == count:
+            break
+        assert proc.poll() is None and time.monotonic() < give_up, proc.communicate()
+        time.sleep(0.3)
+    zones: dict[str, list[str]] = collections.defaultdict(list)
+    for vm in made:
+        zones[vm["guestinfo"][f"{GUESTINFO}zone"]].append(vm["guestinfo"][f"{GUESTINFO}name"])
+        assert vm["guestinfo"][f"{GUESTINFO}broker"] == broker.url
+    for zone, names in zones.items():
+        agents.start(names[0], broker, zone=zone, extra_names=names[1:])
+
+
+def deployed_anywhere(sim: VcSim) -> list:
+    return [vm for deployment in set(marked(sim).values()) for vm in deployed(sim, deployment)]
+
+
+def test_a_run_with_a_deploy_block_makes_its_agents_runs_on_them_and_leaves_nothing_behind(
+    vtax: Vtax, sim: VcSim, broker: RedisServer, agents: Agents
+) -> None:
+    out_json = vtax.workdir / "result.json"
+    proc = start_run(vtax, sim, run_spec(vtax, steady=0.5, name="run-fleet"), broker, "--json", str(out_json))
+    stand_in_for_clones(sim, proc, agents, broker, 3)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert "deployment 'run-fleet': 3 agent VM(s) of DC0_C0_RP0_VM0 over 2 host(s)" in out
+    assert "deployment 'run-fleet': removed 3 agent VM(s)" in out
+    assert marked(sim) == {}
+    result = json.loads(out_json.read_text())
+    agents_run = {a["name"]: (a["zone"], a["labels"]) for a in result["spec"]["agents"]}  # the stored spec has them
+    assert agents_run == {
+        "vtax-web-DC0-C0-H0-1": (
+            "web",
+            {"role": "client", "deployment": "run-fleet", "host": "DC0_C0_H0", "group": "0"},
+        ),
+        "vtax-web-DC0-C0-H0-2": (
+            "web",
+            {"role": "client", "deployment": "run-fleet", "host": "DC0_C0_H0", "group": "0"},
+        ),
+        "vtax-db-DC0-C0-H1-1": ("db", {"deployment": "run-fleet", "host": "DC0_C0_H1", "group": "1"}),
+    }
+    assert result["passed"] and {t["status"] for t in result["trials"]} == {"ok"}
+    stored = json.loads(vtax("runs", "--json").stdout)[0]
+    assert stored["status"] == "completed"
+
+
+def test_ctrl_c_in_a_run_with_a_deploy_block_removes_its_agent_vms(
+    vtax: Vtax, sim: VcSim, broker: RedisServer, agents: Agents
+) -> None:
+    proc = start_run(vtax, sim, run_spec(vtax, steady=30, name=None), broker)
+    stand_in_for_clones(sim, proc, agents, broker, 3)
+    deployment = set(marked(sim).values())
+    assert len(deployment) == 1 and next(iter(deployment)).startswith("fleet-run-")  # a name of its own per run
+    give_up = time.monotonic() + 30
+    while not (vtax.workdir / "trial-started").exists():
+        assert proc.poll() is None and time.monotonic() < give_up, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(1)  # the load is running
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "removed 3 agent VM(s)" in out and marked(sim) == {}
+
+
+def test_a_deploy_block_is_checked_against_its_plan_before_anything_is_made(
+    vtax: Vtax, sim: VcSim, broker: RedisServer
+) -> None:
+    wrong = start_run(vtax, sim, run_spec(vtax, steady=1, name="checked", server="vtax-db-DC0-C0-H2-1"), broker)
+    out, err = wrong.communicate(timeout=60)
+    assert wrong.returncode == 2, out + err
+    assert "workloads[0].agents[1]: unknown agent 'vtax-db-DC0-C0-H2-1'" in err and "vtax-db-DC0-C0-H1-1" in err
+    nowhere = run_spec(vtax, steady=1, name="checked").read_text().replace("hosts: DC0_C0_H1", "hosts: esx-*")
+    proc = start_run(vtax, sim, vtax.spec(nowhere), broker)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "deploy.groups[1].hosts: matches no host in vCenter" in err, out + err
+    assert marked(sim) == {}
+    without = vtax("run", str(run_spec(vtax, steady=1, name="checked")), "--broker", broker.url)
+    assert without.returncode == 2 and "deploy: cloning the run's agent VMs needs --vcenter" in without.stderr
+
+
+def test_an_agent_that_does_not_register_is_named_with_what_vcenter_shows(
+    vtax: Vtax, sim: VcSim, broker: RedisServer
+) -> None:
+    done = deploy(vtax, sim, "--template", TEMPLATE, "--count", "1", "--zone", "quiet", "--broker", broker.url,
+                  "--wait", "2", "--deployment", "quiet")  # fmt: skip
+    try:
+        assert done.returncode == 3, done.stdout + done.stderr
+        line = next(line for line in done.stderr.splitlines() if "did not register within 2 s" in line)
+        # the simulator's clones run no VMware Tools
+        assert line == (
+            "vtax: vtax-quiet-DC0-C0-H0-1: its agent did not register within 2 s: VMware Tools do not run in it: "
+            "has the guest booted? (the VM's console)"
+        )
+    finally:
+        deploy(vtax, sim, "destroy", "--deployment", "quiet")
+
+
+def test_a_silent_vm_is_explained_by_the_first_thing_vcenter_shows_wrong() -> None:
+    from types import SimpleNamespace as Obj
+
+    from controller.vsphere.deploy import _silence
+
+    def vm(
+        question: str | None = None, power: str = "poweredOn", tools: str = "guestToolsRunning", ip: str = ""
+    ) -> Obj:
+        asked = Obj(text=question) if question else None
+        return Obj(
+            runtime=Obj(question=asked, powerState=power), guest=Obj(toolsRunningStatus=tools, ipAddress=ip or None)
+        )
+
+    assert _silence(vm("msg.uuid.altered: moved or copied?")) == (
+        "its console waits for an answer: 'msg.uuid.altered: moved or copied?'"
+    )
+    assert _silence(vm(power="poweredOff")) == "its VM is poweredOff"
+    assert _silence(vm(tools="guestToolsNotRunning")).startswith("VMware Tools do not run in it")
+    assert _silence(vm()) == "the guest has no IP address: does DHCP answer on its port group?"
+    assert _silence(vm(ip="10.0.0.7")).startswith("the guest runs, at 10.0.0.7: see `journalctl -u vtax-agent`")
+
+
+def test_a_deploy_spec_names_agents_its_plan_makes_and_is_checked_again_with_them() -> None:
+    from controller.errors import SpecError
+    from controller.spec import AgentSpec, parse, with_agents
+
+    text = RUN_SPEC.replace("NAME", "").replace("STEADY", "1").replace("SERVER", "vtax-db-esx-9-1")
+    experiment = parse(text, "fleet.yaml")  # the name is the plan's to make: not yet an error
+    assert experiment.agents == [] and experiment.mentions_vsphere
+    grown = with_agents(experiment, [AgentSpec(name="vtax-db-esx-9-1", zone="db")], "fleet.yaml")
+    assert [a.name for a in grown.agents] == ["vtax-db-esx-9-1"]
+    with pytest.raises(SpecError, match=r"fleet.yaml: workloads\[0\].agents\[1\]: unknown agent 'vtax-db-esx-9-1'"):
+        with_agents(experiment, [AgentSpec(name="vtax-db-esx-1-1", zone="db")], "fleet.yaml")

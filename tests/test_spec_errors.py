@@ -93,6 +93,19 @@ CASES = [
         "sla.vm.ready_pct",
         "vCenter",
     ),
+    ("no agents", _mutate("agents: [{name: client}, {name: server}]", "agents: []"), "agents", "or a `deploy` block"),
+    (
+        "deploy without its allowlist",
+        GOOD + "deploy: {template: t, groups: [{count: 2}]}\n",
+        "deploy.allow",
+        "required field is missing",
+    ),
+    (
+        "deploy allowlist not a network",
+        GOOD + "deploy: {template: t, allow: [10.0.0.0/33], groups: [{count: 2}]}\n",
+        "deploy.allow[0]",
+        "not a network",
+    ),
     (
         "SLA on appliance processes no agent watches",
         GOOD + "sla: {appliance.host_cpu_pct: {max: 5}}\n",

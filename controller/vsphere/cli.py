@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
+import secrets
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from agent.settings import BrokerConfig
 from controller.errors import InfrastructureError, InputError
 from controller.options import (
     AsJsonOption,
@@ -26,13 +29,14 @@ from controller.options import (
     console,
     errors,
 )
-from controller.spec import Experiment, VsphereSpec, load
+from controller.spec import AgentSpec, Experiment, VsphereSpec, load, with_agents
 from controller.store import DEFAULT_PATH, Store
 
 if TYPE_CHECKING:  # pyVmomi, Celery and scipy load only in the commands that use them (see controller/cli.py)
     from controller.hooks import ActionHandler
     from controller.hostsources import HostCounterSource
     from controller.runloop import Placer
+    from controller.vsphere.deploy import Clone, Created, Deployer
     from controller.vsphere.session import Vsphere
 
 NO_VCENTER = "--vcenter: a vCenter URL is required (or VTAX_VCENTER_URL, or url in --vcenter-config)"
@@ -105,6 +109,8 @@ def open_vsphere(experiment: Experiment | None, options: VcenterOptions) -> Vsph
         insecure=options.vcenter_insecure,
     )
     if config is None:
+        if experiment is not None and experiment.deploy is not None:
+            raise InputError("deploy: cloning the run's agent VMs needs --vcenter (or VTAX_VCENTER_URL)")
         actions = experiment.vsphere_actions() if experiment is not None else []
         if actions:
             condition, stage, action = actions[0]
@@ -282,35 +288,116 @@ def deploy(
         console.print(f"{len(clones)} clone(s) of {template} over {len(chosen)} host(s), deployment {deployment!r}")
         if dry_run:
             return
-        made = _with_progress(
-            "cloning",
-            len(clones),
-            lambda step: deployer.create(
-                clones,
-                template=template,
-                guestinfo=lambda c: settings(c, zone=zone, broker=config.url, allow=allow or [], influx=influx),
-                network=network,
-                datastore=datastore,
-                linked=linked_clone,
-                parallel=parallel,
-                on_done=lambda created: step(1),
+        up = _make(
+            deployer,
+            clones,
+            template=template,
+            guestinfo=lambda c: settings(c, zone=zone, broker=config.url, allow=allow or [], influx=influx),
+            network=network,
+            datastore=datastore,
+            linked=linked_clone,
+            parallel=parallel,
+        )
+        if not wait:
+            console.print(
+                f"{len(up)} of {len(clones)} agent VM(s) made and powered on (--wait 0: not waiting for agents)"
+            )
+        missing = _await_agents(config, deployer, up, wait) if wait and up else []
+        if wait:
+            console.print(f"{len(up) - len(missing)} of {len(clones)} agent VM(s) up and registered")
+    if len(up) < len(clones) or missing:
+        failed = len(clones) - len(up) + len(missing)
+        raise InfrastructureError(f"deploy: {failed} of {len(clones)} agent VM(s) did not come up")
+
+
+def _make(deployer: Deployer, clones: list[Clone], **create: Any) -> list[str]:
+    """`deployer.create(clones, **create)` under a progress bar, each failure printed in a line; the names of the
+    VMs made and powered on."""
+    made: list[Created] = _with_progress(
+        "cloning", len(clones), lambda step: deployer.create(clones, on_done=lambda _: step(1), **create)
+    )
+    for created in made:
+        if not created["ok"]:
+            errors.print(
+                f"vtax: {created['vm']} on {created['host']}: not made: {created['reason']}",
+                soft_wrap=True,
+                markup=False,
+            )
+    return [c["vm"] for c in made if c["ok"]]
+
+
+@contextlib.contextmanager
+def run_deployment(
+    vsphere: Vsphere, experiment: Experiment, broker: BrokerConfig | None, *, source: str, keep: bool
+) -> Iterator[Experiment]:
+    """The agent VMs of the spec's `deploy` block. Planned and checked against the spec before anything is made,
+    cloned and waited for; the run gets the experiment with their agents. Removed when the run ends, however it
+    ends (an error, Ctrl-C), unless `keep`."""
+    from controller.vsphere.deploy import Deployer, plan_groups, settings
+
+    spec = experiment.deploy
+    assert spec is not None
+    if broker is None:
+        raise InputError(f"{source}: deploy: its agents register with a broker: give --broker (or VTAX_BROKER)")
+    name = spec.name or f"{experiment.name}-{secrets.token_hex(3)}"
+    deployer = Deployer(vsphere.vcenter, name)
+    planned = plan_groups(deployer.inventory, spec.groups, source)
+    group_of = {clone.name: spec.groups[index] for index, clone in planned}
+    agents = [
+        AgentSpec(
+            name=clone.name,
+            zone=spec.groups[index].zone,
+            vm=clone.name,
+            labels={**spec.groups[index].labels, "deployment": name, "host": clone.host, "group": str(index)},
+        )
+        for index, clone in planned
+    ]
+    expanded = with_agents(experiment, agents, source)  # a workload naming an agent the plan has not: exit 2 now
+    clones = [clone for _, clone in planned]
+    hosts = len({clone.host for clone in clones})
+    console.print(f"deployment {name!r}: {len(clones)} agent VM(s) of {spec.template} over {hosts} host(s)")
+    try:
+        up = _make(
+            deployer,
+            clones,
+            template=spec.template,
+            guestinfo=lambda c: settings(
+                c, zone=group_of[c.name].zone, broker=spec.broker or broker.url, allow=spec.allow, influx=spec.influx
             ),
+            network=spec.network,
+            datastore=spec.datastore,
+            linked=spec.linked_clone,
+            parallel=spec.parallel,
         )
-    failed = [c for c in made if not c["ok"]]
-    for created in failed:
-        errors.print(
-            f"vtax: {created['vm']} on {created['host']}: not made: {created['reason']}", soft_wrap=True, markup=False
-        )
-    up = [c["vm"] for c in made if c["ok"]]
-    if not wait:
-        console.print(f"{len(up)} of {len(clones)} agent VM(s) made and powered on (--wait 0: not waiting for agents)")
-    missing = _await_agents(config, up, wait) if wait and up else []
-    for name in missing:
-        errors.print(f"vtax: {name}: its agent did not register within {wait:g} s", soft_wrap=True, markup=False)
-    if wait:
-        console.print(f"{len(up) - len(missing)} of {len(clones)} agent VM(s) up and registered")
-    if failed or missing:
-        raise InfrastructureError(f"deploy: {len(failed) + len(missing)} of {len(clones)} agent VM(s) did not come up")
+        missing = _await_agents(broker, deployer, up, spec.wait) if up else []
+        if len(up) < len(clones) or missing:
+            failed = len(clones) - len(up) + len(missing)
+            raise InfrastructureError(f"deploy: {failed} of {len(clones)} agent VM(s) did not come up; no trial ran")
+        console.print(f"deployment {name!r}: {len(up)} agent(s) registered")
+        vsphere.reread()
+        yield expanded
+    finally:
+        if keep:
+            console.print(f"kept deployment {name!r}; remove it with: vtax deploy destroy --deployment {name}")
+        else:
+            _remove(deployer)
+
+
+def _remove(deployer: Deployer) -> None:
+    """A run's deployment removed; a failure is told with the command that finishes the job, and does not hide
+    the run's own outcome."""
+    from controller.vsphere.connection import describe_fault
+
+    again = f"vtax deploy destroy --deployment {deployer.deployment}"
+    try:
+        removed = deployer.destroy()
+    except KeyboardInterrupt:
+        errors.print(f"vtax: removing the deployment was interrupted; finish it with: {again}")
+        raise
+    except Exception as exc:  # vCenter gone or refusing: the VMs stay, and the user must know it
+        errors.print(f"vtax: could not remove the deployment ({describe_fault(exc)}); finish it with: {again}")
+        return
+    console.print(f"deployment {deployer.deployment!r}: removed {len(removed)} agent VM(s)")
 
 
 def _with_progress(what: str, total: int, work: Callable[[Callable[[int], None]], Any]) -> Any:
@@ -322,8 +409,9 @@ def _with_progress(what: str, total: int, work: Callable[[Callable[[int], None]]
         return work(lambda n=1: progress.advance(task, n))
 
 
-def _await_agents(config: Any, names: list[str], timeout: float) -> list[str]:
-    """The names whose agent has not registered within `timeout` seconds."""
+def _await_agents(config: BrokerConfig, deployer: Deployer, names: list[str], timeout: float) -> list[str]:
+    """The names whose agent has not registered within `timeout` seconds, each printed with what vCenter shows
+    of its VM."""
     from controller.distributed import registered_agents
 
     wanted = set(names)
@@ -339,7 +427,12 @@ def _await_agents(config: Any, names: list[str], timeout: float) -> list[str]:
                 time.sleep(1.0)
         return seen
 
-    return sorted(wanted - _with_progress("agents registered", len(wanted), wait))
+    missing = sorted(wanted - _with_progress("agents registered", len(wanted), wait))
+    for name, why in (deployer.why_silent(missing) if missing else {}).items():
+        errors.print(
+            f"vtax: {name}: its agent did not register within {timeout:g} s: {why}", soft_wrap=True, markup=False
+        )
+    return missing
 
 
 def deploy_destroy(

@@ -18,7 +18,8 @@ from typing import Any, TypedDict
 
 from pyVmomi import vim
 
-from controller.errors import InputError
+from controller.errors import InputError, SpecError
+from controller.spec import DeployGroup
 from controller.vsphere.connection import Vcenter, describe_fault
 from controller.vsphere.inventory import HostInfo, Inventory, VmInfo, retrieve
 
@@ -75,6 +76,21 @@ def settings(clone: Clone, *, zone: str, broker: str, allow: list[str], influx: 
     return {f"{GUESTINFO}{key}": value for key, value in values.items()}
 
 
+def plan_groups(inventory: Inventory, groups: list[DeployGroup], source: str) -> list[tuple[int, Clone]]:
+    """A spec's `deploy.groups` planned in order (each group's index with each of its clones), no name twice."""
+    taken = {vm.name for vm in inventory.vms.values()}
+    planned: list[tuple[int, Clone]] = []
+    for index, group in enumerate(groups):
+        hosts = [h.name for h in choose_hosts(inventory, pattern=group.hosts, cluster=group.cluster)]
+        if not hosts:
+            field = "hosts" if group.hosts is not None else "cluster"
+            raise SpecError(source, f"deploy.groups[{index}].{field}", "matches no host in vCenter")
+        clones = plan(hosts, group.count, group.zone, taken)
+        taken |= {clone.name for clone in clones}
+        planned += [(index, clone) for clone in clones]
+    return planned
+
+
 def choose_hosts(inventory: Inventory, *, pattern: str | None, cluster: str | None) -> list[HostInfo]:
     """Hosts by shell-style name pattern and/or cluster, sorted by name."""
     found = [
@@ -100,7 +116,9 @@ class Deployer:
         return vm.ref
 
     def mine(self) -> list[VmInfo]:
-        """The VMs this deployment made: by the attribute it set, never by name."""
+        """The VMs this deployment made: by the attribute it set, never by name; read afresh, so the VMs made
+        since this deployer was created are among them."""
+        self.inventory = Inventory(vcenter=self.vcenter)
         return [vm for vm in self.inventory.vms.values() if vm.attributes.get(MARK) == self.deployment]
 
     def create(
@@ -149,6 +167,12 @@ class Deployer:
                 results.append(created)
                 on_done(created)
         return results
+
+    def why_silent(self, names: list[str]) -> dict[str, str]:
+        """What vCenter shows of each VM whose agent has not registered: a question waiting on its console, its
+        power, VMware Tools, its address; else where to look next."""
+        vms = {vm.name: vm for vm in self.mine()}
+        return {name: _silence(vms[name].ref) if name in vms else "its VM is gone" for name in names}
 
     def destroy(self, parallel: int = PARALLEL, on_done: Callable[[str], None] = lambda name: None) -> list[str]:
         """Power off and delete every VM of this deployment; returns their names."""
@@ -212,6 +236,23 @@ def _wait(task: Any) -> Any:
     if task.info.state == vim.TaskInfo.State.error:
         raise _Failed(describe_fault(task.info.error))
     return task.info.result
+
+
+def _silence(vm: Any) -> str:
+    """One VM's state, as far as it explains a silent agent."""
+    runtime, guest = vm.runtime, vm.guest
+    if runtime.question is not None:
+        return f"its console waits for an answer: {runtime.question.text!r}"
+    if str(runtime.powerState) != "poweredOn":
+        return f"its VM is {runtime.powerState}"
+    if guest is None or str(guest.toolsRunningStatus) != "guestToolsRunning":
+        return "VMware Tools do not run in it: has the guest booted? (the VM's console)"
+    if not guest.ipAddress:
+        return "the guest has no IP address: does DHCP answer on its port group?"
+    return (
+        f"the guest runs, at {guest.ipAddress}: see `journalctl -u vtax-agent` in it (can it reach the broker? "
+        "its credentials?)"
+    )
 
 
 def _unfit(host: HostInfo | None) -> str:

@@ -26,6 +26,10 @@ class Vsphere:
         self.agents: dict[str, AgentVm] = {}
         self._reader: PerfReader | None = None
 
+    def reread(self) -> None:
+        """Read the inventory again: VMs were made (a run's deployment) since it was read."""
+        self.inventory = Inventory(vcenter=self.vcenter)
+
     @property
     def reader(self) -> PerfReader:
         if self._reader is None:

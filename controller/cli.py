@@ -706,12 +706,15 @@ def agent(
     influx_config: InfluxConfigOption = None,
 ) -> None:
     """Run an agent: a Celery worker that executes load tasks from its own queue on the broker."""
-    from agent.guestinfo import guestinfo
+    from agent.instance import InstanceFileError, instance_settings
     from agent.safety import RateLimits
     from agent.worker import run_agent
     from controller.distributed import connect
 
-    given = guestinfo()  # what `vtax deploy` wrote into this VM's configuration; flags and VTAX_* win
+    try:
+        given = instance_settings()  # what `vtax deploy` wrote into this VM's configuration; flags and VTAX_* win
+    except InstanceFileError as exc:
+        raise InputError(str(exc)) from None
     broker = broker or given.get("broker")
     name = name or ([given["name"]] if "name" in given else None)
     zone = zone or given.get("zone")
@@ -721,7 +724,8 @@ def agent(
     if not broker or not name:
         missing = "--broker" if not broker else "--name"
         raise InputError(
-            f"{missing}: missing; give it, its VTAX_* variable, or guestinfo.vtax.{missing[2:]} (vtax deploy)"
+            f"{missing}: missing; give it, its VTAX_* variable, guestinfo.vtax.{missing[2:]} or the instance file "
+            "(vtax deploy)"
         )
     for each in name:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", each):

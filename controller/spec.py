@@ -549,6 +549,9 @@ class DeploySpec(Strict):
     network: str | None = Field(None, description="port group to connect their NICs to (default: the template's)")
     datastore: str | None = Field(None, description="datastore for their disks (default: the template's)")
     linked_clone: bool = Field(False, description="linked clones from the template's current snapshot")
+    cloud_init: bool = Field(
+        False, description="give the agents their settings as cloud-init user data, not guestinfo.vtax.* keys"
+    )
     parallel: int = Field(8, ge=1, le=64, description="clones at once")
     wait: float = Field(600.0, gt=0, le=3600, description="seconds to wait for every agent to register")
 

@@ -5,8 +5,9 @@
 # AGENT_DIR is the agent side of `vtax certs init` (DIR/agent), for a secure deployment; without it the agents
 # use a password-only broker, whose password you then add to /etc/vtax/agent.env yourself.
 # Every clone `vtax deploy` makes from this VM starts its agent with the name, zone, broker and allowlist that
-# deploy wrote into its guestinfo: the template needs no per-VM edit. Shut the VM down afterwards and turn it
-# into a template (or take a snapshot, for --linked-clone).
+# deploy wrote into its guestinfo (or, with `vtax deploy --cloud-init`, that cloud-init wrote into
+# /etc/vtax/instance.yaml): the template needs no per-VM edit. Shut the VM down afterwards and turn it into a
+# template (or take a snapshot, for --linked-clone).
 set -eu
 src="$(cd "$(dirname "$0")/.." && pwd)"
 agent_dir="${1:-}"

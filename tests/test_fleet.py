@@ -5,6 +5,7 @@ the clones' agents, started with the settings read from each clone's guestinfo."
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 import signal
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from pyVmomi import vim
 
 from controller.vsphere.connection import Vcenter, VcenterConfig
@@ -177,6 +179,48 @@ def test_a_clones_agent_starts_from_its_guestinfo_alone(
     listed = {a["name"]: a for a in json.loads(vtax("agents", "--broker", broker.url, "--json").stdout)}
     assert listed[clone["name"]]["zone"] == "db" and listed[clone["name"]]["allow"] == ["127.0.0.0/8"]
     assert deploy(vtax, sim, "destroy", "--deployment", "one").returncode == 0
+
+
+def test_a_clone_given_cloud_init_user_data_starts_its_agent_from_the_file_it_writes(
+    vtax: Vtax, sim: VcSim, broker: RedisServer, agents: Agents, tmp_path: Path
+) -> None:
+    """With --cloud-init the settings travel as cloud-init's VMware-datasource user data: its write_files puts the
+    agent's instance file in place. (No cloud-init runs here: the test writes the file as write_files would.)"""
+    done = deploy(vtax, sim, "--template", TEMPLATE, "--count", "1", "--zone", "app", "--allow", "127.0.0.0/8",
+                  "--broker", broker.url, "--wait", "0", "--deployment", "ci", "--cloud-init")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    try:
+        with vcenter(sim) as connection:
+            [vm] = [v for v in Inventory(vcenter=connection).vms.values() if v.attributes.get(MARK) == "ci"]
+            extra = {o.key: o.value for o in vm.ref.config.extraConfig if o.key.startswith("guestinfo.")}
+        assert not any(key.startswith(GUESTINFO) for key in extra)
+        assert extra["guestinfo.userdata.encoding"] == extra["guestinfo.metadata.encoding"] == "base64"
+        assert yaml.safe_load(base64.b64decode(extra["guestinfo.metadata"])) == {
+            "instance-id": vm.name, "local-hostname": vm.name
+        }  # fmt: skip
+        userdata = base64.b64decode(extra["guestinfo.userdata"]).decode()
+        assert userdata.startswith("#cloud-config\n")
+        [written] = yaml.safe_load(userdata)["write_files"]
+        assert written["path"] == "/etc/vtax/instance.yaml"
+        instance = tmp_path / "instance.yaml"
+        instance.write_text(written["content"])
+        env = {**vtax.env, "VTAX_INSTANCE_FILE": str(instance)}
+        with (tmp_path / "agent.log").open("ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "controller", "agent"], stdout=log, stderr=log, env=env,
+                                    start_new_session=True)  # fmt: skip
+        agents.procs[vm.name] = proc
+        give_up = time.monotonic() + 30
+        while vm.name not in broker.agents():
+            assert proc.poll() is None and time.monotonic() < give_up, (tmp_path / "agent.log").read_text()[-2000:]
+            time.sleep(0.2)
+        listed = {a["name"]: a for a in json.loads(vtax("agents", "--broker", broker.url, "--json").stdout)}
+        assert listed[vm.name]["zone"] == "app" and listed[vm.name]["allow"] == ["127.0.0.0/8"]
+        instance.write_text("name: [a, b]\n")
+        bad = subprocess.run([sys.executable, "-m", "controller", "agent"], capture_output=True, text=True, env=env,
+                             timeout=60, check=False)  # fmt: skip
+        assert bad.returncode == 2 and bad.stderr.strip() == f"vtax: error: {instance}: name: expected text, got list"
+    finally:
+        deploy(vtax, sim, "destroy", "--deployment", "ci")
 
 
 def test_the_plan_spreads_round_robin_names_by_the_hosts_first_label_and_skips_taken_names() -> None:

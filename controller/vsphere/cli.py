@@ -251,6 +251,12 @@ def deploy(
         list[str] | None, typer.Option("--allow", help="network their agents may send load to (repeatable)")
     ] = None,
     influx: Annotated[str | None, typer.Option("--influx", help="InfluxDB URL their agents stream to")] = None,
+    cloud_init: Annotated[
+        bool,
+        typer.Option(
+            "--cloud-init", help="give the settings as cloud-init user data (templates configured by cloud-init)"
+        ),
+    ] = False,
     deployment: Annotated[
         str, typer.Option("--deployment", help="this fleet's name: the value of its VMs' vtax.deployment attribute")
     ] = "vtax",
@@ -292,7 +298,9 @@ def deploy(
             deployer,
             clones,
             template=template,
-            guestinfo=lambda c: settings(c, zone=zone, broker=config.url, allow=allow or [], influx=influx),
+            guestinfo=lambda c: settings(
+                c, zone=zone, broker=config.url, allow=allow or [], influx=influx, cloud_init=cloud_init
+            ),
             network=network,
             datastore=datastore,
             linked=linked_clone,
@@ -362,7 +370,12 @@ def run_deployment(
             clones,
             template=spec.template,
             guestinfo=lambda c: settings(
-                c, zone=group_of[c.name].zone, broker=spec.broker or broker.url, allow=spec.allow, influx=spec.influx
+                c,
+                zone=group_of[c.name].zone,
+                broker=spec.broker or broker.url,
+                allow=spec.allow,
+                influx=spec.influx,
+                cloud_init=spec.cloud_init,
             ),
             network=spec.network,
             datastore=spec.datastore,

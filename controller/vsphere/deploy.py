@@ -8,6 +8,7 @@ each failure is that VM's, with vCenter's words, and the others go on.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import re
 import time
@@ -16,15 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+import yaml
 from pyVmomi import vim
 
+from agent.instance import INSTANCE_FILE
 from controller.errors import InputError, SpecError
 from controller.spec import DeployGroup
 from controller.vsphere.connection import Vcenter, describe_fault
 from controller.vsphere.inventory import HostInfo, Inventory, VmInfo, retrieve
 
 MARK = "vtax.deployment"  # custom attribute whose value names the deployment a VM belongs to
-GUESTINFO = "guestinfo.vtax."  # extraConfig keys the agent reads at start (agent.guestinfo)
+GUESTINFO = "guestinfo.vtax."  # extraConfig keys the agent reads at start (agent.instance)
 PARALLEL = 8  # clones at once: vCenter's default of 8 provisioning operations per host, across all hosts here
 POLL_S = 0.2
 
@@ -67,13 +70,33 @@ def plan(hosts: list[str], count: int, zone: str, taken: Collection[str] = ()) -
     return found
 
 
-def settings(clone: Clone, *, zone: str, broker: str, allow: list[str], influx: str | None) -> dict[str, str]:
-    """What the clone's agent reads from guestinfo. No secret: the broker user's password and certificates are
-    in the template (secure deployment), the same for every agent, and guestinfo is readable in vCenter."""
+def settings(
+    clone: Clone, *, zone: str, broker: str, allow: list[str], influx: str | None, cloud_init: bool = False
+) -> dict[str, str]:
+    """The extraConfig that gives a clone's agent its settings: guestinfo.vtax.* keys, or (`cloud_init`) cloud-init
+    user data that writes them to the agent's instance file. No secret: the broker user's password and
+    certificates are in the template (secure deployment), the same for every agent, and guestinfo is readable
+    in vCenter."""
     values = {"name": clone.name, "zone": zone, "broker": broker, "allow": " ".join(allow)}
     if influx:
         values["influx"] = influx
-    return {f"{GUESTINFO}{key}": value for key, value in values.items()}
+    if not cloud_init:
+        return {f"{GUESTINFO}{key}": value for key, value in values.items()}
+    # cloud-init's VMware datasource: metadata and user data in guestinfo, base64-encoded
+    metadata = {"instance-id": clone.name, "local-hostname": clone.name}
+    userdata = "#cloud-config\n" + yaml.safe_dump(
+        {"write_files": [{"path": str(INSTANCE_FILE), "permissions": "0644", "content": yaml.safe_dump(values)}]}
+    )
+    return {
+        "guestinfo.metadata": _base64(yaml.safe_dump(metadata)),
+        "guestinfo.metadata.encoding": "base64",
+        "guestinfo.userdata": _base64(userdata),
+        "guestinfo.userdata.encoding": "base64",
+    }
+
+
+def _base64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def plan_groups(inventory: Inventory, groups: list[DeployGroup], source: str) -> list[tuple[int, Clone]]:

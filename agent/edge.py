@@ -98,7 +98,7 @@ class ClockEdge:
         if task == wire.RUN_WORKLOAD:
             agent_result: AgentResult = result  # type: ignore[assignment]
             converted: AgentResult = {**agent_result, "samples": [self.sample(s) for s in agent_result["samples"]]}
-            for key in ("start_at", "started_at", "ended_at"):
+            for key in ("start_at", "started_at", "ended_at", "received_at"):
                 if key in converted:
                     converted[key] -= self.offset  # type: ignore[literal-required]
             return converted
@@ -111,6 +111,7 @@ class ClockEdge:
 def execute(request: Request, host: AgentHost, send: Callable[[Message], None]) -> None:
     """Run one task request and send its reply; a running workload also sends progress, a host sampler
     its samples."""
+    received = time.time()
     reply: Reply = {"id": request.get("id"), "agent": host.name, "ok": False}
     try:
         name = request["task"]
@@ -135,6 +136,8 @@ def execute(request: Request, host: AgentHost, send: Callable[[Message], None]) 
         with host.slots.take(host.name) if name in HOLDING_TASKS else contextlib.nullcontext():
             keeping = _keep(name, checked, host)
             result = task(**kwargs, io=_io(name, checked, request.get("id"), host, clock, send, keeping))
+        if name == wire.RUN_WORKLOAD:
+            result = {**result, "received_at": received}  # type: ignore[dict-item]
         reply["result"] = clock.reply(name, result)  # type: ignore[typeddict-item]
         if keeping is not None:
             keeping.done(reply["result"])  # type: ignore[arg-type]

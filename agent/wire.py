@@ -94,6 +94,7 @@ class AgentResult(TypedDict):
     agent_cpu_s: NotRequired[float]
     agent_rss_mb: NotRequired[float]  # the agent process's resident memory as the task ended (a soak's leak check)
     start_skew_s: NotRequired[float]  # started_at − start_at (set by the controller)
+    received_at: NotRequired[float]  # when its agent took up the request: after the start is too late
 
 
 class SinkStats(TypedDict):

@@ -1,11 +1,13 @@
-"""Dispatch cost: controller time to plan, dispatch and collect one no-op trial across 200 agents.
+"""Dispatch cost: controller time to plan, dispatch and collect one no-op trial across many agents.
 
-200 agents are served by a few `vtax agent` worker processes (each consumes many agent queues) behind a
-local redis-server. Each trial runs the `noop` workload; the controller's own time per trial is the
-wall time between consecutive trial ends minus the lead and the trial's duration, i.e. planning,
-dispatch, collection and storing. Prints one JSON object (goal: <= 1 s per trial).
+The agents are served by a few `vtax agent` worker processes (each consumes many agent queues, at most 64 load
+tasks each: give --workers of at least agents / 64) behind a local redis-server. Each trial runs the `noop`
+workload; the controller's own time per trial is the wall time between consecutive trial ends minus the lead
+and the trial's duration, i.e. planning, dispatch, collection and storing. Also printed: connect and clock sync,
+the lead the run used, the agents' start skew, the controller's peak RSS and Redis' peak memory. Prints one
+JSON object (goal at 1,000 agents: <= 2 s per trial, start skew <= 5 ms, clock sync <= 5 s).
 
-    .venv/bin/python benchmarks/dispatch.py --agents 200 --workers 4 --trials 5 [--secure]
+    .venv/bin/python benchmarks/dispatch.py --agents 1000 --workers 16 --trials 5 [--secure]
 
 With --secure it runs again over TLS, with ACL users and signed tasks (as docs/how-to/secure-deployment.md sets
 up), and prints the ratios secure / plain.
@@ -16,21 +18,26 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import resource
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _local_cluster import local_cluster, noop_experiment
 
-from controller.distributed import CeleryEngine
+from controller.distributed import CeleryEngine, connect
 from controller.events import Events
 from controller.runloop import RunLoop
 from controller.store import Store
 
-GOAL_S = 1.0
+GOAL_S = 2.0
+GOAL_SKEW_MS = 5.0
+GOAL_SYNC_S = 5.0
 LEAD_S = 0.5
 STEADY_S = 0.2
 
@@ -44,12 +51,19 @@ def measure(agents: int, workers: int, trials: int, *, secure: bool) -> dict[str
     events.run_start.add_listener(lambda **_: marks.append(time.monotonic()))
     events.trial_end.add_listener(lambda **_: marks.append(time.monotonic()))
     groups = [names[i::workers] for i in range(workers)]
+    leads: list[float] = []
+    events.trial_start.add_listener(lambda start_at, **_: leads.append(start_at - time.time()))
     with local_cluster(groups, secure=secure) as broker, tempfile.TemporaryDirectory() as tmp:
         engine = CeleryEngine(broker, names)
         began = time.monotonic()
         run_id = RunLoop(spec, store=Store(Path(tmp) / "d.db"), engine=engine, spec_path=None, events=events).execute()
-        statuses = {t["status"] for t in Store(Path(tmp) / "d.db").trials(run_id)}
-    overhead = [b - a - LEAD_S - STEADY_S for a, b in itertools.pairwise(marks)]
+        stored = Store(Path(tmp) / "d.db")
+        statuses = {t["status"] for t in stored.trials(run_id)}
+        skews = np.array([abs(r["start_skew_s"]) * 1000 for r in stored.agent_results(run_id) if r["start_skew_s"]])
+        late = [f["message"] for f in stored.flags(run_id) if f["kind"] == "start_received_late"]
+        redis_peak = connect(broker).info("memory")["used_memory_peak"]
+    walls = [b - a - STEADY_S for a, b in itertools.pairwise(marks)]  # all but the load: with the lead
+    overhead = [wall - lead for wall, lead in zip(walls, leads, strict=True)]
     return {
         "trial_statuses": sorted(statuses),
         "connect_and_clock_sync_s": round(marks[0] - began, 3),
@@ -58,6 +72,16 @@ def measure(agents: int, workers: int, trials: int, *, secure: bool) -> dict[str
             "max": round(max(overhead), 3),
             "values": [round(x, 3) for x in overhead],
         },
+        "wall_s_per_trial_but_the_load": round(statistics.median(walls), 3),
+        "lead_s": [round(x, 3) for x in leads],
+        "start_skew_ms": {
+            "p50": round(float(np.percentile(skews, 50)), 2),
+            "p99": round(float(np.percentile(skews, 99)), 2),
+            "max": round(float(skews.max()), 2),
+        },
+        "trials_flagged_start_received_late": len(late),
+        "controller_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "redis_peak_memory_mb": round(redis_peak / 2**20, 1),
     }
 
 
@@ -72,9 +96,15 @@ def main() -> int:
     args = parser.parse_args()
     if not args.secure:
         plain = measure(args.agents, args.workers, args.trials, secure=False)
-        median = plain["controller_s_per_trial"]["median"]  # type: ignore[index]
+        goals = {"controller_s_per_trial": GOAL_S, "start_skew_max_ms": GOAL_SKEW_MS, "clock_sync_s": GOAL_SYNC_S}
+        found = {
+            "controller_s_per_trial": plain["controller_s_per_trial"]["median"],  # type: ignore[index]
+            "start_skew_max_ms": plain["start_skew_ms"]["max"],  # type: ignore[index]
+            "clock_sync_s": plain["connect_and_clock_sync_s"],
+        }
         result = {"benchmark": "dispatch", "agents": args.agents, "workers": args.workers, "trials": args.trials}
-        print(json.dumps({**result, **plain, "goal_s": GOAL_S, "meets_goal": median <= GOAL_S}))
+        met = {name: found[name] <= goal for name, goal in goals.items()}  # type: ignore[operator]
+        print(json.dumps({**result, **plain, "goals": goals, "meets_goals": met}))
         return 0
     # plain, secure, secure, plain: what drifts over the runs (the box warming up) weighs on both alike
     runs = {False: [], True: []}  # type: dict[bool, list[dict[str, object]]]

@@ -8,12 +8,11 @@ and the agent converts times at its edge (agent.edge).
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, wait
+from concurrent.futures import wait
 from dataclasses import dataclass
-from typing import Any
 
 from agent import wire
-from controller.engine import Engine
+from controller.engine import Call, Engine
 from controller.errors import InfrastructureError
 
 ROUNDS = 16  # the fastest of 16 exchanges: a closer estimate than of 8 where queueing delays vary
@@ -27,30 +26,21 @@ class ClockReading:
     rtt_s: float
 
 
-def _stamp(received: dict[str, float], agent: str) -> Any:
-    """A done-callback noting when the agent's reply arrived."""
-    return lambda _future: received.__setitem__(agent, time.time())
-
-
 def measure(engine: Engine, agents: list[str], rounds: int = ROUNDS) -> dict[str, ClockReading]:
-    """Ping every agent `rounds` times (all agents at once per round); the fastest exchange wins."""
+    """Ping every agent `rounds` times (all agents at once per round, sent in parallel where the engine can,
+    each exchange timed from its own send to its own reply); the fastest exchange wins."""
     best: dict[str, ClockReading] = {}
     for _ in range(rounds):
-        sent: dict[str, tuple[float, Future[Any]]] = {}
-        received: dict[str, float] = {}
-        for agent in agents:
-            t_send = time.time()
-            future = engine.call(agent, wire.PING, {})
-            future.add_done_callback(_stamp(received, agent))
-            sent[agent] = (t_send, future)
-        _, missing = wait([f for _, f in sent.values()], timeout=TIMEOUT_S)
+        sent = dict(zip(agents, engine.call_all([Call(agent, wire.PING, {}) for agent in agents]), strict=True))
+        _, missing = wait([each.future for each in sent.values()], timeout=TIMEOUT_S)
         if missing:
-            silent = [a for a, (_, f) in sent.items() if f in missing]
+            silent = [a for a, each in sent.items() if each.future in missing]
             raise InfrastructureError(f"no clock reply within {TIMEOUT_S:g} s from: {', '.join(silent)}")
-        for agent, (t_send, future) in sent.items():
-            t_agent = future.result()["time"]
-            rtt = received[agent] - t_send
+        for agent, each in sent.items():
+            t_agent = each.future.result()["time"]
+            replied = each.replied_at or time.time()  # its stamp may lag the wait by a moment: later, never sooner
+            rtt = replied - each.sent_at
             if agent not in best or rtt < best[agent].rtt_s:
-                offset = t_agent - (t_send + received[agent]) / 2
+                offset = t_agent - (each.sent_at + replied) / 2
                 best[agent] = ClockReading(offset_s=offset, uncertainty_s=rtt / 2, rtt_s=rtt)
     return best

@@ -12,7 +12,8 @@ import json
 import secrets
 import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import redis
@@ -23,10 +24,12 @@ from agent.settings import BrokerConfig
 from agent.trust import Side
 from agent.urls import redact
 from agent.wire import AgentIdentity, CeleryRequest, TaskRequest
-from controller.engine import AgentKilled, Engine, ProgressCallback, SampleCallback
+from controller.engine import AgentKilled, Call, Engine, ProgressCallback, SampleCallback, Sent
 from controller.errors import InfrastructureError, InputError
 
 LOST_AFTER_S = 10.0
+SEND_THREADS = 8  # tasks sent at once: each send waits mostly on the broker's answer, so threads overlap them
+DRAIN = 256  # replies taken off the reply list per round trip once one has arrived
 
 
 def connect(broker: BrokerConfig, side: Side = "controller") -> redis.Redis:
@@ -120,6 +123,7 @@ class CeleryEngine(Engine):
             self._app = make_app(broker, "controller")
         except ValueError as exc:
             raise InputError(f"--broker-certs: {exc}") from None
+        self._senders = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="send")
         self._threads = [
             threading.Thread(target=self._receive, name="replies", daemon=True),
             threading.Thread(target=self._watch, name="heartbeats", daemon=True),
@@ -218,6 +222,13 @@ class CeleryEngine(Engine):
             self._fail_agent(agent, f"unreachable: {exc}")
         return future
 
+    def _send_all(self, calls: Sequence[Call]) -> list[Sent]:
+        """Sent by a few threads at once: a send spends most of its time waiting for the broker (hundreds of
+        them one after the other outlasted the lead, and the last agents started late)."""
+        if len(calls) <= SEND_THREADS:
+            return super()._send_all(calls)
+        return list(self._senders.map(self._send, calls))
+
     def kill(self, agent: str, reason: str) -> None:
         """A remote agent cannot be killed from here; its own deadline stops its load. Stop waiting for it."""
         self._fail_agent(agent, f"given up on: {reason}", AgentKilled)
@@ -229,6 +240,7 @@ class CeleryEngine(Engine):
 
     def close(self) -> None:
         self._stop.set()
+        self._senders.shutdown(wait=True)
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(3)
@@ -244,8 +256,27 @@ class CeleryEngine(Engine):
             except redis.RedisError:
                 time.sleep(0.5)  # broker restarting: keep trying, replies wait in the agents
                 continue
-            if item is not None:
-                self._deliver(item[1])
+            if item is None:
+                continue
+            self._deliver(item[1])
+            for raw in self._drain():
+                self._deliver(raw)
+
+    def _drain(self) -> list[bytes]:
+        """The replies waiting behind the one just taken, a batch per round trip (a thousand agents answer at
+        once; one round trip each kept the controller waiting on the broker)."""
+        assert self._redis is not None
+        taken: list[bytes] = []
+        while True:
+            try:
+                batch = self._redis.lpop(self._reply_key, DRAIN)
+            except redis.RedisError:
+                return taken  # the next blpop tries again
+            if not batch:
+                return taken
+            taken += batch
+            if len(batch) < DRAIN:
+                return taken
 
     def _watch(self) -> None:
         """Fail the calls of agents whose heartbeat has not changed for `lost_after` seconds.

@@ -18,8 +18,9 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,33 @@ class AgentRefused(InputError):
 
 
 @dataclass(frozen=True)
+class Call:
+    """One task request to send: to which agent, which task (a name of agent.wire), its request, and where the
+    samples it streams go."""
+
+    agent: str
+    task: str
+    kwargs: TaskRequest
+    on_sample: SampleCallback | None = None
+
+
+@dataclass
+class Sent:
+    """A sent call: the future of its reply, when (controller clock) it was handed to the transport, and when its
+    reply arrived (0 until then)."""
+
+    future: Future[Any]
+    sent_at: float
+    replied_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.future.add_done_callback(self._replied)
+
+    def _replied(self, _future: Future[Any]) -> None:
+        self.replied_at = time.time()
+
+
+@dataclass(frozen=True)
 class _Pending:
     """A call waiting for its reply."""
 
@@ -69,6 +97,7 @@ class Engine(ABC):
         self._ids = itertools.count(1)
         self.on_progress = on_progress
         self._offsets: dict[str, float] = {}
+        self._per_call_s = 0.0  # sending time per call of the last batch `call_all` sent
 
     def use_clocks(self, offsets: Mapping[str, float]) -> None:
         """Each agent's clock offset (agent − controller), sent with every later request to it."""
@@ -156,6 +185,27 @@ class Engine(ABC):
     def rejoin(self, agents: list[str], timeout: float) -> list[str]:
         """Wait up to `timeout` seconds for lost `agents` to be back; returns those that are not."""
         return agents
+
+    def call_all(self, calls: Sequence[Call]) -> list[Sent]:
+        """Send every call (in parallel where the engine can), in order of `calls`, and note how long sending
+        took: `send_estimate` predicts the next batch from it."""
+        began = time.monotonic()
+        sent = self._send_all(calls)
+        if len(calls) > 1:
+            self._per_call_s = (time.monotonic() - began) / len(calls)
+        return sent
+
+    def send_estimate(self, calls: int) -> float:
+        """Seconds that sending `calls` calls at once is expected to take, as the last batch did (0 before any)."""
+        return self._per_call_s * calls
+
+    def _send_all(self, calls: Sequence[Call]) -> list[Sent]:
+        """One call after the other; an engine that can send in parallel does."""
+        return [self._send(call) for call in calls]
+
+    def _send(self, call: Call) -> Sent:
+        sent_at = time.time()
+        return Sent(self.call(call.agent, call.task, call.kwargs, on_sample=call.on_sample), sent_at)
 
     @abstractmethod
     def call(

@@ -34,7 +34,7 @@ from agent.wire import (
     TrialTags,
 )
 from controller import clock
-from controller.engine import AgentKilled, AgentLost, AgentRefused, Engine
+from controller.engine import AgentKilled, AgentLost, AgentRefused, Call, Engine
 from controller.errors import InfrastructureError, InputError, VtaxError
 from controller.events import Events
 from controller.facts import trial_facts
@@ -65,6 +65,8 @@ KEPT_TIMEOUT_S = 30.0  # for an agent to hand back what it kept of a run
 FORGET_ALL = 2**62  # a trial index after every trial
 SOAK_PREPARE_S = 2.0  # a soak's next segment starts its servers this long (and the lead) before its load
 KILL_MARGIN_S = 5.0  # after the deadline, the controller gives up on an agent that has not answered
+DISPATCH_FACTOR = 2.0  # the lead is at least this × the time sending a trial's tasks is expected to take
+DISPATCH_MARGIN_S = 0.2  # plus this: the broker's delivery and the agents' taking it up
 
 # how a trial ends when one of its agents' results is not ok, worst first
 _TRIAL_STATUS = {
@@ -162,6 +164,8 @@ class RunLoop:
         self._flows: list[Flow] = []
         self._next_index = 0  # a search's next trial index, over both searches
         self._repetitions: dict[str, int] = {}  # a search's steps so far per condition, over both searches
+        self._late_lead = 0.0  # after a trial whose start some agent received late: the lead at least
+        self._dispatched_at: float | None = None  # when the last trial's load tasks began to be sent
         engine.on_progress = self._progress
 
     def execute(self) -> str:
@@ -243,7 +247,7 @@ class RunLoop:
                         start_at = None
                     self._rejoin()
                     if start_at is not None:
-                        time.sleep(max(0.0, start_at - self.experiment.lead - SOAK_PREPARE_S - time.time()))
+                        time.sleep(max(0.0, start_at - self._lead(flows) - SOAK_PREPARE_S - time.time()))
                     segment = SegmentRun(
                         start_at=start_at,
                         setup=setup,
@@ -557,6 +561,37 @@ class RunLoop:
     def _tags(self, trial: Trial) -> TrialTags:
         return {"run": self.run_id, "trial": trial.index, "condition": trial.condition, "repetition": trial.repetition}
 
+    def _lead(self, flows: list[Flow]) -> float:
+        """Seconds from dispatch to a trial's common start: the spec's (and its tools') lead, or longer where
+        sending the trial's tasks is expected to take longer (DISPATCH_FACTOR × the last batch's time, from the
+        clock sync or the trial before), or after a trial whose start some agent received too late."""
+        sending = DISPATCH_FACTOR * self.engine.send_estimate(len(flows)) + DISPATCH_MARGIN_S
+        return max(self.experiment.lead, sending, self._late_lead)
+
+    def _flag_late_receipt(self, trial: Trial, start_at: float, results: list[AgentResult]) -> None:
+        """Flag a trial whose start time some agent received too late to start with the others (after its start,
+        less the time its kind needs to be ready): its load did not start together, and it is left out of the
+        statistics. The following trials' lead is doubled at least."""
+        late = sorted(
+            (r["received_at"] - start_at, r["agent"])
+            for r in results
+            if "received_at" in r and r["received_at"] > start_at - workloads.get(r.get("kind", "noop")).READY_S
+        )
+        if not late:
+            return
+        lead = start_at - (self._dispatched_at or start_at)
+        self._late_lead = max(self._late_lead, 2 * lead)
+        names = ", ".join(agent for _, agent in late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
+        self.store.add_flag(
+            self.run_id,
+            trial.index,
+            kind="start_received_late",
+            severity="error",
+            message=f"{len(late)} agent(s) received the start time too late to start together ({names}; the latest "
+            f"{late[-1][0]:+.3f} s after the start, with a lead of {lead:.2f} s); the next trials' lead is "
+            f"{self._late_lead:.2f} s at least",
+        )
+
     def _progress(self, agent: str, workload: str, values: dict[str, float]) -> None:
         self.events.agent_progress.fire(agent=agent, workload=workload, values=values)
 
@@ -599,7 +634,7 @@ class RunLoop:
             if segment is not None and segment.replay:
                 self._hooks(trial, segment.replay, "soak")
             with self._serving(condition, flows) as targets:
-                start_at = (segment.start_at if segment is not None else None) or time.time() + self.experiment.lead
+                start_at = (segment.start_at if segment is not None else None) or time.time() + self._lead(flows)
                 if segment is not None:
                     segment.started.set_result(start_at)
                 deadline = start_at + timing.duration + timing.grace
@@ -683,6 +718,7 @@ class RunLoop:
                 ends.append(source.begin(window, on_sample=on_sample, on_record=on_record))
             calls = self._dispatch(trial, flows, targets, start_at, deadline)
             results = self._collect(calls, start_at, deadline)
+            self._flag_late_receipt(trial, start_at, results)
         finally:
             for end in ends:
                 end()
@@ -696,8 +732,7 @@ class RunLoop:
         self, idx: int, start_at: float, results: list[AgentResult], host: list[HostSample]
     ) -> TrialFacts:
         """A trial's agent results stored, and its facts computed from them and its host counters, and stored."""
-        for result in results:
-            self.store.add_agent_result(self.run_id, idx, result)
+        self.store.add_agent_results(self.run_id, idx, results)
         samples: list[StoredSample] = [
             {**s, "trial_idx": idx, "agent": r["agent"], "workload": r["workload"]}
             for r in results
@@ -728,15 +763,19 @@ class RunLoop:
 
     def _start_servers(self, flows: list[Flow], deadline: float) -> dict[FlowKey, Target]:
         """One server per flow (iperf3 serves one test at a time); all started before any client."""
-        calls: dict[FlowKey, Future[Target]] = {}
+        served: list[Flow] = []
         targets: dict[FlowKey, Target] = {}
         for flow in flows:
-            if flow.server is None:
-                external = workloads.get(flow.workload.kind).external_target(flow.workload.params)
-                if external is not None:
-                    targets[flow.key] = external
+            if flow.server is not None:
+                served.append(flow)
                 continue
-            calls[flow.key] = self.engine.call(flow.server, wire.SERVE, self._serve_request(flow, deadline))
+            external = workloads.get(flow.workload.kind).external_target(flow.workload.params)
+            if external is not None:
+                targets[flow.key] = external
+        sent = self.engine.call_all(
+            [Call(flow.server, wire.SERVE, self._serve_request(flow, deadline)) for flow in served if flow.server]
+        )
+        calls: dict[FlowKey, Future[Target]] = {flow.key: each.future for flow, each in zip(served, sent, strict=True)}
         for key, future in calls.items():
             try:
                 targets[key] = future.result(timeout=SERVE_TIMEOUT_S)
@@ -798,17 +837,18 @@ class RunLoop:
         deadline: float,
     ) -> list[tuple[Flow, Future[AgentResult]]]:
         """Every client at once."""
-        return [
-            (
-                flow,
-                self.engine.call(
+        self._dispatched_at = time.time()
+        sent = self.engine.call_all(
+            [
+                Call(
                     flow.client,
                     wire.RUN_WORKLOAD,
                     self._client_request(trial, flow, targets.get(flow.key), start_at, deadline),
-                ),
-            )
-            for flow in flows
-        ]
+                )
+                for flow in flows
+            ]
+        )
+        return [(flow, each.future) for flow, each in zip(flows, sent, strict=True)]
 
     def _collect(
         self, calls: list[tuple[Flow, Future[AgentResult]]], start_at: float, deadline: float

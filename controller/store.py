@@ -100,6 +100,7 @@ _ADDED_COLUMNS = [
     ("runs", "controller_pid", "INTEGER"),
     ("runs", "controller_started", "REAL"),
     ("agent_results", "agent_rss_mb", "REAL"),
+    ("agent_results", "received_at", "REAL"),
 ]  # (table, column, type), oldest first
 
 
@@ -206,6 +207,7 @@ class StoredResult(TypedDict):
     start_skew_s: float | None
     host: str | None
     agent_rss_mb: float | None
+    received_at: float | None
 
 
 # a trial's facts (controller.facts computes them): what the analysis needs of its raw seconds
@@ -481,31 +483,44 @@ class Store:
 
     @_kept
     def add_agent_result(self, run_id: str, trial_idx: int, result: AgentResult) -> None:
+        self._insert_results(run_id, trial_idx, [result])
+
+    @_kept
+    def add_agent_results(self, run_id: str, trial_idx: int, results: list[AgentResult]) -> None:
+        """A trial's agent results in one commit (a thousand agents' results one commit each took seconds)."""
+        self._insert_results(run_id, trial_idx, results)
+
+    def _insert_results(self, run_id: str, trial_idx: int, results: list[AgentResult]) -> None:
         with self._transaction():
             self._stale_facts(run_id, trial_idx)
-            self._db.execute(
+            self._db.executemany(
                 "INSERT INTO agent_results (run_id, trial_idx, agent, workload, status, reason, started_at, ended_at,"
-                " agent_cpu_s, summary_json, start_skew_s, host, agent_rss_mb) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    trial_idx,
-                    result["agent"],
-                    result["workload"],
-                    result["status"],
-                    result["reason"],
-                    result.get("started_at"),
-                    result.get("ended_at"),
-                    result.get("agent_cpu_s"),
-                    json.dumps(result.get("summary", {})),
-                    result.get("start_skew_s"),
-                    result.get("host"),
-                    result.get("agent_rss_mb"),
-                ),
+                " agent_cpu_s, summary_json, start_skew_s, host, agent_rss_mb, received_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        run_id,
+                        trial_idx,
+                        result["agent"],
+                        result["workload"],
+                        result["status"],
+                        result["reason"],
+                        result.get("started_at"),
+                        result.get("ended_at"),
+                        result.get("agent_cpu_s"),
+                        json.dumps(result.get("summary", {})),
+                        result.get("start_skew_s"),
+                        result.get("host"),
+                        result.get("agent_rss_mb"),
+                        result.get("received_at"),
+                    )
+                    for result in results
+                ],
             )
-            if result.get("samples"):
-                block = sampleblocks.encode(result["samples"])
-                self._db.execute(
-                    "INSERT INTO sample_blocks VALUES (?,?,?,?,?,?,?,?)",
+            blocks = [(result, sampleblocks.encode(result["samples"])) for result in results if result.get("samples")]
+            self._db.executemany(
+                "INSERT INTO sample_blocks VALUES (?,?,?,?,?,?,?,?)",
+                [
                     (
                         run_id,
                         trial_idx,
@@ -515,8 +530,10 @@ class Store:
                         block["count"],
                         block["values"],
                         block["histograms"],
-                    ),
-                )
+                    )
+                    for result, block in blocks
+                ],
+            )
 
     @_kept
     def add_clocks(self, run_id: str, clocks: dict[str, dict[str, float]]) -> None:

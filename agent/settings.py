@@ -85,8 +85,8 @@ def _state_home() -> Path:
 
 
 def kept_dir(agent: str) -> Path:
-    """Where an agent process keeps its load tasks until the controller has stored them (`agent.kept`):
-    $XDG_STATE_HOME/vtax/kept/<its first name>, the same after a restart, so a resumed run finds them."""
+    """Where an agent keeps its load tasks until the controller has stored them (`agent.kept`):
+    $XDG_STATE_HOME/vtax/kept/<its name>, the same after a restart, so a resumed run finds them."""
     return _state_home() / "vtax" / "kept" / agent
 
 

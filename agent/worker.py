@@ -119,7 +119,6 @@ def run_agent(
     # a spool directory belongs to one process: this agent's own, under the configured one
     sink = InfluxSink(influx.model_copy(update={"spool_dir": influx.spool_dir / names[0]})) if influx else None
     slots = TaskSlots(concurrency)
-    kept = Kept(kept_dir(names[0]))
     hosts = {
         name: AgentHost(
             name=name,
@@ -129,7 +128,7 @@ def run_agent(
             locustfile_dir=locustfiles,
             sink=sink,
             slots=slots,
-            kept=kept,
+            kept=Kept(kept_dir(name)),  # each agent its own: what one hands back is only what it ran
         )
         for name in names
     }

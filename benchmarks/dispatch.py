@@ -62,6 +62,7 @@ def measure(agents: int, workers: int, trials: int, *, secure: bool) -> dict[str
         skews = np.array([abs(r["start_skew_s"]) * 1000 for r in stored.agent_results(run_id) if r["start_skew_s"]])
         late = [f["message"] for f in stored.flags(run_id) if f["kind"] == "start_received_late"]
         redis_peak = connect(broker).info("memory")["used_memory_peak"]
+        known = np.array([c["uncertainty_s"] * 1000 for c in stored.clocks(run_id)])
     walls = [b - a - STEADY_S for a, b in itertools.pairwise(marks)]  # all but the load: with the lead
     overhead = [wall - lead for wall, lead in zip(walls, leads, strict=True)]
     return {
@@ -79,6 +80,7 @@ def measure(agents: int, workers: int, trials: int, *, secure: bool) -> dict[str
             "p99": round(float(np.percentile(skews, 99)), 2),
             "max": round(float(skews.max()), 2),
         },
+        "clock_uncertainty_ms": {"p50": round(float(np.median(known)), 2), "max": round(float(known.max()), 2)},
         "trials_flagged_start_received_late": len(late),
         "controller_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "redis_peak_memory_mb": round(redis_peak / 2**20, 1),

@@ -217,6 +217,9 @@ class CeleryEngine(Engine):
                 kwargs=celery,
                 queue=queue_for(agent),
                 retry=True,
+                declare=[],  # the agent declared its queue as it began to consume: two round trips a send saved
+                argsrepr="",
+                kwargsrepr="",  # no copy of the request in the headers (Celery's repr of it for monitors)
             )
         except Exception as exc:  # kombu raises many kinds when the broker is gone for good
             self._fail_agent(agent, f"unreachable: {exc}")

@@ -33,6 +33,10 @@ from controller.spec import Experiment
 
 log = logging.getLogger("vtax.engine")
 
+# a first batch of load tasks took 4 × as long per task as the clock pings before it (1,000 agents on 2 cores:
+# each agent's first load task wakes more of it than a ping does); later batches as long as their last
+COLD_FACTOR = 4.0
+
 ProgressCallback = Callable[[str, str, dict[str, float]], None]
 SampleCallback = Callable[[HostSample], None]
 
@@ -97,7 +101,7 @@ class Engine(ABC):
         self._ids = itertools.count(1)
         self.on_progress = on_progress
         self._offsets: dict[str, float] = {}
-        self._per_call_s = 0.0  # sending time per call of the last batch `call_all` sent
+        self._per_call_s: dict[str, float] = {}  # sending time per call of the last batch of each task
 
     def use_clocks(self, offsets: Mapping[str, float]) -> None:
         """Each agent's clock offset (agent − controller), sent with every later request to it."""
@@ -191,13 +195,16 @@ class Engine(ABC):
         took: `send_estimate` predicts the next batch from it."""
         began = time.monotonic()
         sent = self._send_all(calls)
-        if len(calls) > 1:
-            self._per_call_s = (time.monotonic() - began) / len(calls)
+        if len(calls) > 1 and len({call.task for call in calls}) == 1:
+            self._per_call_s[calls[0].task] = (time.monotonic() - began) / len(calls)
         return sent
 
-    def send_estimate(self, calls: int) -> float:
-        """Seconds that sending `calls` calls at once is expected to take, as the last batch did (0 before any)."""
-        return self._per_call_s * calls
+    def send_estimate(self, task: str, calls: int) -> float:
+        """Seconds that sending `calls` calls of `task` at once is expected to take: as its last batch did; a task
+        not sent in a batch yet, COLD_FACTOR × as the slowest task that was (0 before any)."""
+        if task in self._per_call_s:
+            return self._per_call_s[task] * calls
+        return COLD_FACTOR * max(self._per_call_s.values(), default=0.0) * calls
 
     def _send_all(self, calls: Sequence[Call]) -> list[Sent]:
         """One call after the other; an engine that can send in parallel does."""

@@ -166,6 +166,7 @@ class RunLoop:
         self._repetitions: dict[str, int] = {}  # a search's steps so far per condition, over both searches
         self._late_lead = 0.0  # after a trial whose start some agent received late: the lead at least
         self._dispatched_at: float | None = None  # when the last trial's load tasks began to be sent
+        self._takeup_s: float | None = None  # from then until the last of them was taken up by its agent
         engine.on_progress = self._progress
 
     def execute(self) -> str:
@@ -502,7 +503,10 @@ class RunLoop:
 
     def _measure_clocks(self, agents: list[str]) -> None:
         """Measure these agents' clock offsets (again, for an agent that came back) and use them from now on."""
-        clocks = clock.measure(self.engine, agents)
+        # a quarter of the start-skew limit: the start_skew check allows for the uncertainty, so it loses at most
+        # a quarter of its reach
+        good_enough = self.experiment.timing.max_start_skew_ms / 4 / 1000
+        clocks = clock.measure(self.engine, agents, good_enough=good_enough)
         self._offsets |= {agent: reading.offset_s for agent, reading in clocks.items()}
         self.engine.use_clocks(self._offsets)
         self.store.add_clocks(self.run_id, {a: vars(c) for a, c in clocks.items()})
@@ -563,15 +567,23 @@ class RunLoop:
 
     def _lead(self, flows: list[Flow]) -> float:
         """Seconds from dispatch to a trial's common start: the spec's (and its tools') lead, or longer where
-        sending the trial's tasks is expected to take longer (DISPATCH_FACTOR × the last batch's time, from the
-        clock sync or the trial before), or after a trial whose start some agent received too late."""
-        sending = DISPATCH_FACTOR * self.engine.send_estimate(len(flows)) + DISPATCH_MARGIN_S
-        return max(self.experiment.lead, sending, self._late_lead)
+        getting the tasks to every agent is expected to take longer: DISPATCH_FACTOR × how long the last trial's
+        took, from its dispatch until the last agent took its task up; before the first trial, × what the engine
+        expects sending them to take. After a trial whose start some agent received too late, at least twice its
+        lead."""
+        expected = (
+            self._takeup_s if self._takeup_s is not None else self.engine.send_estimate(wire.RUN_WORKLOAD, len(flows))
+        )
+        return max(self.experiment.lead, DISPATCH_FACTOR * expected + DISPATCH_MARGIN_S, self._late_lead)
 
     def _flag_late_receipt(self, trial: Trial, start_at: float, results: list[AgentResult]) -> None:
         """Flag a trial whose start time some agent received too late to start with the others (after its start,
         less the time its kind needs to be ready): its load did not start together, and it is left out of the
         statistics. The following trials' lead is doubled at least."""
+        dispatched = self._dispatched_at or start_at
+        received = [r["received_at"] for r in results if "received_at" in r]
+        if received:
+            self._takeup_s = max(received) - dispatched
         late = sorted(
             (r["received_at"] - start_at, r["agent"])
             for r in results
@@ -579,7 +591,7 @@ class RunLoop:
         )
         if not late:
             return
-        lead = start_at - (self._dispatched_at or start_at)
+        lead = start_at - dispatched
         self._late_lead = max(self._late_lead, 2 * lead)
         names = ", ".join(agent for _, agent in late[:5]) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
         self.store.add_flag(

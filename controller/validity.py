@@ -73,6 +73,10 @@ def trial_issues(
     if experiment.vsphere.on_migration == "exclude" and any(f["kind"] == "vm_migrated" for f in flags):
         found.append(issue("error", "trial_excluded", f"{label} left out of the statistics: a VM moved", trial["idx"]))
         return found, False
+    if any(f["kind"] == "start_received_late" for f in flags):
+        reason = "its agents did not start together"
+        found.append(issue("error", "trial_excluded", f"{label} left out of the statistics: {reason}", trial["idx"]))
+        return found, False
     return found, True
 
 

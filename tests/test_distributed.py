@@ -404,3 +404,53 @@ def test_agents_of_another_vtax_are_refused_unless_mixed_versions_are_allowed(vt
     assert "--allow-mixed-versions" in done.stderr and "Traceback" not in done.stderr
     with CeleryEngine(BrokerConfig(url=broker.url), ["c", "s"], mixed_versions=True) as engine:
         assert engine.identity("c")["vtax"] == "0.0.1.dev1+gold"
+
+
+def test_a_trial_whose_start_an_agent_received_too_late_is_flagged_left_out_and_the_lead_grows(
+    vtax: Vtax, broker: RedisServer, agents: Agents
+) -> None:
+    """Agent b is stopped (SIGSTOP) while the first trial's tasks are sent and resumed 0.8 s later, half a second
+    after the common start: it runs late, its trial is flagged and left out, and the next trials get twice the
+    lead."""
+    agents.start("a", broker)
+    agents.start("b", broker)
+    pid = agents.procs["b"].pid
+    stall = f"[ -e stalled ] || {{ touch stalled; kill -STOP {pid}; (sleep 0.8; kill -CONT {pid}) >/dev/null 2>&1 & }}"
+    spec = vtax.spec(
+        "name: late\nagents: [{name: a}, {name: b}]\n"
+        f"conditions: [{{name: only, baseline: true, setup: '{stall}'}}]\n"
+        "workloads: [{kind: noop, agents: [a, b]}]\n"
+        "timing: {warmup: 0, steady: 1, cooldown: 0, lead: 0.3, grace: 2}\nrepetitions: 3\n"
+    )
+    done, result = vtax.run_json(spec, "--broker", broker.url)
+    assert done.returncode == 1, done.stdout + done.stderr  # an excluded trial fails the run
+    found = [(v["code"], v.get("trial")) for v in result["validity"] if v["level"] == "error"]
+    assert sorted(found) == [("start_received_late", 0), ("trial_excluded", 0)]
+    [late] = [v["message"] for v in result["validity"] if v["code"] == "start_received_late"]
+    assert "1 agent(s) received the start time too late to start together (b; the latest +0." in late
+    lead = float(late.split("with a lead of ")[1].split(" s")[0])
+    assert f"the next trials' lead is {2 * lead:.2f} s at least" in late
+    assert [t["status"] for t in result["trials"]] == ["ok", "ok", "ok"]
+
+
+def test_clock_sync_pings_each_agent_until_its_offset_is_known_well_enough(broker: RedisServer, agents: Agents) -> None:
+    """Real agents on this machine (true offset 0): every agent gets MIN_ROUNDS pings, and more only while its
+    offset is known less well than asked; each exchange is timed from its own send, so the offset lies within
+    its uncertainty of 0."""
+    from agent.settings import BrokerConfig
+    from controller import clock
+    from controller.distributed import CeleryEngine
+
+    agents.start("p1", broker)
+    agents.start("p2", broker)
+    with CeleryEngine(BrokerConfig(url=broker.url), ["p1", "p2"]) as engine:
+        pings: list[str] = []
+        send = engine.call_all
+        engine.call_all = lambda calls: (pings.extend(c.agent for c in calls), send(calls))[1]  # type: ignore[method-assign]
+        coarse = clock.measure(engine, ["p1", "p2"], good_enough=1.0)
+        assert sorted(pings) == ["p1"] * clock.MIN_ROUNDS + ["p2"] * clock.MIN_ROUNDS
+        pings.clear()
+        fine = clock.measure(engine, ["p1", "p2"], good_enough=0.0)
+        assert sorted(pings) == ["p1"] * clock.ROUNDS + ["p2"] * clock.ROUNDS
+    for reading in [*coarse.values(), *fine.values()]:
+        assert 0 < reading.rtt_s < 0.5 and abs(reading.offset_s) <= reading.uncertainty_s + 0.001

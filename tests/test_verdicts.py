@@ -288,6 +288,14 @@ def test_trial_flags_become_findings(tmp_path: Path, kind: str, severity: str) -
     assert _codes(run.result())[kind] == severity
 
 
+def test_trial_excluded_when_an_agent_received_its_start_too_late(tmp_path: Path) -> None:
+    run = _clean_run(tmp_path)
+    run.store.add_flag(run.run_id, 1, kind="start_received_late", severity="error", message="1 agent(s) late")
+    result = run.result()
+    assert _codes(result)["trial_excluded"] == "error" and not result["passed"]
+    assert result["metrics"]["iperf3.throughput_gbps"]["by_condition"]["fw"]["values"] == FW[1:]
+
+
 def test_trial_excluded_when_a_vm_moved_unless_the_spec_keeps_it(tmp_path: Path) -> None:
     run = _clean_run(tmp_path)
     run.store.add_flag(run.run_id, 1, kind="vm_migrated", severity="error", message="moved")

@@ -17,6 +17,7 @@ from controller.errors import InfrastructureError
 
 ROUNDS = 16  # the fastest of up to 16 exchanges: a closer estimate than of 8 where queueing delays vary
 MIN_ROUNDS = 4  # every agent is pinged at least this often
+GOOD_ENOUGH_S = 0.001  # then only while its offset is known less well than this (or than the run asks)
 TIMEOUT_S = 10.0
 
 
@@ -27,17 +28,32 @@ class ClockReading:
     rtt_s: float
 
 
-def measure(engine: Engine, agents: list[str], *, good_enough: float, rounds: int = ROUNDS) -> dict[str, ClockReading]:
-    """Ping every agent up to `rounds` times (all at once per round, sent in parallel where the engine can, each
-    exchange timed from its own send to its own reply); the fastest exchange wins. After MIN_ROUNDS, only the
-    agents whose offset is known less well than ±`good_enough` seconds are pinged again: a thousand agents ×
-    16 rounds took 20 s, most of it on agents already known well enough."""
+def measure(
+    engine: Engine, agents: list[str], *, good_enough: float, rounds: int = ROUNDS
+) -> dict[str, ClockReading]:
+    """Ping every agent up to `rounds` times (sent in parallel where the engine can, each exchange timed from its
+    own send to its own reply); the fastest exchange wins. After MIN_ROUNDS, only the agents whose offset is
+    known less well than ±`good_enough` seconds are pinged again: a thousand agents × 16 rounds took 20 s, most
+    of it on agents already known well enough.
+
+    Agents that share a process (one `vtax agent` serving many names) are pinged one at a time, each in its
+    own batch: pinged together, each one's reply waited behind the others', and no round trip was short."""
     best: dict[str, ClockReading] = {}
     for done in range(rounds):
         wanted = [a for a in agents if done < MIN_ROUNDS or best[a].uncertainty_s > good_enough]
-        if wanted:
-            _exchange(engine, wanted, best)
+        for batch in _spread(wanted, engine):
+            _exchange(engine, batch, best)
     return best
+
+
+def _spread(agents: list[str], engine: Engine) -> list[list[str]]:
+    """`agents` in batches that hold at most one agent of each process (all of them, where each has its own)."""
+    queues: dict[object, list[str]] = {}
+    for agent in agents:
+        limit = engine.task_limit(agent)
+        queues.setdefault(limit[0] if limit is not None else agent, []).append(agent)
+    depth = max((len(q) for q in queues.values()), default=0)
+    return [[q[i] for q in queues.values() if i < len(q)] for i in range(depth)]
 
 
 def _exchange(engine: Engine, agents: list[str], best: dict[str, ClockReading]) -> None:

@@ -29,6 +29,7 @@ from controller.errors import InfrastructureError, InputError
 
 LOST_AFTER_S = 10.0
 SEND_THREADS = 8  # tasks sent at once: each send waits mostly on the broker's answer, so threads overlap them
+PARALLEL_FROM = 64  # calls; fewer go one after the other (threads' handoffs cost a few agents' clock precision)
 DRAIN = 256  # replies taken off the reply list per round trip once one has arrived
 
 
@@ -228,7 +229,7 @@ class CeleryEngine(Engine):
     def _send_all(self, calls: Sequence[Call]) -> list[Sent]:
         """Sent by a few threads at once: a send spends most of its time waiting for the broker (hundreds of
         them one after the other outlasted the lead, and the last agents started late)."""
-        if len(calls) <= SEND_THREADS:
+        if len(calls) < PARALLEL_FROM:
             return super()._send_all(calls)
         return list(self._senders.map(self._send, calls))
 

@@ -503,9 +503,9 @@ class RunLoop:
 
     def _measure_clocks(self, agents: list[str]) -> None:
         """Measure these agents' clock offsets (again, for an agent that came back) and use them from now on."""
-        # a quarter of the start-skew limit: the start_skew check allows for the uncertainty, so it loses at most
-        # a quarter of its reach
-        good_enough = self.experiment.timing.max_start_skew_ms / 4 / 1000
+        # ±1 ms, or a quarter of a tighter start-skew limit: an offset's error moves its agent's true start by as
+        # much (16 agents known to ±5 ms started up to 5 ms apart)
+        good_enough = min(clock.GOOD_ENOUGH_S, self.experiment.timing.max_start_skew_ms / 4 / 1000)
         clocks = clock.measure(self.engine, agents, good_enough=good_enough)
         self._offsets |= {agent: reading.offset_s for agent, reading in clocks.items()}
         self.engine.use_clocks(self._offsets)

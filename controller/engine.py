@@ -33,8 +33,8 @@ from controller.spec import Experiment
 
 log = logging.getLogger("vtax.engine")
 
-# a first batch of load tasks took 4 × as long per task as the clock pings before it (1,000 agents on 2 cores:
-# each agent's first load task wakes more of it than a ping does); later batches as long as their last
+# before the first batch of load tasks, 4 × as long per task as the clock pings took: a first batch to 1,000
+# agents on 2 cores took over 3 × as long (each agent's first load task wakes more of it than a ping does)
 COLD_FACTOR = 4.0
 
 ProgressCallback = Callable[[str, str, dict[str, float]], None]
@@ -195,7 +195,7 @@ class Engine(ABC):
         took: `send_estimate` predicts the next batch from it."""
         began = time.monotonic()
         sent = self._send_all(calls)
-        if len(calls) > 1 and len({call.task for call in calls}) == 1:
+        if calls and len({call.task for call in calls}) == 1:
             self._per_call_s[calls[0].task] = (time.monotonic() - began) / len(calls)
         return sent
 

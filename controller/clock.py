@@ -28,9 +28,7 @@ class ClockReading:
     rtt_s: float
 
 
-def measure(
-    engine: Engine, agents: list[str], *, good_enough: float, rounds: int = ROUNDS
-) -> dict[str, ClockReading]:
+def measure(engine: Engine, agents: list[str], *, good_enough: float, rounds: int = ROUNDS) -> dict[str, ClockReading]:
     """Ping every agent up to `rounds` times (sent in parallel where the engine can, each exchange timed from its
     own send to its own reply); the fastest exchange wins. After MIN_ROUNDS, only the agents whose offset is
     known less well than ±`good_enough` seconds are pinged again: a thousand agents × 16 rounds took 20 s, most

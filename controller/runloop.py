@@ -576,19 +576,16 @@ class RunLoop:
         )
         return max(self.experiment.lead, DISPATCH_FACTOR * expected + DISPATCH_MARGIN_S, self._late_lead)
 
-    def _flag_late_receipt(self, trial: Trial, start_at: float, results: list[AgentResult]) -> None:
-        """Flag a trial whose start time some agent received too late to start with the others (after its start,
-        less the time its kind needs to be ready): its load did not start together, and it is left out of the
-        statistics. The following trials' lead is doubled at least."""
+    def _note_receipt(self, trial: Trial, start_at: float, results: list[AgentResult]) -> None:
+        """When the agents took up a trial's tasks: the take-up time the next lead follows, and a flag on a trial
+        whose start some agent received only after it. Its load did not start together, so it is left out of the
+        statistics, and the following trials' lead is doubled at least. (One that took it up in time but too late
+        for its tool to be ready starts late: the start_skew warning tells that.)"""
         dispatched = self._dispatched_at or start_at
         received = [r["received_at"] for r in results if "received_at" in r]
         if received:
             self._takeup_s = max(received) - dispatched
-        late = sorted(
-            (r["received_at"] - start_at, r["agent"])
-            for r in results
-            if "received_at" in r and r["received_at"] > start_at - workloads.get(r.get("kind", "noop")).READY_S
-        )
+        late = sorted((r["received_at"] - start_at, r["agent"]) for r in results if r.get("received_at", 0) > start_at)
         if not late:
             return
         lead = start_at - dispatched
@@ -730,7 +727,11 @@ class RunLoop:
                 ends.append(source.begin(window, on_sample=on_sample, on_record=on_record))
             calls = self._dispatch(trial, flows, targets, start_at, deadline)
             results = self._collect(calls, start_at, deadline)
-            self._flag_late_receipt(trial, start_at, results)
+            self._note_receipt(trial, start_at, results)
+        except KeyboardInterrupt:
+            for source in self.host_sources:  # stopped: no window end waits out the trial's planned end
+                source.finish(abandon=True)
+            raise
         finally:
             for end in ends:
                 end()

@@ -44,6 +44,9 @@ _Handlers = tuple[SampleHandler, RecordHandler]  # a trial's live view and recor
 _Opening = tuple[TrialTags, "Future[_Window]", _Handlers | None]  # a begun window: its tags, placement, handlers
 
 
+STOPPED_EARLY = "the run stopped before vCenter published this trial's counters; `vtax collect RUN` reads them"
+
+
 class _RunStopped(Exception):
     """The run was interrupted while a trial's counters were still awaited."""
 
@@ -139,6 +142,9 @@ class VsphereHostSource(HostCounterSource):
             window = placing.result()
             self._sleep_until(window.sample_end(window.end - self.cooldown_s))
             self.vsphere.vcenter.retry(self._check_migrations, window)
+        except _RunStopped:
+            self._flag(tags["run"], tags["trial"], "vsphere_missing", STOPPED_EARLY)
+            return None, None
         except _FAULTS as exc:
             self._flag(
                 tags["run"], tags["trial"], "vsphere_missing", f"vCenter counters not read: {describe_fault(exc)}"
@@ -166,12 +172,7 @@ class VsphereHostSource(HostCounterSource):
         try:
             samples = self.vsphere.vcenter.retry(self._read, window)
         except _RunStopped:
-            self._flag(
-                window.run_id,
-                window.trial_idx,
-                "vsphere_missing",
-                "the run stopped before vCenter published this trial's counters; `vtax collect RUN` reads them",
-            )
+            self._flag(window.run_id, window.trial_idx, "vsphere_missing", STOPPED_EARLY)
             return []
         except _FAULTS as exc:
             self._flag(

@@ -165,8 +165,7 @@ class RunLoop:
         self._next_index = 0  # a search's next trial index, over both searches
         self._repetitions: dict[str, int] = {}  # a search's steps so far per condition, over both searches
         self._late_lead = 0.0  # after a trial whose start some agent received late: the lead at least
-        self._dispatched_at: float | None = None  # when the last trial's load tasks began to be sent
-        self._takeup_s: float | None = None  # from then until the last of them was taken up by its agent
+        self._takeup_s: float | None = None  # the last trial's: from its dispatch until its last task was taken up
         engine.on_progress = self._progress
 
     def execute(self) -> str:
@@ -576,12 +575,11 @@ class RunLoop:
         )
         return max(self.experiment.lead, DISPATCH_FACTOR * expected + DISPATCH_MARGIN_S, self._late_lead)
 
-    def _note_receipt(self, trial: Trial, start_at: float, results: list[AgentResult]) -> None:
+    def _note_receipt(self, trial: Trial, dispatched: float, start_at: float, results: list[AgentResult]) -> None:
         """When the agents took up a trial's tasks: the take-up time the next lead follows, and a flag on a trial
         whose start some agent received only after it. Its load did not start together, so it is left out of the
         statistics, and the following trials' lead is doubled at least. (One that took it up in time but too late
         for its tool to be ready starts late: the start_skew warning tells that.)"""
-        dispatched = self._dispatched_at or start_at
         received = [r["received_at"] for r in results if "received_at" in r]
         if received:
             self._takeup_s = max(received) - dispatched
@@ -725,9 +723,10 @@ class RunLoop:
         try:
             for source in self.host_sources:
                 ends.append(source.begin(window, on_sample=on_sample, on_record=on_record))
+            dispatched = time.time()
             calls = self._dispatch(trial, flows, targets, start_at, deadline)
             results = self._collect(calls, start_at, deadline)
-            self._note_receipt(trial, start_at, results)
+            self._note_receipt(trial, dispatched, start_at, results)
         except KeyboardInterrupt:
             for source in self.host_sources:  # stopped: no window end waits out the trial's planned end
                 source.finish(abandon=True)
@@ -850,7 +849,6 @@ class RunLoop:
         deadline: float,
     ) -> list[tuple[Flow, Future[AgentResult]]]:
         """Every client at once."""
-        self._dispatched_at = time.time()
         sent = self.engine.call_all(
             [
                 Call(

@@ -56,10 +56,10 @@ def guestinfo() -> dict[str, str]:
     return found
 
 
-def cloud_init_file(path: Path | None = None) -> dict[str, str]:
+def cloud_init_file() -> dict[str, str]:
     """The settings in the instance file (VTAX_INSTANCE_FILE, default INSTANCE_FILE), or {} when there is none;
     InstanceFileError naming the file and the key when it is not what `vtax deploy` writes."""
-    path = path or Path(os.environ.get("VTAX_INSTANCE_FILE") or INSTANCE_FILE)
+    path = Path(os.environ.get("VTAX_INSTANCE_FILE") or INSTANCE_FILE)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -141,8 +141,7 @@ class Deployer:
     def mine(self) -> list[VmInfo]:
         """The VMs this deployment made: by the attribute it set, never by name; read afresh, so the VMs made
         since this deployer was created are among them."""
-        self.inventory = Inventory(vcenter=self.vcenter)
-        return [vm for vm in self.inventory.vms.values() if vm.attributes.get(MARK) == self.deployment]
+        return [vm for vm in Inventory(vcenter=self.vcenter).vms.values() if vm.attributes.get(MARK) == self.deployment]
 
     def create(
         self,

@@ -313,9 +313,7 @@ def deploy(
         missing = _await_agents(config, deployer, up, wait) if wait and up else []
         if wait:
             console.print(f"{len(up) - len(missing)} of {len(clones)} agent VM(s) up and registered")
-    if len(up) < len(clones) or missing:
-        failed = len(clones) - len(up) + len(missing)
-        raise InfrastructureError(f"deploy: {failed} of {len(clones)} agent VM(s) did not come up")
+    _all_up(len(clones), up, missing)
 
 
 def _make(deployer: Deployer, clones: list[Clone], **create: Any) -> list[str]:
@@ -332,6 +330,13 @@ def _make(deployer: Deployer, clones: list[Clone], **create: Any) -> list[str]:
                 markup=False,
             )
     return [c["vm"] for c in made if c["ok"]]
+
+
+def _all_up(planned: int, up: list[str], missing: list[str], then: str = "") -> None:
+    """InfrastructureError (exit 3) unless every planned VM was made and its agent registered."""
+    failed = planned - len(up) + len(missing)
+    if failed:
+        raise InfrastructureError(f"deploy: {failed} of {planned} agent VM(s) did not come up{then}")
 
 
 @contextlib.contextmanager
@@ -383,9 +388,7 @@ def run_deployment(
             parallel=spec.parallel,
         )
         missing = _await_agents(broker, deployer, up, spec.wait) if up else []
-        if len(up) < len(clones) or missing:
-            failed = len(clones) - len(up) + len(missing)
-            raise InfrastructureError(f"deploy: {failed} of {len(clones)} agent VM(s) did not come up; no trial ran")
+        _all_up(len(clones), up, missing, "; no trial ran")
         console.print(f"deployment {name!r}: {len(up)} agent(s) registered")
         vsphere.reread()
         yield expanded

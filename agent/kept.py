@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -77,6 +78,9 @@ class Kept:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # an agent runs several load tasks at once (tiles): one's forget removed the run's directory while
+        # another listed it, or before it opened its file there
+        self._lock = threading.Lock()
         cutoff = time.time() - KEEP_S
         for directory in root.glob("*"):
             files = list(directory.glob("*.jsonl"))
@@ -89,22 +93,26 @@ class Kept:
     def begin(self, *, run: str, trial: int, agent: str, workload: str, start_at: float, deadline: float) -> KeptTask:
         path = self.root / _part(run) / f"{trial:07d}-{_part(agent)}-{_part(workload)}.jsonl"
         header = {"trial": trial, "agent": agent, "workload": workload, "start_at": start_at, "deadline": deadline}
-        return KeptTask(path, header)
+        with self._lock:
+            return KeptTask(path, header)
 
     def forget(self, run: str, before: int) -> None:
         """The run's tasks of trials before `before`: the controller has stored them."""
         directory = self.root / _part(run)
-        for path in directory.glob("*.jsonl"):
-            if _trial_of(path) < before:
-                path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            directory.rmdir()  # only once empty
+        with self._lock:
+            for path in directory.glob("*.jsonl"):
+                if _trial_of(path) < before:
+                    path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only once empty
 
     def collect(self, run: str) -> list[KeptResult]:
         """What the run's kept tasks measured, in trial order: each finished task's result, and a task cut off
         (no result line) as status `lost`, with the samples it wrote."""
         found = []
-        for path in sorted((self.root / _part(run)).glob("*.jsonl")):
+        with self._lock:
+            paths = sorted((self.root / _part(run)).glob("*.jsonl"))
+        for path in paths:
             kept = _read(path)
             if kept is not None:
                 found.append(kept)
